@@ -1,0 +1,44 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Models;
+
+/// <summary>
+/// The article's example: a stack of 3x3 convolution layers (each with a ReLU) and a classifier head. With 10
+/// convolution layers and 5 stages of 2, the head rides on the last stage (balance 2,2,2,2,3).
+/// </summary>
+public static class ConvNet
+{
+    /// <summary>
+    /// Entries 0..<paramref name="convLayers"/>-1 are the convolution layers (same spatial size, padding 1); the last
+    /// entry is the head (global average pool, flatten, linear). No batch norm, so micro-batching does not change
+    /// the result.
+    /// </summary>
+    public static TorchSharp.Modules.Sequential Create(int inChannels = 3, int channels = 16, int convLayers = 10, int classes = 10)
+    {
+        if (convLayers < 1) throw new ArgumentOutOfRangeException(nameof(convLayers), convLayers, "A ConvNet needs at least one convolution layer.");
+        var layers = new List<(string, nn.Module<Tensor, Tensor>)>();
+        for (int i = 0; i < convLayers; i++)
+        {
+            layers.Add((i.ToString(), nn.Sequential(
+                ("conv", nn.Conv2d(i == 0 ? inChannels : channels, channels, kernel_size: 3, padding: 1)),
+                ("relu", nn.ReLU()))));
+        }
+        layers.Add((convLayers.ToString(), nn.Sequential(
+            ("pool", nn.AdaptiveAvgPool2d(1)),
+            ("flatten", nn.Flatten()),
+            ("linear", nn.Linear(channels, classes)))));
+        return nn.Sequential(layers);
+    }
+
+    /// <summary>The article's split of <see cref="Create"/>'s model into <paramref name="stages"/> stages: the
+    /// convolution layers spread evenly (earlier stages get the remainder), the head on the last stage.</summary>
+    public static int[] ConvBalance(int convLayers, int stages)
+    {
+        if (stages < 1 || stages > convLayers)
+            throw new ArgumentOutOfRangeException(nameof(stages), stages, $"Use between 1 and {convLayers} stages for {convLayers} convolution layers.");
+        var balance = Enumerable.Range(0, stages).Select(s => convLayers / stages + (s < convLayers % stages ? 1 : 0)).ToArray();
+        balance[^1] += 1;
+        return balance;
+    }
+}

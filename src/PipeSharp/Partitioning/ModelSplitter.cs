@@ -1,0 +1,66 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Partitioning;
+
+/// <summary>Cuts a model, given as an ordered list of layers, into consecutive stages.</summary>
+public static class ModelSplitter
+{
+    /// <summary>
+    /// The layers of a <see cref="TorchSharp.Modules.Sequential"/>, in order. Each must map one tensor to one tensor.
+    /// </summary>
+    public static IReadOnlyList<nn.Module<Tensor, Tensor>> Layers(TorchSharp.Modules.Sequential model)
+    {
+        var layers = new List<nn.Module<Tensor, Tensor>>();
+        int i = 0;
+        foreach (var child in model.children())
+        {
+            if (child is not nn.Module<Tensor, Tensor> layer)
+                throw new ArgumentException(
+                    $"layer {i} of the model ({child.GetType().Name}) does not map one tensor to one tensor; " +
+                    "wrap it in a module that does.", nameof(model));
+            layers.Add(layer);
+            i++;
+        }
+        if (layers.Count == 0) throw new ArgumentException("The model has no layers to split.", nameof(model));
+        return layers;
+    }
+
+    /// <summary>Number of parameter elements of each layer: the default cost for automatic balancing.</summary>
+    public static IReadOnlyList<double> ParameterCounts(IReadOnlyList<nn.Module<Tensor, Tensor>> layers) =>
+        layers.Select(l => (double)l.parameters().Sum(p => p.numel())).ToList();
+
+    /// <summary>
+    /// The balance to use: <paramref name="balance"/> if given (checked), else a split of the layers into
+    /// <paramref name="stages"/> stages balanced by parameter count.
+    /// </summary>
+    public static IReadOnlyList<int> ResolveBalance(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, int? stages, IReadOnlyList<int>? balance)
+    {
+        if (balance != null)
+        {
+            Balance.Check(balance, layers.Count);
+            if (stages != null && stages != balance.Count)
+                throw new ArgumentException(
+                    $"stages is {stages} but balance has {balance.Count} entries: give one count per stage, or leave stages unset.",
+                    nameof(stages));
+            return balance;
+        }
+        int p = stages ?? 1;
+        Balance.CheckStageCount(p, layers.Count);
+        return Balance.ByCost(ParameterCounts(layers), p);
+    }
+
+    /// <summary>Cuts <paramref name="layers"/> into stages of the given sizes.</summary>
+    public static IReadOnlyList<StageModule> Split(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, IReadOnlyList<int> balance)
+    {
+        Balance.Check(balance, layers.Count);
+        var stages = new List<StageModule>(balance.Count);
+        int first = 0;
+        for (int s = 0; s < balance.Count; s++)
+        {
+            stages.Add(new StageModule(s, first, layers.Skip(first).Take(balance[s]).ToList()));
+            first += balance[s];
+        }
+        return stages;
+    }
+}

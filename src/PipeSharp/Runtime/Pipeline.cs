@@ -1,0 +1,259 @@
+using System.Diagnostics;
+using PipeSharp.Devices;
+using PipeSharp.Native;
+using PipeSharp.Partitioning;
+using PipeSharp.Schedules;
+using PipeSharp.Tracing;
+using PipeSharp.Transport;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>
+/// Trains a model split into consecutive stages that run at the same time on different micro-batches, each
+/// stage on its own worker thread and device. A training step gives the same parameters as plain
+/// single-device training on the whole batch (up to float round-off).
+/// </summary>
+/// <example>
+/// <code>
+/// var model = nn.Sequential(("0", nn.Linear(32, 64)), ("1", nn.ReLU()), ("2", nn.Linear(64, 10)));
+/// using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 4, Schedule = "1f1b" },
+///     loss: (output, target) => nn.functional.cross_entropy(output, target),
+///     optimizer: parameters => optim.Adam(parameters, lr: 1e-3));
+/// float loss = pipe.TrainStep(input, target);
+/// </code>
+/// </example>
+public sealed class Pipeline : IDisposable
+{
+    private readonly StageRuntime[] _stages;
+    private readonly RankWorker[] _workers;
+    private readonly ITransport _transport;
+    private readonly ActionRunner _runner;
+    private readonly Schedule _forwardSchedule;
+    private bool _disposed;
+
+    /// <summary>Splits <paramref name="model"/> into stages and starts one worker per stage.</summary>
+    /// <param name="model">The model: its layers in order, cut between entries.</param>
+    /// <param name="options">Stages or balance, devices, micro-batches, schedule, threads.</param>
+    /// <param name="loss">
+    /// The loss of one micro-batch, reduced by mean over its samples (like PyTorch's default); it runs on the last stage.
+    /// </param>
+    /// <param name="optimizer">Makes the optimizer of one stage from that stage's parameters.</param>
+    /// <param name="scheduler">Optional: makes a learning-rate scheduler for a stage's optimizer; stepped after every optimizer step.</param>
+    /// <exception cref="ArgumentException">An option is invalid; nothing has been started.</exception>
+    public Pipeline(
+        TorchSharp.Modules.Sequential model,
+        PipelineOptions options,
+        Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
+        : this(ModelSplitter.Layers(model), options, loss, optimizer, scheduler)
+    {
+    }
+
+    /// <summary>Splits an ordered list of layers into stages; see the other constructor.</summary>
+    public Pipeline(
+        IReadOnlyList<nn.Module<Tensor, Tensor>> layers,
+        PipelineOptions options,
+        Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
+    {
+        TorchNative.EnsureLoaded();
+        ArgumentNullException.ThrowIfNull(layers);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loss);
+        ArgumentNullException.ThrowIfNull(optimizer);
+        if (options.MicroBatches < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), options.MicroBatches,
+                "MicroBatches must be at least 1 (1 means no micro-batching).");
+        if (options.ThreadsPerStage is < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), options.ThreadsPerStage,
+                "ThreadsPerStage must be at least 1, or null for the processor count divided by the stage count.");
+
+        var balance = ModelSplitter.ResolveBalance(layers, options.Stages, options.Balance);
+        int p = balance.Count;
+        var devices = DeviceResolver.Resolve(options.Devices, p);
+        Schedule = ScheduleGenerators.Create(options.Schedule, p, options.MicroBatches);
+        ScheduleValidator.Validate(Schedule);
+        _forwardSchedule = ScheduleGenerators.ForwardOnly(p, options.MicroBatches);
+        ScheduleValidator.Validate(_forwardSchedule);
+        Options = options;
+        Balance = balance;
+
+        var modules = ModelSplitter.Split(layers, balance);
+        _stages = new StageRuntime[p];
+        for (int s = 0; s < p; s++)
+        {
+            modules[s].to(devices[s]);
+            var opt = optimizer(modules[s].parameters());
+            _stages[s] = new StageRuntime(modules[s], devices[s], Schedule.StageToRank[s], opt, scheduler?.Invoke(opt));
+        }
+        _transport = new InProcessTransport();
+        _runner = new ActionRunner(_stages, _transport, loss);
+        int threads = options.ThreadsPerStage ?? Math.Max(1, Environment.ProcessorCount / Schedule.RankCount);
+        _workers = Enumerable.Range(0, Schedule.RankCount).Select(r => new RankWorker(r, threads)).ToArray();
+    }
+
+    /// <summary>The options the pipeline was made with.</summary>
+    public PipelineOptions Options { get; }
+
+    /// <summary>Layers per stage.</summary>
+    public IReadOnlyList<int> Balance { get; }
+
+    /// <summary>The training schedule (validated).</summary>
+    public Schedule Schedule { get; }
+
+    /// <summary>The stages, in model order; each is a module holding its layers on its device.</summary>
+    public IReadOnlyList<StageModule> Stages => _stages.Select(s => s.Module).ToList();
+
+    /// <summary>The device of each stage.</summary>
+    public IReadOnlyList<Device> Devices => _stages.Select(s => s.Device).ToList();
+
+    /// <summary>Timings of the last <see cref="TrainStep"/> or <see cref="Forward"/>.</summary>
+    public StepStatistics? LastStep { get; private set; }
+
+    /// <summary>
+    /// One training step on a batch: forward and backward of every micro-batch as the schedule orders them,
+    /// gradients accumulated over the micro-batches, then one optimizer step on every stage.
+    /// </summary>
+    /// <param name="input">The batch; dimension 0 is split into micro-batches.</param>
+    /// <param name="target">The targets, split the same way; they reach the loss on the last stage.</param>
+    /// <param name="cancellation">Stops the step (every stage) when cancelled.</param>
+    /// <returns>The loss of the whole batch (the mean over its samples).</returns>
+    /// <exception cref="PipelineStageException">A stage failed; all stages were stopped and no parameter changed.</exception>
+    public float TrainStep(Tensor input, Tensor target, CancellationToken cancellation = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(target);
+        if (target.dim() == 0 || target.shape[0] != (input.dim() == 0 ? -1 : input.shape[0]))
+            throw new ArgumentException(
+                $"target has shape [{string.Join(",", target.shape)}] but input has shape [{string.Join(",", input.shape)}]: " +
+                "both need the same number of samples in dimension 0.", nameof(target));
+        var inputs = MicroBatches.Split(input, Options.MicroBatches, nameof(input));
+        var targets = MicroBatches.Split(target, Options.MicroBatches, nameof(target));
+        using var step = new StepContext(inputs, targets, MicroBatches.MeanWeights(inputs), _stages.Length, cancellation);
+        try
+        {
+            RunOnRanks(step, rank =>
+            {
+                foreach (var s in StagesOf(rank)) s.Optimizer.zero_grad();
+                RunActions(rank, Schedule.RankActions[rank], step, training: true);
+            });
+            RunOnRanks(step, rank =>
+            {
+                foreach (var s in StagesOf(rank))
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    s.Optimizer.step();
+                    s.Scheduler?.step();
+                    lock (step.StageBusy) step.StageBusy[s.Module.Index] += step.Seconds(Stopwatch.GetTimestamp()) - step.Seconds(t0);
+                }
+            });
+            Finish(step);
+            return (float)step.Loss;
+        }
+        finally
+        {
+            foreach (var t in inputs.Concat(targets)) t.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A pipelined forward pass without gradients, for evaluation and inference.
+    /// </summary>
+    /// <returns>The last stage's output for the whole batch, on the last stage's device.</returns>
+    public Tensor Forward(Tensor input, CancellationToken cancellation = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(input);
+        var inputs = MicroBatches.Split(input, Options.MicroBatches, nameof(input));
+        using var step = new StepContext(inputs, null, MicroBatches.MeanWeights(inputs), _stages.Length, cancellation);
+        try
+        {
+            RunOnRanks(step, rank => RunActions(rank, _forwardSchedule.RankActions[rank], step, training: false));
+            Finish(step);
+            return torch.cat(step.Outputs.Select(o => o!).ToArray(), 0);
+        }
+        finally
+        {
+            foreach (var t in inputs) t.Dispose();
+        }
+    }
+
+    private IEnumerable<StageRuntime> StagesOf(int rank) => _stages.Where(s => s.Rank == rank);
+
+    private void RunActions(int rank, IReadOnlyList<PipelineAction> actions, StepContext step, bool training)
+    {
+        foreach (var action in actions)
+        {
+            step.Cancellation.ThrowIfCancellationRequested();
+            long start = Stopwatch.GetTimestamp();
+            try
+            {
+                _runner.Run(action, step, training);
+            }
+            catch (OperationCanceledException) when (step.Cancellation.IsCancellationRequested)
+            {
+                throw;
+            }
+            catch (Exception e)
+            {
+                var failure = new PipelineStageException(action, e);
+                step.Fail(failure);
+                throw failure;
+            }
+            step.Record(rank, action, start, Stopwatch.GetTimestamp());
+        }
+    }
+
+    // Runs work on every rank and waits for all of them. The first failure cancels the others; the caller gets
+    // the stage's exception, or OperationCanceledException if the caller cancelled.
+    private void RunOnRanks(StepContext step, Action<int> work)
+    {
+        var tasks = new Task[_workers.Length];
+        for (int r = 0; r < _workers.Length; r++)
+        {
+            int rank = r;
+            tasks[r] = _workers[r].Run(() =>
+            {
+                try { work(rank); }
+                catch (Exception e) when (e is not OperationCanceledException) { step.Fail(e); throw; }
+            });
+        }
+        try
+        {
+            Task.WaitAll(tasks);
+        }
+        catch (AggregateException)
+        {
+            // Reported below, after cleaning up.
+        }
+        if (step.Failure is not null || step.Cancellation.IsCancellationRequested)
+        {
+            foreach (var s in _stages) s.DropSaved();
+            _transport.Clear();
+            if (step.Failure is not null) throw step.Failure;
+            throw new OperationCanceledException("The pipeline step was cancelled; no parameter was changed.", step.Cancellation);
+        }
+    }
+
+    private void Finish(StepContext step)
+    {
+        double wall = step.Seconds(Stopwatch.GetTimestamp());
+        var timeline = step.Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
+        LastStep = new StepStatistics(wall, step.StageBusy.ToArray(), timeline);
+    }
+
+    /// <summary>Stops the worker threads and releases the optimizers and any tensors still held.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        foreach (var w in _workers) w.Dispose();
+        foreach (var s in _stages) s.Dispose();
+        _transport.Dispose();
+    }
+}

@@ -1,0 +1,55 @@
+using System.Collections.Concurrent;
+using TorchSharp;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>
+/// A dedicated thread for one rank. Jobs run in order, each inside its own dispose scope, with the rank's
+/// intra-op thread count (which libtorch keeps per thread).
+/// </summary>
+internal sealed class RankWorker : IDisposable
+{
+    private readonly BlockingCollection<(Action Work, TaskCompletionSource Done)> _jobs = new();
+    private readonly Thread _thread;
+    private readonly int _intraOpThreads;
+
+    public RankWorker(int rank, int intraOpThreads)
+    {
+        _intraOpThreads = intraOpThreads;
+        _thread = new Thread(Loop) { IsBackground = true, Name = $"PipeSharp rank {rank}" };
+        _thread.Start();
+    }
+
+    /// <summary>Queues <paramref name="work"/>; the task completes when it has run (or faults with its exception).</summary>
+    public Task Run(Action work)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _jobs.Add((work, done));
+        return done.Task;
+    }
+
+    private void Loop()
+    {
+        torch.set_num_threads(_intraOpThreads);
+        foreach (var (work, done) in _jobs.GetConsumingEnumerable())
+        {
+            try
+            {
+                using (torch.NewDisposeScope()) work();
+                done.SetResult();
+            }
+            catch (Exception e)
+            {
+                done.SetException(e);
+            }
+        }
+    }
+
+    /// <summary>Lets queued jobs finish, then ends the thread.</summary>
+    public void Dispose()
+    {
+        _jobs.CompleteAdding();
+        _thread.Join();
+        _jobs.Dispose();
+    }
+}

@@ -1,0 +1,64 @@
+using PipeSharp.Tracing;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>Everything the ranks share during one step; the first failure cancels the others.</summary>
+internal sealed class StepContext : IDisposable
+{
+    private readonly CancellationTokenSource _cancel;
+    private Exception? _failure;
+    private double _loss;
+
+    public StepContext(Tensor[] inputs, Tensor[]? targets, double[] lossWeights, int stageCount, CancellationToken external)
+    {
+        Inputs = inputs;
+        Targets = targets;
+        LossWeights = lossWeights;
+        Outputs = new Tensor?[inputs.Length];
+        StageBusy = new double[stageCount];
+        _cancel = CancellationTokenSource.CreateLinkedTokenSource(external);
+    }
+
+    public Tensor[] Inputs { get; }
+    public Tensor[]? Targets { get; }
+    public double[] LossWeights { get; }
+
+    /// <summary>Last-stage outputs of a forward-only pass, one per micro-batch.</summary>
+    public Tensor?[] Outputs { get; }
+
+    public double[] StageBusy { get; }
+    public List<ActionTiming> Timeline { get; } = new();
+    public long StartTimestamp { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    public CancellationToken Cancellation => _cancel.Token;
+    public Exception? Failure => Volatile.Read(ref _failure);
+    public double Loss => _loss;
+
+    public void AddLoss(double value)
+    {
+        lock (this) _loss += value;
+    }
+
+    public void Record(int rank, Schedules.PipelineAction action, long start, long end)
+    {
+        lock (Timeline) Timeline.Add(new ActionTiming(rank, action, Seconds(start), Seconds(end)));
+        lock (StageBusy) StageBusy[action.Stage] += Seconds(end) - Seconds(start);
+    }
+
+    public double Seconds(long timestamp) =>
+        (timestamp - StartTimestamp) / (double)System.Diagnostics.Stopwatch.Frequency;
+
+    /// <summary>Records the first failure and stops every rank.</summary>
+    public void Fail(Exception e)
+    {
+        Interlocked.CompareExchange(ref _failure, e, null);
+        try { _cancel.Cancel(); } catch (ObjectDisposedException) { }
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in Outputs) t?.Dispose();
+        _cancel.Dispose();
+    }
+}

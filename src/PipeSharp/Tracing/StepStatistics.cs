@@ -1,0 +1,31 @@
+using PipeSharp.Schedules;
+
+namespace PipeSharp.Tracing;
+
+/// <summary>When one action ran on its rank, in seconds from the start of the step.</summary>
+public readonly record struct ActionTiming(int Rank, PipelineAction Action, double Start, double End);
+
+/// <summary>What one training step or forward pass took.</summary>
+public sealed class StepStatistics
+{
+    /// <summary>Creates the statistics of one step.</summary>
+    public StepStatistics(double wallSeconds, IReadOnlyList<double> stageBusySeconds, IReadOnlyList<ActionTiming> timeline)
+    {
+        WallSeconds = wallSeconds;
+        StageBusySeconds = stageBusySeconds;
+        Timeline = timeline;
+    }
+
+    /// <summary>Wall-clock time of the whole step, including the optimizer step.</summary>
+    public double WallSeconds { get; }
+
+    /// <summary>Seconds each stage spent computing (forwards, backwards and its optimizer step).</summary>
+    public IReadOnlyList<double> StageBusySeconds { get; }
+
+    /// <summary>Every action with its start and end, ordered by rank, then start.</summary>
+    public IReadOnlyList<ActionTiming> Timeline { get; }
+
+    /// <summary>The share of the step each stage was busy, between 0 and 1.</summary>
+    public IReadOnlyList<double> StageBusyFraction =>
+        StageBusySeconds.Select(b => WallSeconds > 0 ? Math.Min(1.0, b / WallSeconds) : 0).ToList();
+}

@@ -1,0 +1,72 @@
+using PipeSharp.Models;
+using PipeSharp.Runtime;
+using PipeSharp.Verification;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Tests;
+
+/// <summary>Pipelined training gives the parameters of plain single-device training (float32 round-off).</summary>
+public class EquivalenceTests
+{
+    private const double Tolerance = 1e-5;
+    private const int Steps = 5;
+
+    public static TheoryData<string, string, int, int> MlpCases() => Cases([1, 2, 4, 5]);
+
+    // The ConvNet has 10 convolution layers and a head (11 layers); 5 stages is the article's 2,2,2,2,3 split.
+    public static TheoryData<string, string, int, int> CnnCases() => Cases([1, 2, 4, 5]);
+
+    private static TheoryData<string, string, int, int> Cases(int[] stages)
+    {
+        var data = new TheoryData<string, string, int, int>();
+        foreach (var optimizer in new[] { "sgd", "adam" })
+            foreach (var schedule in new[] { "gpipe", "1f1b" })
+                foreach (var p in stages)
+                    foreach (var m in new[] { 1, 2, 4, 8 })
+                        data.Add(optimizer, schedule, p, m);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(MlpCases))]
+    public void Mlp_matches_single_device(string optimizer, string schedule, int stages, int microBatches)
+    {
+        var batches = Batches([16], 6, batchSize: 16);
+        double diff = EquivalenceCheck.MaxParameterDifference(
+            () => { manual_seed(1); return Mlp.Create(16, 32, 6, linearLayers: 5); },
+            new PipelineOptions { Stages = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1 },
+            Optimizer(optimizer), CrossEntropy, batches);
+        Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
+    }
+
+    [Theory]
+    [MemberData(nameof(CnnCases))]
+    public void ConvNet_matches_single_device(string optimizer, string schedule, int stages, int microBatches)
+    {
+        var batches = Batches([3, 8, 8], 10, batchSize: 16);
+        var options = new PipelineOptions
+        {
+            Balance = ConvNet.ConvBalance(10, stages), MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1,
+        };
+        double diff = EquivalenceCheck.MaxParameterDifference(
+            () => { manual_seed(2); return ConvNet.Create(inChannels: 3, channels: 4, convLayers: 10, classes: 10); },
+            options, Optimizer(optimizer), CrossEntropy, batches);
+        Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
+    }
+
+    internal static Tensor CrossEntropy(Tensor output, Tensor target) => nn.functional.cross_entropy(output, target);
+
+    internal static Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> Optimizer(string name) => name switch
+    {
+        "sgd" => ps => optim.SGD(ps, 0.05, momentum: 0.9),
+        "adam" => ps => optim.Adam(ps, 1e-3),
+        _ => throw new ArgumentException(name),
+    };
+
+    internal static List<(Tensor, Tensor)> Batches(long[] sampleShape, int classes, int batchSize, int steps = Steps)
+    {
+        using var task = new SyntheticClassification(sampleShape, classes, seed: 7);
+        return Enumerable.Range(0, steps).Select(_ => task.NextBatch(batchSize)).ToList();
+    }
+}

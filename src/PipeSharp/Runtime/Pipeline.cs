@@ -111,6 +111,9 @@ public sealed class Pipeline : IDisposable
     /// <summary>The device of each stage.</summary>
     public IReadOnlyList<Device> Devices => _stages.Select(s => s.Device).ToList();
 
+    /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
+    internal int LiveWorkerThreads => _workers.Count(w => w.IsAlive);
+
     /// <summary>Timings of the last <see cref="TrainStep"/> or <see cref="Forward"/>.</summary>
     public StepStatistics? LastStep { get; private set; }
 

@@ -20,6 +20,9 @@ internal sealed class RankWorker : IDisposable
         _thread.Start();
     }
 
+    /// <summary>True while the worker thread runs.</summary>
+    public bool IsAlive => _thread.IsAlive;
+
     /// <summary>Queues <paramref name="work"/>; the task completes when it has run (or faults with its exception).</summary>
     public Task Run(Action work)
     {

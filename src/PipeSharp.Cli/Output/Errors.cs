@@ -1,0 +1,58 @@
+using System.CommandLine;
+using PipeSharp.Native;
+using PipeSharp.Runtime;
+using PipeSharp.Schedules;
+
+namespace PipeSharp.Cli.Output;
+
+/// <summary>Process exit codes.</summary>
+internal static class ExitCodes
+{
+    public const int Success = 0;
+    /// <summary>A pipeline stage failed, or <c>verify</c> found a mismatch.</summary>
+    public const int Failure = 1;
+    /// <summary>Bad command line or options; nothing ran.</summary>
+    public const int Usage = 2;
+    /// <summary>Stopped by Ctrl+C.</summary>
+    public const int Interrupted = 130;
+}
+
+/// <summary>Turns parse errors and the library's expected exceptions into one-line messages on stderr.</summary>
+internal static class Errors
+{
+    /// <summary>The exceptions that mean "bad input or environment", not a bug: reported without a stack trace.</summary>
+    public static bool IsExpected(Exception e) =>
+        e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException;
+
+    public static int Report(Exception e)
+    {
+        Console.Error.WriteLine($"error: {Message(e)}");
+        return e is PipelineStageException ? ExitCodes.Failure : ExitCodes.Usage;
+    }
+
+    public static int ReportParseErrors(ParseResult parsed)
+    {
+        foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
+        var command = parsed.CommandResult.Command;
+        string name = command is RootCommand ? "pipesharp" : $"pipesharp {command.Name}";
+        Console.Error.WriteLine($"Run '{name} --help' to see the options.");
+        return ExitCodes.Usage;
+    }
+
+    /// <summary>
+    /// The exception's message without the " (Parameter 'x')" and "Actual value was y." lines .NET appends to
+    /// argument exceptions: the library's messages already say what is wrong and what to do.
+    /// </summary>
+    public static string Message(Exception e)
+    {
+        string message = e.Message;
+        if (e is ArgumentOutOfRangeException { ActualValue: { } actual })
+            message = RemoveSuffix(message, $"{Environment.NewLine}Actual value was {actual}.");
+        if (e is ArgumentException { ParamName: { } name })
+            message = RemoveSuffix(message, $" (Parameter '{name}')");
+        return message;
+    }
+
+    private static string RemoveSuffix(string text, string suffix) =>
+        text.EndsWith(suffix, StringComparison.Ordinal) ? text[..^suffix.Length] : text;
+}

@@ -1,0 +1,37 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+using System.Globalization;
+using PipeSharp.Cli.Commands;
+using PipeSharp.Cli.Output;
+
+// Numbers and help text look the same on every machine: 1234.5, not 1234,5.
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.DefaultThreadCurrentUICulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
+
+var root = new RootCommand(
+    "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model split into stages, " +
+    "or check that pipelined training matches single-device training.")
+{
+    TrainCommand.Create(),
+    VerifyCommand.Create(),
+};
+// `pipesharp` alone prints the help (and fails, as no command ran).
+root.SetAction(parseResult =>
+{
+    new HelpAction().Invoke(parseResult);
+    return ExitCodes.Usage;
+});
+
+var parsed = root.Parse(args);
+if (parsed.Action is ParseErrorAction)
+    return Errors.ReportParseErrors(parsed);
+
+try
+{
+    return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+}
+catch (Exception e) when (Errors.IsExpected(e))
+{
+    return Errors.Report(e);
+}

@@ -1,0 +1,56 @@
+using PipeSharp.Models;
+using PipeSharp.Runtime;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Tests;
+
+/// <summary>Tests that measure the whole process, so no other test may run beside them.</summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class ProcessWideCollection
+{
+    public const string Name = "process-wide measurements";
+}
+
+/// <summary>Native memory stays flat over thousands of steps.</summary>
+[Collection(ProcessWideCollection.Name)]
+public class MemoryTests
+{
+    private static long ResidentBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:")) return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return Environment.WorkingSet;
+    }
+
+    [Fact]
+    public void Two_thousand_steps_keep_native_memory_flat()
+    {
+        manual_seed(6);
+        using var model = Mlp.Create(32, 64, 8, 4);
+        using var data = new SyntheticClassification([32], 8, seed: 2);
+        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 4, Schedule = "1f1b", ThreadsPerStage = 1 },
+            EquivalenceTests.CrossEntropy, ps => optim.Adam(ps, 1e-3));
+        var (x, y) = data.NextBatch(32);
+
+        void Run(int steps)
+        {
+            for (int i = 0; i < steps; i++)
+            {
+                pipe.TrainStep(x, y);
+                if (i % 50 == 0) pipe.Forward(x).Dispose();
+            }
+        }
+
+        Run(200); // warm-up: optimizer state, allocator caches
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        long tensorsBefore = Tensor.TotalCount, rssBefore = ResidentBytes();
+        Run(2000);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        long tensorsAfter = Tensor.TotalCount, rssAfter = ResidentBytes();
+
+        Assert.Equal(tensorsBefore, tensorsAfter);
+        Assert.True(rssAfter - rssBefore < 16L << 20, $"resident memory grew by {(rssAfter - rssBefore) >> 20} MiB over 2000 steps");
+    }
+}

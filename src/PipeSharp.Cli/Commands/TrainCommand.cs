@@ -168,7 +168,7 @@ internal static class TrainCommand
         int steps = args.GetValue(Steps), batchSize = args.GetValue(BatchSize);
         torch.manual_seed(seed);
         using var model = spec.Create();
-        using var pipe = new Pipeline(model, options, nn.functional.cross_entropy, optimizer);
+        using var pipe = new Pipeline(model, options, (output, target) => nn.functional.cross_entropy(output, target), optimizer);
         using var data = new SyntheticClassification(spec.SampleShape, spec.Classes, seed);
 
         var output = CreateOutput(args, steps);

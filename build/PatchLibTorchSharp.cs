@@ -10,13 +10,14 @@
 //      same work (it initialises the standard streams once, reference counted) and exists in every libstdc++;
 //   2. the GLIBCXX_3.4.32 version requirement is marked weak, so the loader only warns if it is missing.
 // The edit is in place (same size), idempotent, and refuses any file whose layout it does not recognise.
+#nullable disable
 using System;
 using System.IO;
 using System.Text;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
 
-public class PatchLibTorchSharp : Task
+public class PatchLibTorchSharp : Microsoft.Build.Utilities.Task
 {
     /// <summary>Copies of libLibTorchSharp.so in the build or publish output.</summary>
     [Required] public ITaskItem[] Files { get; set; } = Array.Empty<ITaskItem>();

@@ -9,10 +9,13 @@ using PipeSharp.Cli.Output;
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.DefaultThreadCurrentUICulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.InvariantCulture;
 
-var root = new RootCommand(
+// A plain Command rather than RootCommand, which would name itself after the assembly (PipeSharp.Cli).
+var root = new Command("pipesharp",
     "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model split into stages, " +
     "or check that pipelined training matches single-device training.")
 {
+    new HelpOption(),
+    new VersionOption(),
     TrainCommand.Create(),
     VerifyCommand.Create(),
 };

@@ -137,7 +137,7 @@ internal static class TrainCommand
     {
         TorchNative.EnsureLoaded();
         var spec = BuiltInModels.ForTraining(args.GetValue(Model)!);
-        int[]? balance = args.GetValue(Balance);
+        int[]? balance = args.GetResult(Balance) is null ? null : args.GetValue(Balance);
         int? stages = args.GetValue(Stages);
         if (balance is null && spec.DefaultBalance is not null)
         {
@@ -153,7 +153,7 @@ internal static class TrainCommand
         {
             Stages = stages,
             Balance = balance,
-            Devices = args.GetValue(Devices),
+            Devices = args.GetResult(Devices) is null ? null : args.GetValue(Devices),
             MicroBatches = args.GetValue(MicroBatches),
             Schedule = args.GetValue(Schedule)!,
             ThreadsPerStage = args.GetValue(ThreadsPerStage),

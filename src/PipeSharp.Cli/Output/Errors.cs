@@ -34,7 +34,7 @@ internal static class Errors
     {
         foreach (var error in parsed.Errors) Console.Error.WriteLine($"error: {error.Message}");
         var command = parsed.CommandResult.Command;
-        string name = command is RootCommand ? "pipesharp" : $"pipesharp {command.Name}";
+        string name = command == parsed.RootCommandResult.Command ? command.Name : $"{parsed.RootCommandResult.Command.Name} {command.Name}";
         Console.Error.WriteLine($"Run '{name} --help' to see the options.");
         return ExitCodes.Usage;
     }

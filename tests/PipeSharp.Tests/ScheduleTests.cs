@@ -16,12 +16,25 @@ public class ScheduleTests
 
     [Theory]
     [MemberData(nameof(Grid))]
-    public void Every_generated_schedule_is_valid(string name, int stages, int microBatches)
+    public void Every_generated_schedule_is_valid_and_simulates(string name, int ranks, int microBatches)
     {
-        var schedule = ScheduleGenerators.Create(name, stages, microBatches);
+        if (name == "interleaved" && microBatches % ranks != 0)
+        {
+            var e = Assert.Throws<ArgumentException>(() => ScheduleGenerators.Create(name, ranks, microBatches));
+            Assert.Contains("multiple of the number of ranks", e.Message);
+            return;
+        }
+        var schedule = ScheduleGenerators.Create(name, ranks, microBatches);
         ScheduleValidator.Validate(schedule);
-        Assert.Equal(stages, schedule.RankCount);
-        Assert.All(schedule.RankActions, a => Assert.Equal(2 * microBatches, a.Count));
+        Assert.Equal(ranks, schedule.RankCount);
+        int chunks = ScheduleGenerators.ChunksPerRank(name, null);
+        Assert.Equal(ranks * chunks, schedule.StageCount);
+        int perAction = name.StartsWith("zb") ? 3 : 2; // F + B, or F + I + W
+        Assert.All(schedule.RankActions, a => Assert.Equal(perAction * chunks * microBatches, a.Count));
+
+        var result = ScheduleSimulator.Simulate(schedule, ActionCosts.Unit);
+        Assert.Equal(schedule.RankActions.Sum(a => a.Count), result.Timeline.Count);
+        Assert.InRange(result.BubbleFraction, 0, 1);
     }
 
     // Micro-batches whose activations a stage holds at most (forwarded, not yet backwarded).
@@ -93,7 +106,7 @@ public class ScheduleTests
     public void Validator_finds_a_missing_action()
     {
         var e = Assert.Throws<InvalidScheduleException>(() => Validate("0F0 0F1 0B0 0B1", "1F0 1B0 1F1"));
-        Assert.Contains("backward 1B1 is missing", e.Message);
+        Assert.Contains("backward of stage 1, micro-batch 1 is missing", e.Message);
     }
 
     [Fact]
@@ -108,6 +121,32 @@ public class ScheduleTests
     {
         var e = Assert.Throws<InvalidScheduleException>(() => Validate("0F0 0F1 0B0 0B1 1F0", "1F1 1B0 1B1"));
         Assert.Contains("action 1F0 is on rank 0, but stage 1 is placed on rank 1", e.Message);
+    }
+
+    [Fact]
+    public void Validator_accepts_split_backwards_and_checks_I_before_W()
+    {
+        ScheduleValidator.Validate(Hand("0F0 0F1 0I0 0I1 0W0 0W1", "1F0 1I0 1F1 1I1 1W1 1W0"));
+        var e = Assert.Throws<InvalidScheduleException>(() => Validate("0F0 0W0 0I0", "1F0 1I0 1W0"));
+        Assert.Contains("rank 0 waits at 0W0 for 0I0", e.Message);
+        var mixed = Assert.Throws<InvalidScheduleException>(() => Validate("0F0 0B0 0I0 0W0", "1F0 1B0"));
+        Assert.Contains("also a split one", mixed.Message);
+    }
+
+    [Fact]
+    public void Schedule_file_round_trips_and_reports_bad_lines()
+    {
+        var zbv = ScheduleGenerators.Create("zb-v", 3, 6);
+        var text = ScheduleFile.Format(zbv);
+        var back = ScheduleFile.Parse(text);
+        Assert.Equal(zbv.StageToRank, back.StageToRank);
+        Assert.Equal(zbv.MicroBatchCount, back.MicroBatchCount);
+        for (int r = 0; r < zbv.RankCount; r++) Assert.Equal(zbv.RankActions[r], back.RankActions[r]);
+        ScheduleValidator.Validate(back);
+
+        var e = Assert.Throws<FormatException>(() => ScheduleFile.Parse("stages: 2\nrank 0: 0F0 0X0\n", "my.txt"));
+        Assert.Contains("my.txt, line 2", e.Message);
+        Assert.Contains("0X0", e.Message);
     }
 
     private static void Validate(params string[] ranks) => ScheduleValidator.Validate(Hand(ranks));

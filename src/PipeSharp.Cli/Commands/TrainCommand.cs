@@ -20,8 +20,9 @@ internal static class TrainCommand
         DefaultValueFactory = _ => "mlp",
     }.AcceptOnlyFromAmong(BuiltInModels.Names);
 
-    private static readonly Option<int?> Stages = new("--stages", "-p")
+    private static readonly Option<int> Stages = new("--stages", "-p")
     {
+        CustomParser = Numbers.AtLeast(1),
         Description = "Number of pipeline stages [default: 2, or the length of --balance]. Without --balance, mlp is " +
                       "split by parameter count and cnn as in the article: the convolution layers evenly, the head on " +
                       "the last stage (5 stages: 2,2,2,2,3).",
@@ -33,6 +34,7 @@ internal static class TrainCommand
 
     private static readonly Option<int> MicroBatches = new("--microbatches", "-m")
     {
+        CustomParser = Numbers.AtLeast(1),
         Description = "Micro-batches each batch is split into (at most the batch size).",
         DefaultValueFactory = _ => 4,
         HelpName = "M",
@@ -47,6 +49,7 @@ internal static class TrainCommand
 
     private static readonly Option<int> Steps = new("--steps")
     {
+        CustomParser = Numbers.AtLeast(1),
         Description = "Number of training steps (batches).",
         DefaultValueFactory = _ => 50,
         HelpName = "K",
@@ -54,6 +57,7 @@ internal static class TrainCommand
 
     private static readonly Option<int> BatchSize = new("--batch-size", "-b")
     {
+        CustomParser = Numbers.AtLeast(1),
         Description = "Samples per step.",
         DefaultValueFactory = _ => 64,
         HelpName = "B",
@@ -61,6 +65,7 @@ internal static class TrainCommand
 
     private static readonly Option<long> Seed = new("--seed")
     {
+        CustomParser = Numbers.AnyWhole,
         Description = "Seed of the initial weights and of the synthetic data.",
         DefaultValueFactory = _ => 0,
         HelpName = "S",
@@ -72,14 +77,16 @@ internal static class TrainCommand
         DefaultValueFactory = _ => "adam",
     }.AcceptOnlyFromAmong("adam", "sgd");
 
-    private static readonly Option<double?> LearningRate = new("--lr")
+    private static readonly Option<double> LearningRate = new("--lr")
     {
+        CustomParser = Numbers.Positive,
         Description = "Learning rate [default: 1e-3 for adam, 0.05 for sgd].",
         HelpName = "X",
     };
 
-    private static readonly Option<int?> ThreadsPerStage = new("--threads-per-stage")
+    private static readonly Option<int> ThreadsPerStage = new("--threads-per-stage")
     {
+        CustomParser = Numbers.AtLeast(1),
         Description = "Intra-op threads of each stage's worker [default: processor count / stages, at least 1].",
         HelpName = "T",
     };
@@ -93,8 +100,9 @@ internal static class TrainCommand
                       "{\"step\":1,\"loss\":2.31,\"samples_per_s\":1234.5,\"stage_busy\":[0.81,0.77]}.",
     };
 
-    private static readonly Option<int?> LogEvery = new("--log-every")
+    private static readonly Option<int> LogEvery = new("--log-every")
     {
+        CustomParser = Numbers.AtLeast(1),
         Description = "Print a step line every N steps [default: every step; on a terminal, about 50 lines per run " +
                       "under a progress line]. Not used with --json.",
         HelpName = "N",
@@ -109,36 +117,24 @@ internal static class TrainCommand
             Model, Stages, Balance, MicroBatches, Schedule, Steps, BatchSize, Seed, Optimizer, LearningRate,
             ThreadsPerStage, Devices, Json, LogEvery,
         };
-        AtLeast(Steps, 1);
-        AtLeast(BatchSize, 1);
-        LearningRate.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<double?>() is { } lr && !(lr > 0 && double.IsFinite(lr)))
-                r.AddError($"--lr must be a positive number, got {lr}.");
-        });
-        LogEvery.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int?>() is < 1) r.AddError("--log-every must be at least 1.");
-        });
-        // The library would only find this at the first step; say it before anything is built.
-        command.Validators.Add(r =>
-        {
-            int batch = r.GetValue(BatchSize), micro = r.GetValue(MicroBatches);
-            if (batch >= 1 && batch < micro)
-                r.AddError($"the batch has {batch} samples (--batch-size) but the pipeline splits each batch into {micro} " +
-                           $"micro-batches (--microbatches): use a batch of at least {micro} samples or set --microbatches " +
-                           $"to at most {batch}.");
-        });
         command.SetAction(Run);
         return command;
     }
 
     private static int Run(ParseResult args)
     {
+        int steps = args.GetValue(Steps), batchSize = args.GetValue(BatchSize), microBatches = args.GetValue(MicroBatches);
+        // The library would find this only at the first step; say it before anything is built.
+        if (batchSize < microBatches)
+            throw new ArgumentException(
+                $"the batch has {batchSize} samples (--batch-size) but the pipeline splits each batch into {microBatches} " +
+                $"micro-batches (--microbatches): use a batch of at least {microBatches} samples or set --microbatches " +
+                $"to at most {batchSize}.");
+
         TorchNative.EnsureLoaded();
         var spec = BuiltInModels.ForTraining(args.GetValue(Model)!);
         int[]? balance = args.GetResult(Balance) is null ? null : args.GetValue(Balance);
-        int? stages = args.GetValue(Stages);
+        int? stages = Given(args, Stages);
         if (balance is null && spec.DefaultBalance is not null)
         {
             balance = spec.DefaultBalance(stages ?? 2);
@@ -154,18 +150,17 @@ internal static class TrainCommand
             Stages = stages,
             Balance = balance,
             Devices = args.GetResult(Devices) is null ? null : args.GetValue(Devices),
-            MicroBatches = args.GetValue(MicroBatches),
+            MicroBatches = microBatches,
             Schedule = args.GetValue(Schedule)!,
-            ThreadsPerStage = args.GetValue(ThreadsPerStage),
+            ThreadsPerStage = Given(args, ThreadsPerStage),
         };
         string optimizerName = args.GetValue(Optimizer)!;
-        double lr = args.GetValue(LearningRate) ?? (optimizerName == "sgd" ? 0.05 : 1e-3);
+        double lr = Given(args, LearningRate) ?? (optimizerName == "sgd" ? 0.05 : 1e-3);
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer = optimizerName == "sgd"
             ? ps => optim.SGD(ps, lr, momentum: 0.9)
             : ps => optim.Adam(ps, lr);
 
         long seed = args.GetValue(Seed);
-        int steps = args.GetValue(Steps), batchSize = args.GetValue(BatchSize);
         torch.manual_seed(seed);
         using var model = spec.Create();
         using var pipe = new Pipeline(model, options, (output, target) => nn.functional.cross_entropy(output, target), optimizer);
@@ -208,8 +203,8 @@ internal static class TrainCommand
     private static ITrainOutput CreateOutput(ParseResult args, int steps)
     {
         if (args.GetValue(Json)) return new JsonLinesOutput(Console.Out);
-        if (Console.IsOutputRedirected) return new TextOutput(Console.Out, args.GetValue(LogEvery) ?? 1, progress: null);
-        return new TextOutput(Console.Out, args.GetValue(LogEvery) ?? TerminalLogInterval(steps), new ProgressLine(Console.Out, steps));
+        if (Console.IsOutputRedirected) return new TextOutput(Console.Out, Given(args, LogEvery) ?? 1, progress: null);
+        return new TextOutput(Console.Out, Given(args, LogEvery) ?? TerminalLogInterval(steps), new ProgressLine(Console.Out, steps));
     }
 
     /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>
@@ -221,11 +216,9 @@ internal static class TrainCommand
         return interval;
     }
 
-    private static void AtLeast(Option<int> option, int minimum) => option.Validators.Add(r =>
-    {
-        int value = r.GetValueOrDefault<int>();
-        if (value < minimum) r.AddError($"{option.Name} must be at least {minimum}, got {value}.");
-    });
+    /// <summary>The option's value if it was on the command line, else null (the default depends on other options).</summary>
+    private static T? Given<T>(ParseResult args, Option<T> option) where T : struct =>
+        args.GetResult(option) is { Implicit: false } ? args.GetValue(option) : null;
 
     /// <summary>Turns Ctrl+C into a cancellation the pipeline honours, so an interrupted run still prints its summary.</summary>
     private sealed class CtrlC : IDisposable

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using PipeSharp.Cli.Options;
 using PipeSharp.Cli.Output;
 using PipeSharp.Models;
 using PipeSharp.Native;
@@ -24,6 +25,7 @@ internal static class VerifyCommand
 
     private static readonly Option<int> Steps = new("--steps")
     {
+        CustomParser = Numbers.AtLeast(1),
         Description = "Training steps per check.",
         DefaultValueFactory = _ => 5,
         HelpName = "K",
@@ -31,6 +33,7 @@ internal static class VerifyCommand
 
     private static readonly Option<double> Tolerance = new("--tolerance")
     {
+        CustomParser = Numbers.NonNegative,
         Description = "Largest allowed absolute difference between any parameter of the two trained copies.",
         DefaultValueFactory = _ => 1e-5,
         HelpName = "X",
@@ -46,15 +49,6 @@ internal static class VerifyCommand
         {
             Steps, Tolerance,
         };
-        Steps.Validators.Add(r =>
-        {
-            if (r.GetValueOrDefault<int>() < 1) r.AddError($"--steps must be at least 1, got {r.GetValueOrDefault<int>()}.");
-        });
-        Tolerance.Validators.Add(r =>
-        {
-            double t = r.GetValueOrDefault<double>();
-            if (!(t >= 0)) r.AddError($"--tolerance must be zero or positive, got {t}.");
-        });
         command.SetAction(Run);
         return command;
     }

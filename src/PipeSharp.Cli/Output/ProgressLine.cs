@@ -13,7 +13,7 @@ internal sealed class ProgressLine(TextWriter output, int totalSteps)
     private static readonly TimeSpan RedrawInterval = TimeSpan.FromMilliseconds(100);
 
     private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private TimeSpan _lastDraw = TimeSpan.MinValue;
+    private TimeSpan? _lastDraw;
     private string _current = "";
     private int _drawnLength;
 
@@ -25,7 +25,7 @@ internal sealed class ProgressLine(TextWriter output, int totalSteps)
         var eta = TimeSpan.FromSeconds(elapsed.TotalSeconds / step * (totalSteps - step));
         _current = $"[{new string('#', filled)}{new string('.', BarWidth - filled)}] step {step}/{totalSteps}  " +
                    $"loss {loss:F3}  {samplesPerSecond:N0} samples/s  ETA {Format(eta)}";
-        if (step == totalSteps || elapsed - _lastDraw >= RedrawInterval)
+        if (step == totalSteps || _lastDraw is null || elapsed - _lastDraw >= RedrawInterval)
         {
             Draw(_current);
             _lastDraw = elapsed;

@@ -24,7 +24,7 @@ internal sealed class TextOutput(TextWriter output, int logEvery, ProgressLine? 
         output.WriteLine($"schedule   {setup.Schedule}, {setup.MicroBatches} micro-batches of {sizes} samples (batch {setup.BatchSize})");
         output.WriteLine($"optimizer  {setup.Optimizer}");
         output.WriteLine($"training   {setup.Steps} steps, seed {setup.Seed}" +
-                         (setup.ThreadsPerStage is { } t ? $", {t} threads per stage" : ""));
+                         (setup.ThreadsPerStage is { } t ? $", {t} thread{(t == 1 ? "" : "s")} per stage" : ""));
         int layerWidth = setup.Stages.Max(s => LayerRange(s).Length);
         int deviceWidth = setup.Stages.Max(s => s.Device.Length);
         foreach (var s in setup.Stages)
@@ -51,6 +51,8 @@ internal sealed class TextOutput(TextWriter output, int logEvery, ProgressLine? 
             _samplesAfterFirst += _setup.BatchSize;
         }
 
+        // Progress first, so the status line redrawn under a step line is up to date.
+        progress?.Update(report.Step, report.Loss, MeanSamplesPerS);
         if (report.Step % logEvery == 0 || report.Step == 1 || report.Step == _setup!.Steps)
         {
             string busy = string.Join(" ", report.StageBusy.Select(b => $"{b * 100,3:F0}%"));
@@ -59,7 +61,6 @@ internal sealed class TextOutput(TextWriter output, int logEvery, ProgressLine? 
             if (progress is null) output.WriteLine(line);
             else progress.WriteLine(line);
         }
-        progress?.Update(report.Step, report.Loss, MeanSamplesPerS);
     }
 
     public void Finish(bool interrupted)
@@ -70,7 +71,7 @@ internal sealed class TextOutput(TextWriter output, int logEvery, ProgressLine? 
             output.WriteLine(interrupted ? "interrupted before the first step finished." : "no steps run.");
             return;
         }
-        string over = _steps == 1 ? "step 1" : $"steps 2-{_steps}";
+        string over = _steps switch { 1 => "step 1", 2 => "step 2", _ => $"steps 2-{_steps}" };
         output.WriteLine();
         output.WriteLine((interrupted ? $"interrupted after {_steps} of {_setup!.Steps} steps" : $"done: {_steps} steps") +
                          $"; loss {_firstLoss:F4} -> {_lastLoss:F4} (final); {MeanSamplesPerS:N0} samples/s (mean over {over})");

@@ -30,14 +30,14 @@ public sealed class StageModule : nn.Module<Tensor, Tensor>
     /// <summary>Number of layers in this stage.</summary>
     public int LayerCount => _layers.Length;
 
-    /// <summary>Runs the layers in order.</summary>
+    /// <summary>Runs the layers in order (through <c>call</c>, so their forward hooks run).</summary>
     public override Tensor forward(Tensor input)
     {
         // Intermediate results are disposed here; the autograd graph keeps what backward needs.
         Tensor x = input;
         foreach (var layer in _layers)
         {
-            var y = layer.forward(x);
+            var y = layer.call(x);
             if (!ReferenceEquals(x, input)) x.Dispose();
             x = y;
         }

@@ -8,31 +8,35 @@ namespace PipeSharp.Runtime;
 /// <summary>
 /// Runs one action of any schedule. What an action needs and where its results go follow from the stage
 /// number alone: stage 0 reads the micro-batch, other stages receive the previous stage's activation; the last
-/// stage computes the weighted loss, others send their output on. Nothing here knows which schedule runs.
+/// stage computes the weighted loss, others send their output on; a backward (B, or I) sends the input gradient
+/// to the previous stage. Nothing here knows which schedule runs.
 /// </summary>
 internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITransport transport, Func<Tensor, Tensor, Tensor>? loss)
 {
     private int Last => stages.Count - 1;
 
-    public void Run(PipelineAction action, StepContext step, bool training)
+    public void Run(PipelineAction action, StepContext step)
     {
         switch (action.Kind)
         {
-            case ActionKind.Forward: Forward(action.Stage, action.MicroBatch, step, training); break;
+            case ActionKind.Forward: Forward(action.Stage, action.MicroBatch, step); break;
             case ActionKind.Backward: Backward(action.Stage, action.MicroBatch, step); break;
+            case ActionKind.InputGrad: InputGrad(action.Stage, action.MicroBatch, step); break;
+            case ActionKind.WeightGrad: WeightGrad(action.Stage, action.MicroBatch); break;
             default: throw new NotSupportedException($"action kind {action.Kind} is not supported by this runtime.");
         }
     }
 
-    private void Forward(int s, int i, StepContext step, bool training)
+    private void Forward(int s, int i, StepContext step)
     {
         var stage = stages[s];
+        bool training = step.Training;
         using var scope = torch.NewDisposeScope();
         Tensor input = s == 0
             ? step.Inputs[i].to(stage.Device)
             : Arrive(transport.Receive(new MessageKey(MessageKind.Activation, s, i), step.Cancellation), stage.Device, training);
         using var gradMode = training ? null : torch.no_grad();
-        Tensor output = stage.Module.forward(input);
+        var (output, layers) = stage.Forward(input, captureLayers: training && step.IsSplit(s, i));
 
         if (s == Last)
         {
@@ -44,57 +48,127 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
             var target = step.Targets![i].to(stage.Device);
             var weighted = loss!(output, target).mul(step.LossWeights[i]);
             step.AddLoss(weighted.item<float>());
-            stage.Save(i, s == 0 ? null : input, weighted);
+            stage.Save(i, new SavedForward(s == 0 ? null : input, weighted, layers));
         }
         else
         {
             transport.Send(new MessageKey(MessageKind.Activation, s + 1, i), output.detach().DetachFromDisposeScope());
-            if (training) stage.Save(i, s == 0 ? null : input, output);
+            if (training) stage.Save(i, new SavedForward(s == 0 ? null : input, output, layers));
         }
     }
 
+    // Full backward: input and weight gradients in one pass.
     private void Backward(int s, int i, StepContext step)
     {
         var stage = stages[s];
         using var scope = torch.NewDisposeScope();
-        var (input, output) = stage.Take(i);
-        scope.Attach(output);
-        if (input is not null) scope.Attach(input);
+        var saved = stage.Take(i);
+        Attach(scope, saved);
+        var grad = OutputGrad(s, i, step, scope);
+        if (grad is null) saved.Output.backward();
+        else saved.Output.backward([grad]);
+        if (s > 0) SendInputGrad(s, i, saved.Input!.grad);
+    }
 
-        if (s == Last)
+    // Input gradient only: the gradients of the stage input and of every captured layer output, from one pass that
+    // skips all weight gradients. The layer outputs and their gradients are kept for the weight-gradient action.
+    private void InputGrad(int s, int i, StepContext step)
+    {
+        var stage = stages[s];
+        using var scope = torch.NewDisposeScope();
+        var saved = stage.Take(i);
+        scope.Attach(saved.Output);
+        if (saved.Input is not null) scope.Attach(saved.Input);
+        var layers = saved.LayerOutputs ?? [];
+        var grad = OutputGrad(s, i, step, scope);
+
+        var wrt = new List<Tensor>();
+        if (s > 0) wrt.Add(saved.Input!);
+        wrt.AddRange(layers.Select(l => l.Output));
+        var grads = wrt.Count == 0
+            ? []
+            : torch.autograd.grad([saved.Output], wrt, grad is null ? null : [grad], retain_graph: true, allow_unused: true);
+        if (s > 0) SendInputGrad(s, i, grads[0]);
+
+        int offset = s > 0 ? 1 : 0;
+        var deferred = new List<(LayerOutput, Tensor)>();
+        for (int k = 0; k < layers.Count; k++)
         {
-            output.backward();
+            var g = grads[offset + k];
+            if (g is null || g.IsInvalid) { layers[k].Output.Dispose(); continue; } // this layer's output does not reach the stage output
+            deferred.Add((layers[k], g));
+        }
+        var uncovered = stage.Uncovered(layers);
+        if (uncovered.Count > 0)
+        {
+            // Parameters no captured layer leads to: their gradient comes from the stage output in the W action.
+            stage.Defer(i, new DeferredWeightGrad(deferred, saved.Output.alias(), grad?.alias(), uncovered));
         }
         else
         {
-            var received = transport.Receive(new MessageKey(MessageKind.Gradient, s, i), step.Cancellation);
-            scope.Attach(received);
-            var grad = received.to(stage.Device);
-            output.backward([grad]);
+            stage.Defer(i, new DeferredWeightGrad(deferred, null, null, uncovered));
         }
+    }
 
-        if (s > 0)
+    // Weight gradient: for each captured layer, backpropagate its output gradient to that layer's own parameters.
+    private void WeightGrad(int s, int i)
+    {
+        var stage = stages[s];
+        using var scope = torch.NewDisposeScope();
+        var deferred = stage.TakeDeferred(i);
+        try
         {
-            var inputGrad = input!.grad ?? throw new InvalidOperationException(
-                $"stage {s} did not produce a gradient for its input: its output does not depend on its input.");
-            transport.Send(new MessageKey(MessageKind.Gradient, s - 1, i), inputGrad.detach().DetachFromDisposeScope());
+            foreach (var (layer, grad) in deferred.Layers)
+            {
+                var parameters = layer.Parameters.Where(p => p.requires_grad).ToList();
+                if (parameters.Count > 0)
+                    torch.autograd.backward([layer.Output], [grad], retain_graph: true, inputs: parameters);
+            }
+            if (deferred.Output is not null && deferred.Uncovered.Count > 0)
+            {
+                torch.autograd.backward([deferred.Output], deferred.OutputGrad is null ? null : [deferred.OutputGrad],
+                    retain_graph: true, inputs: deferred.Uncovered.ToList());
+            }
         }
+        finally
+        {
+            StageRuntime.Dispose(deferred);
+        }
+    }
+
+    // The gradient of stage s's output for micro-batch i: received from stage s+1, or none on the last stage
+    // (whose saved output is the weighted loss).
+    private Tensor? OutputGrad(int s, int i, StepContext step, DisposeScope scope)
+    {
+        if (s == Last) return null;
+        var received = transport.Receive(new MessageKey(MessageKind.Gradient, s, i), step.Cancellation);
+        scope.Attach(received);
+        return received.to(stages[s].Device);
+    }
+
+    private void SendInputGrad(int s, int i, Tensor? inputGrad)
+    {
+        if (inputGrad is null || inputGrad.IsInvalid)
+            throw new InvalidOperationException(
+                $"stage {s} did not produce a gradient for its input: its output does not depend on its input.");
+        transport.Send(new MessageKey(MessageKind.Gradient, s - 1, i), inputGrad.detach().DetachFromDisposeScope());
+    }
+
+    private static void Attach(DisposeScope scope, SavedForward saved)
+    {
+        scope.Attach(saved.Output);
+        if (saved.Input is not null) scope.Attach(saved.Input);
+        if (saved.LayerOutputs != null)
+            foreach (var l in saved.LayerOutputs) scope.Attach(l.Output);
     }
 
     // A received activation becomes this stage's input: on this stage's device, a leaf of this stage's graph.
     private static Tensor Arrive(Tensor received, Device device, bool training)
     {
-        var scope = torch.NewDisposeScope();
-        try
-        {
-            scope.Attach(received);
-            var leaf = received.to(device).detach();
-            if (training) leaf.requires_grad_(true);
-            return scope.MoveToOuter(leaf);
-        }
-        finally
-        {
-            scope.Dispose();
-        }
+        using var scope = torch.NewDisposeScope();
+        scope.Attach(received);
+        var leaf = received.to(device).detach();
+        if (training) leaf.requires_grad_(true);
+        return scope.MoveToOuter(leaf);
     }
 }

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using PipeSharp.Devices;
 using PipeSharp.Native;
 using PipeSharp.Partitioning;
 using PipeSharp.Schedules;
@@ -65,30 +64,22 @@ public sealed class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loss);
         ArgumentNullException.ThrowIfNull(optimizer);
-        if (options.MicroBatches < 1)
-            throw new ArgumentOutOfRangeException(nameof(options), options.MicroBatches,
-                "MicroBatches must be at least 1 (1 means no micro-batching).");
-        if (options.ThreadsPerStage is < 1)
-            throw new ArgumentOutOfRangeException(nameof(options), options.ThreadsPerStage,
-                "ThreadsPerStage must be at least 1, or null for the processor count divided by the stage count.");
 
-        var balance = ModelSplitter.ResolveBalance(layers, options.Stages, options.Balance);
-        int p = balance.Count;
-        var devices = DeviceResolver.Resolve(options.Devices, p);
-        Schedule = ScheduleGenerators.Create(options.Schedule, p, options.MicroBatches);
-        ScheduleValidator.Validate(Schedule);
-        _forwardSchedule = ScheduleGenerators.ForwardOnly(p, options.MicroBatches);
-        ScheduleValidator.Validate(_forwardSchedule);
+        var plan = PipelinePlan.Create(options, layers);
         Options = options;
-        Balance = balance;
+        Schedule = plan.Schedule;
+        Balance = plan.Balance;
+        _forwardSchedule = plan.ForwardSchedule;
 
-        var modules = ModelSplitter.Split(layers, balance);
-        _stages = new StageRuntime[p];
-        for (int s = 0; s < p; s++)
+        var modules = ModelSplitter.Split(layers, plan.Balance);
+        _stages = new StageRuntime[modules.Count];
+        for (int s = 0; s < modules.Count; s++)
         {
-            modules[s].to(devices[s]);
+            int rank = Schedule.StageToRank[s];
+            var device = plan.RankDevices[rank];
+            modules[s].to(device);
             var opt = optimizer(modules[s].parameters());
-            _stages[s] = new StageRuntime(modules[s], devices[s], Schedule.StageToRank[s], opt, scheduler?.Invoke(opt));
+            _stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt));
         }
         _transport = new InProcessTransport();
         _runner = new ActionRunner(_stages, _transport, loss);
@@ -99,16 +90,16 @@ public sealed class Pipeline : IDisposable
     /// <summary>The options the pipeline was made with.</summary>
     public PipelineOptions Options { get; }
 
-    /// <summary>Layers per stage.</summary>
+    /// <summary>Layers per model piece (one entry per stage, or per chunk with several chunks per stage).</summary>
     public IReadOnlyList<int> Balance { get; }
 
     /// <summary>The training schedule (validated).</summary>
     public Schedule Schedule { get; }
 
-    /// <summary>The stages, in model order; each is a module holding its layers on its device.</summary>
+    /// <summary>The model pieces, in model order; each is a module holding its layers on its stage's device.</summary>
     public IReadOnlyList<StageModule> Stages => _stages.Select(s => s.Module).ToList();
 
-    /// <summary>The device of each stage.</summary>
+    /// <summary>The device of each model piece.</summary>
     public IReadOnlyList<Device> Devices => _stages.Select(s => s.Device).ToList();
 
     /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
@@ -137,13 +128,13 @@ public sealed class Pipeline : IDisposable
                 "both need the same number of samples in dimension 0.", nameof(target));
         var inputs = MicroBatches.Split(input, Options.MicroBatches, nameof(input));
         var targets = MicroBatches.Split(target, Options.MicroBatches, nameof(target));
-        using var step = new StepContext(inputs, targets, MicroBatches.MeanWeights(inputs), _stages.Length, cancellation);
+        using var step = new StepContext(Schedule, inputs, targets, MicroBatches.MeanWeights(inputs), cancellation);
         try
         {
             RunOnRanks(step, rank =>
             {
                 foreach (var s in StagesOf(rank)) s.Optimizer.zero_grad();
-                RunActions(rank, Schedule.RankActions[rank], step, training: true);
+                RunActions(rank, step);
             });
             RunOnRanks(step, rank =>
             {
@@ -173,10 +164,10 @@ public sealed class Pipeline : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(input);
         var inputs = MicroBatches.Split(input, Options.MicroBatches, nameof(input));
-        using var step = new StepContext(inputs, null, MicroBatches.MeanWeights(inputs), _stages.Length, cancellation);
+        using var step = new StepContext(_forwardSchedule, inputs, null, MicroBatches.MeanWeights(inputs), cancellation);
         try
         {
-            RunOnRanks(step, rank => RunActions(rank, _forwardSchedule.RankActions[rank], step, training: false));
+            RunOnRanks(step, rank => RunActions(rank, step));
             Finish(step);
             return torch.cat(step.Outputs.Select(o => o!).ToArray(), 0);
         }
@@ -188,15 +179,15 @@ public sealed class Pipeline : IDisposable
 
     private IEnumerable<StageRuntime> StagesOf(int rank) => _stages.Where(s => s.Rank == rank);
 
-    private void RunActions(int rank, IReadOnlyList<PipelineAction> actions, StepContext step, bool training)
+    private void RunActions(int rank, StepContext step)
     {
-        foreach (var action in actions)
+        foreach (var action in step.Schedule.RankActions[rank])
         {
             step.Cancellation.ThrowIfCancellationRequested();
             long start = Stopwatch.GetTimestamp();
             try
             {
-                _runner.Run(action, step, training);
+                _runner.Run(action, step);
             }
             catch (OperationCanceledException) when (step.Cancellation.IsCancellationRequested)
             {

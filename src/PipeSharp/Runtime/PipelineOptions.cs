@@ -4,16 +4,26 @@ namespace PipeSharp.Runtime;
 public sealed record PipelineOptions
 {
     /// <summary>
-    /// Number of stages. If <see cref="Balance"/> is null, the layers are split into this many stages balanced by
-    /// parameter count. Default: the length of <see cref="Balance"/>, or 1.
+    /// Number of pipeline stages, each run by its own worker on its own device. With <see cref="Chunks"/> = v the
+    /// model is cut into Stages x v pieces and each worker holds v of them. If <see cref="Balance"/> is null, the
+    /// pieces are balanced by parameter count. Default: the length of <see cref="Balance"/> divided by the chunks, or 1.
     /// </summary>
     public int? Stages { get; init; }
 
-    /// <summary>Layers per stage, in order (e.g. 2,2,2,2,2). Must add up to the model's layer count.</summary>
+    /// <summary>
+    /// Model chunks per stage worker: only for the <c>interleaved</c> schedule (default 2); <c>zb-v</c> always uses 2
+    /// and the other schedules 1.
+    /// </summary>
+    public int? Chunks { get; init; }
+
+    /// <summary>
+    /// Layers per model piece, in model order (e.g. 2,2,2,2,2): Stages x chunks entries that add up to the model's
+    /// layer count.
+    /// </summary>
     public IReadOnlyList<int>? Balance { get; init; }
 
     /// <summary>
-    /// The device of each stage (<c>cpu</c>, <c>cuda</c>, <c>cuda:N</c>): one name for all stages or one per stage.
+    /// The device of each stage worker (<c>cpu</c>, <c>cuda</c>, <c>cuda:N</c>): one name for all or one per stage.
     /// Default: every stage on the CPU.
     /// </summary>
     public IReadOnlyList<string>? Devices { get; init; }
@@ -21,7 +31,11 @@ public sealed record PipelineOptions
     /// <summary>Number of micro-batches each batch is split into along dimension 0. Default 1.</summary>
     public int MicroBatches { get; init; } = 1;
 
-    /// <summary>The schedule's name, one of <see cref="Schedules.ScheduleGenerators.Names"/>. Default <c>1f1b</c>.</summary>
+    /// <summary>
+    /// The schedule: a name from <see cref="Schedules.ScheduleGenerators.Names"/> (<c>gpipe</c>, <c>1f1b</c>,
+    /// <c>interleaved</c>, <c>zb-h1</c>, <c>zb-v</c>) or the path of a schedule file (see
+    /// <see cref="Schedules.ScheduleFile"/>). Default <c>1f1b</c>.
+    /// </summary>
     public string Schedule { get; init; } = "1f1b";
 
     /// <summary>

@@ -4,13 +4,29 @@ using static TorchSharp.torch;
 
 namespace PipeSharp.Runtime;
 
+/// <summary>What a forward keeps for its backward: the stage's input leaf, its output (or the weighted loss on the
+/// last stage) and, when the backward is split into I and W, the outputs of the stage's parameterised layers.</summary>
+internal sealed record SavedForward(Tensor? Input, Tensor Output, IReadOnlyList<LayerOutput>? LayerOutputs);
+
+/// <summary>The output of one parameterised layer during a forward, and that layer's own parameters.</summary>
+internal sealed record LayerOutput(Tensor Output, IReadOnlyList<Tensor> Parameters);
+
+/// <summary>What an input-gradient action leaves for the matching weight-gradient action: each layer output with
+/// its gradient (and, for parameters no layer output covers, the stage output with its gradient).</summary>
+internal sealed record DeferredWeightGrad(IReadOnlyList<(LayerOutput Layer, Tensor Grad)> Layers, Tensor? Output, Tensor? OutputGrad, IReadOnlyList<Tensor> Uncovered);
+
 /// <summary>
-/// A stage as the runtime sees it: its module on its device, its optimizer, and the tensors its forwards keep
-/// for their backwards (the stage's input leaf and its output, or the weighted loss on the last stage).
+/// A stage as the runtime sees it: its module on its device, its optimizer, and the tensors its forwards keep for
+/// their backwards. Layers with parameters of their own get a forward hook so that, for a split backward, their
+/// outputs are kept and the weight gradient can be computed later from (layer output, its gradient) alone.
 /// </summary>
 internal sealed class StageRuntime : IDisposable
 {
-    private readonly Dictionary<int, (Tensor? Input, Tensor Output)> _saved = new();
+    private readonly Dictionary<int, SavedForward> _saved = new();
+    private readonly Dictionary<int, DeferredWeightGrad> _deferred = new();
+    private readonly List<Action> _removeHooks = new();
+    private readonly TorchSharp.Modules.Parameter[] _parameters;
+    private List<LayerOutput>? _capture;
 
     public StageRuntime(StageModule module, Device device, int rank, optim.Optimizer optimizer, optim.lr_scheduler.LRScheduler? scheduler)
     {
@@ -19,6 +35,21 @@ internal sealed class StageRuntime : IDisposable
         Rank = rank;
         Optimizer = optimizer;
         Scheduler = scheduler;
+        _parameters = module.parameters().ToArray();
+        foreach (var layer in module.modules().OfType<nn.Module<Tensor, Tensor>>())
+        {
+            var own = layer.named_parameters(recurse: false).Select(p => (Tensor)p.parameter).ToArray();
+            if (own.Length == 0) continue;
+            var hook = layer.register_forward_hook((_, _, output) =>
+            {
+                if (_capture == null) return null;
+                // Keep this handle and let an alias flow on: containers such as Sequential dispose the
+                // intermediate results they pass along, and the gradient must be taken at this very tensor.
+                _capture.Add(new LayerOutput(output, own));
+                return output.alias();
+            });
+            _removeHooks.Add(() => hook.remove());
+        }
     }
 
     public StageModule Module { get; }
@@ -27,36 +58,96 @@ internal sealed class StageRuntime : IDisposable
     public optim.Optimizer Optimizer { get; }
     public optim.lr_scheduler.LRScheduler? Scheduler { get; }
 
-    /// <summary>Keeps the tensors of micro-batch <paramref name="microBatch"/> (taken out of every dispose scope).</summary>
-    public void Save(int microBatch, Tensor? input, Tensor output)
+    /// <summary>Runs the stage, keeping the outputs of its parameterised layers if <paramref name="captureLayers"/>.</summary>
+    public (Tensor Output, IReadOnlyList<LayerOutput>? Layers) Forward(Tensor input, bool captureLayers)
     {
-        input?.DetachFromDisposeScope();
-        output.DetachFromDisposeScope();
-        _saved.Add(microBatch, (input, output));
+        if (!captureLayers) return (Module.forward(input), null);
+        _capture = new List<LayerOutput>();
+        try
+        {
+            var output = Module.forward(input);
+            return (output, _capture);
+        }
+        finally
+        {
+            _capture = null;
+        }
+    }
+
+    /// <summary>The stage's parameters that no captured layer output leads to directly.</summary>
+    public IReadOnlyList<Tensor> Uncovered(IReadOnlyList<LayerOutput> layers)
+    {
+        var covered = new HashSet<IntPtr>(layers.SelectMany(l => l.Parameters).Select(p => p.Handle));
+        return _parameters.Where(p => p.requires_grad && !covered.Contains(p.Handle)).Cast<Tensor>().ToList();
+    }
+
+    /// <summary>Keeps what micro-batch <paramref name="microBatch"/>'s backward needs (taken out of every dispose scope).</summary>
+    public void Save(int microBatch, SavedForward saved)
+    {
+        saved.Input?.DetachFromDisposeScope();
+        saved.Output.DetachFromDisposeScope();
+        if (saved.LayerOutputs != null)
+            foreach (var l in saved.LayerOutputs) l.Output.DetachFromDisposeScope();
+        _saved.Add(microBatch, saved);
     }
 
     /// <summary>Hands back what <see cref="Save"/> kept; the caller disposes it.</summary>
-    public (Tensor? Input, Tensor Output) Take(int microBatch)
+    public SavedForward Take(int microBatch) =>
+        _saved.Remove(microBatch, out var s)
+            ? s
+            : throw new InvalidOperationException($"stage {Module.Index} has no saved forward of micro-batch {microBatch}.");
+
+    /// <summary>Keeps what the weight gradient of <paramref name="microBatch"/> needs.</summary>
+    public void Defer(int microBatch, DeferredWeightGrad deferred)
     {
-        if (!_saved.Remove(microBatch, out var s))
-            throw new InvalidOperationException($"stage {Module.Index} has no saved forward of micro-batch {microBatch}.");
-        return s;
+        foreach (var (layer, grad) in deferred.Layers)
+        {
+            layer.Output.DetachFromDisposeScope();
+            grad.DetachFromDisposeScope();
+        }
+        deferred.Output?.DetachFromDisposeScope();
+        deferred.OutputGrad?.DetachFromDisposeScope();
+        _deferred.Add(microBatch, deferred);
     }
+
+    /// <summary>Hands back what <see cref="Defer"/> kept; the caller disposes it.</summary>
+    public DeferredWeightGrad TakeDeferred(int microBatch) =>
+        _deferred.Remove(microBatch, out var d)
+            ? d
+            : throw new InvalidOperationException($"stage {Module.Index} has no input gradient of micro-batch {microBatch} to finish.");
 
     /// <summary>Disposes whatever a failed step left saved.</summary>
     public void DropSaved()
     {
-        foreach (var (input, output) in _saved.Values)
-        {
-            input?.Dispose();
-            output.Dispose();
-        }
+        foreach (var s in _saved.Values) Dispose(s);
+        foreach (var d in _deferred.Values) Dispose(d);
         _saved.Clear();
+        _deferred.Clear();
+    }
+
+    public static void Dispose(SavedForward s)
+    {
+        s.Input?.Dispose();
+        s.Output.Dispose();
+        if (s.LayerOutputs != null)
+            foreach (var l in s.LayerOutputs) l.Output.Dispose();
+    }
+
+    public static void Dispose(DeferredWeightGrad d)
+    {
+        foreach (var (layer, grad) in d.Layers)
+        {
+            layer.Output.Dispose();
+            grad.Dispose();
+        }
+        d.Output?.Dispose();
+        d.OutputGrad?.Dispose();
     }
 
     public void Dispose()
     {
         DropSaved();
+        foreach (var remove in _removeHooks) remove();
         Optimizer.Dispose();
     }
 }

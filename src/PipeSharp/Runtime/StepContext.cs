@@ -10,8 +10,14 @@ internal sealed class StepContext : IDisposable
     private Exception? _failure;
     private double _loss;
 
-    public StepContext(Tensor[] inputs, Tensor[]? targets, double[] lossWeights, int stageCount, CancellationToken external)
+    private readonly HashSet<(int, int)> _split;
+
+    public StepContext(Schedules.Schedule schedule, Tensor[] inputs, Tensor[]? targets, double[] lossWeights, CancellationToken external)
     {
+        Schedule = schedule;
+        Training = !schedule.IsForwardOnly;
+        _split = Schedules.ScheduleValidator.BackwardKinds(schedule);
+        int stageCount = schedule.StageCount;
         Inputs = inputs;
         Targets = targets;
         LossWeights = lossWeights;
@@ -19,6 +25,15 @@ internal sealed class StepContext : IDisposable
         StageBusy = new double[stageCount];
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(external);
     }
+
+    /// <summary>The schedule this step runs.</summary>
+    public Schedules.Schedule Schedule { get; }
+
+    /// <summary>True for a training step (forwards keep what backwards need), false for a forward-only pass.</summary>
+    public bool Training { get; }
+
+    /// <summary>True if the backward of (stage, micro-batch) is split into I and W in this step's schedule.</summary>
+    public bool IsSplit(int stage, int microBatch) => _split.Contains((stage, microBatch));
 
     public Tensor[] Inputs { get; }
     public Tensor[]? Targets { get; }

@@ -9,7 +9,7 @@ namespace PipeSharp.Schedules;
 /// </summary>
 public readonly record struct PipelineAction(ActionKind Kind, int Stage, int MicroBatch)
 {
-    private static readonly Regex TextForm = new(@"^\s*(\d+)([FB])(\d+)\s*$", RegexOptions.Compiled);
+    private static readonly Regex TextForm = new(@"^\s*(\d+)([FBIW])(\d+)\s*$", RegexOptions.Compiled);
 
     /// <summary>A forward action.</summary>
     public static PipelineAction F(int stage, int microBatch) => new(ActionKind.Forward, stage, microBatch);
@@ -17,12 +17,28 @@ public readonly record struct PipelineAction(ActionKind Kind, int Stage, int Mic
     /// <summary>A full-backward action.</summary>
     public static PipelineAction B(int stage, int microBatch) => new(ActionKind.Backward, stage, microBatch);
 
+    /// <summary>An input-gradient action (first half of a split backward).</summary>
+    public static PipelineAction I(int stage, int microBatch) => new(ActionKind.InputGrad, stage, microBatch);
+
+    /// <summary>A weight-gradient action (second half of a split backward).</summary>
+    public static PipelineAction W(int stage, int microBatch) => new(ActionKind.WeightGrad, stage, microBatch);
+
     /// <summary>The letter of an action kind in the text form.</summary>
     public static char Letter(ActionKind kind) => kind switch
     {
         ActionKind.Forward => 'F',
         ActionKind.Backward => 'B',
+        ActionKind.InputGrad => 'I',
+        ActionKind.WeightGrad => 'W',
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
+    };
+
+    private static ActionKind FromLetter(char letter) => letter switch
+    {
+        'F' => ActionKind.Forward,
+        'B' => ActionKind.Backward,
+        'I' => ActionKind.InputGrad,
+        _ => ActionKind.WeightGrad,
     };
 
     /// <inheritdoc />
@@ -34,8 +50,7 @@ public readonly record struct PipelineAction(ActionKind Kind, int Stage, int Mic
     {
         var m = TextForm.Match(text);
         if (!m.Success)
-            throw new FormatException($"'{text}' is not an action: write stage, kind (F or B) and micro-batch, e.g. 2F0.");
-        var kind = m.Groups[2].Value == "F" ? ActionKind.Forward : ActionKind.Backward;
-        return new PipelineAction(kind, int.Parse(m.Groups[1].Value), int.Parse(m.Groups[3].Value));
+            throw new FormatException($"'{text}' is not an action: write stage, kind (F, B, I or W) and micro-batch, e.g. 2F0.");
+        return new PipelineAction(FromLetter(m.Groups[2].Value[0]), int.Parse(m.Groups[1].Value), int.Parse(m.Groups[3].Value));
     }
 }

@@ -1,85 +1,76 @@
+using PipeSharp.Schedules.Generators;
+
 namespace PipeSharp.Schedules;
 
 /// <summary>
-/// Pure functions that make schedules, one stage per rank (stage s on rank s). Each works for any number of
-/// stages and micro-batches, including fewer micro-batches than stages.
+/// The schedules PipeSharp can make, by name. Every generator is a small pure function of (ranks, micro-batches,
+/// chunks per rank); see the classes in <see cref="Generators"/>.
 /// </summary>
 public static class ScheduleGenerators
 {
     /// <summary>The names <see cref="Create"/> accepts.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["gpipe", "1f1b"];
+    public static IReadOnlyList<string> Names { get; } = ["gpipe", "1f1b", "interleaved", "zb-h1", "zb-v"];
+
+    /// <summary>
+    /// The number of model chunks each rank holds under schedule <paramref name="name"/> when the user asked for
+    /// <paramref name="requestedChunks"/> (null: the schedule's default): 1 for GPipe, 1F1B and ZB-H1, 2 for ZB-V,
+    /// and the request (default 2) for interleaved.
+    /// </summary>
+    /// <exception cref="ArgumentException">The schedule does not support that many chunks.</exception>
+    public static int ChunksPerRank(string name, int? requestedChunks)
+    {
+        int fixedChunks = Normalise(name) switch
+        {
+            "interleaved" => requestedChunks ?? 2,
+            "zb-v" => 2,
+            _ => 1,
+        };
+        if (requestedChunks is { } v && v != fixedChunks)
+            throw new ArgumentException(
+                $"schedule '{name}' runs {fixedChunks} chunk(s) per rank, not {v}: leave chunks unset, or use 'interleaved' for any number of chunks.",
+                "chunks");
+        if (fixedChunks < 1)
+            throw new ArgumentOutOfRangeException("chunks", fixedChunks, "The number of chunks per rank must be at least 1.");
+        return fixedChunks;
+    }
 
     /// <summary>Makes the schedule called <paramref name="name"/> (see <see cref="Names"/>).</summary>
-    /// <exception cref="ArgumentException">Unknown name.</exception>
-    public static Schedule Create(string name, int stages, int microBatches) => name.ToLowerInvariant() switch
+    /// <param name="name">The schedule's name.</param>
+    /// <param name="ranks">Number of ranks (devices / workers).</param>
+    /// <param name="microBatches">Micro-batches per step.</param>
+    /// <param name="chunks">Model chunks per rank (interleaved only; null for the schedule's default).</param>
+    /// <param name="costs">Action costs the zero-bubble generators place actions by (default: F = I = W).</param>
+    /// <exception cref="ArgumentException">Unknown name, or a condition of the schedule is not met.</exception>
+    public static Schedule Create(string name, int ranks, int microBatches, int? chunks = null, ActionCosts? costs = null)
     {
-        "gpipe" => GPipe(stages, microBatches),
-        "1f1b" => OneForwardOneBackward(stages, microBatches),
-        _ => throw new ArgumentException(
-            $"Unknown schedule '{name}'. Use one of: {string.Join(", ", Names)}.", nameof(name)),
+        int v = ChunksPerRank(name, chunks);
+        return Normalise(name) switch
+        {
+            "gpipe" => Generators.GPipe.Create(ranks, microBatches),
+            "1f1b" => Generators.OneForwardOneBackward.Create(ranks, microBatches),
+            "interleaved" => InterleavedOneForwardOneBackward.Create(ranks, microBatches, v),
+            "zb-h1" => ZeroBubble.H1(ranks, microBatches, costs),
+            "zb-v" => ZeroBubble.V(ranks, microBatches, costs),
+            _ => throw new ArgumentException(
+                $"Unknown schedule '{name}'. Use one of: {string.Join(", ", Names)}, or the path of a schedule file.", nameof(name)),
+        };
+    }
+
+    /// <summary>GPipe with one stage per rank.</summary>
+    public static Schedule GPipe(int stages, int microBatches) => Generators.GPipe.Create(stages, microBatches);
+
+    /// <summary>1F1B with one stage per rank.</summary>
+    public static Schedule OneForwardOneBackward(int stages, int microBatches) => Generators.OneForwardOneBackward.Create(stages, microBatches);
+
+    /// <summary>Forwards only (evaluation, inference), for any placement.</summary>
+    public static Schedule ForwardOnly(int stages, int microBatches, IReadOnlyList<int>? stageToRank = null) =>
+        Generators.ForwardOnly.Create(stages, microBatches, stageToRank);
+
+    private static string Normalise(string name) => name.Trim().ToLowerInvariant() switch
+    {
+        "interleaved-1f1b" or "interleaved1f1b" => "interleaved",
+        "zbh1" => "zb-h1",
+        "zbv" => "zb-v",
+        var n => n,
     };
-
-    /// <summary>
-    /// GPipe: every stage runs the forwards of all micro-batches, then their backwards in reverse order.
-    /// Holds the activations of all m micro-batches at once.
-    /// </summary>
-    public static Schedule GPipe(int stages, int microBatches)
-    {
-        CheckCounts(stages, microBatches);
-        var ranks = new List<IReadOnlyList<PipelineAction>>();
-        for (int s = 0; s < stages; s++)
-        {
-            var list = new List<PipelineAction>(2 * microBatches);
-            for (int i = 0; i < microBatches; i++) list.Add(PipelineAction.F(s, i));
-            for (int i = microBatches - 1; i >= 0; i--) list.Add(PipelineAction.B(s, i));
-            ranks.Add(list);
-        }
-        return new Schedule("gpipe", stages, microBatches, Identity(stages), ranks);
-    }
-
-    /// <summary>
-    /// 1F1B (PipeDream-Flush): stage s runs min(p - s - 1, m) warm-up forwards, then alternates one forward
-    /// and one backward, then drains the remaining backwards. Same bubble as GPipe, but stage s holds at most
-    /// p - s micro-batches of activations instead of m.
-    /// </summary>
-    public static Schedule OneForwardOneBackward(int stages, int microBatches)
-    {
-        CheckCounts(stages, microBatches);
-        var ranks = new List<IReadOnlyList<PipelineAction>>();
-        for (int s = 0; s < stages; s++)
-        {
-            int warmup = Math.Min(stages - s - 1, microBatches);
-            var list = new List<PipelineAction>(2 * microBatches);
-            int f = 0, b = 0;
-            for (; f < warmup; f++) list.Add(PipelineAction.F(s, f));
-            while (f < microBatches)
-            {
-                list.Add(PipelineAction.F(s, f++));
-                list.Add(PipelineAction.B(s, b++));
-            }
-            while (b < microBatches) list.Add(PipelineAction.B(s, b++));
-            ranks.Add(list);
-        }
-        return new Schedule("1f1b", stages, microBatches, Identity(stages), ranks);
-    }
-
-    /// <summary>Forwards only, in micro-batch order: for evaluation and inference.</summary>
-    public static Schedule ForwardOnly(int stages, int microBatches)
-    {
-        CheckCounts(stages, microBatches);
-        var ranks = new List<IReadOnlyList<PipelineAction>>();
-        for (int s = 0; s < stages; s++)
-            ranks.Add(Enumerable.Range(0, microBatches).Select(i => PipelineAction.F(s, i)).ToList());
-        return new Schedule("forward", stages, microBatches, Identity(stages), ranks);
-    }
-
-    private static int[] Identity(int n) => Enumerable.Range(0, n).ToArray();
-
-    private static void CheckCounts(int stages, int microBatches)
-    {
-        if (stages < 1)
-            throw new ArgumentOutOfRangeException(nameof(stages), stages, "The number of stages must be at least 1.");
-        if (microBatches < 1)
-            throw new ArgumentOutOfRangeException(nameof(microBatches), microBatches, "The number of micro-batches must be at least 1.");
-    }
 }

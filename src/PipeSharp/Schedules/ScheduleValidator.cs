@@ -7,9 +7,9 @@ public sealed class InvalidScheduleException(string message) : Exception(message
 
 /// <summary>
 /// Checks a schedule before it runs: the placement is consistent, every (stage, micro-batch) has exactly one
-/// forward (and, unless the schedule is forward-only, exactly one backward), each action sits on the rank that
-/// holds its stage, and a symbolic run of all ranks, receiving by key as the runtime does, finishes
-/// (so dependencies hold and nothing deadlocks).
+/// forward and (unless the schedule is forward-only) either one full backward B or one input-gradient I and one
+/// weight-gradient W, each action sits on the rank that holds its stage, and a symbolic run of all ranks,
+/// receiving by key as the runtime does, finishes (so dependencies hold and nothing deadlocks).
 /// </summary>
 public static class ScheduleValidator
 {
@@ -46,18 +46,35 @@ public static class ScheduleValidator
             {
                 if (!seen.Contains(PipelineAction.F(s, i)))
                     Fail(schedule, $"forward {PipelineAction.F(s, i)} is missing.");
-                if (!forwardOnly && !seen.Contains(PipelineAction.B(s, i)))
-                    Fail(schedule, $"backward {PipelineAction.B(s, i)} is missing.");
+                if (forwardOnly) continue;
+                bool b = seen.Contains(PipelineAction.B(s, i)), inp = seen.Contains(PipelineAction.I(s, i)), w = seen.Contains(PipelineAction.W(s, i));
+                if (b && (inp || w))
+                    Fail(schedule, $"stage {s}, micro-batch {i} has a full backward {PipelineAction.B(s, i)} and also a split one (I/W): use one or the other.", PipelineAction.B(s, i));
+                if (!b && !inp)
+                    Fail(schedule, $"backward of stage {s}, micro-batch {i} is missing: add {PipelineAction.B(s, i)}, or {PipelineAction.I(s, i)} and {PipelineAction.W(s, i)}.");
+                if (inp && !w)
+                    Fail(schedule, $"weight gradient {PipelineAction.W(s, i)} is missing for {PipelineAction.I(s, i)}.", PipelineAction.I(s, i));
+                if (w && !inp)
+                    Fail(schedule, $"input gradient {PipelineAction.I(s, i)} is missing for {PipelineAction.W(s, i)}.", PipelineAction.W(s, i));
             }
         }
         SimulateToCompletion(schedule);
     }
 
     /// <summary>
-    /// The prerequisites of an action: the actions whose results it receives or reuses. A forward needs the
-    /// previous stage's forward; a backward needs its own forward and the next stage's backward.
+    /// The prerequisites of an action in <paramref name="schedule"/>: the actions whose results it receives or
+    /// reuses. A forward needs the previous stage's forward; a backward (B or I) needs its own forward and the
+    /// next stage's backward (B or I, whichever the schedule uses); a W needs its I.
     /// </summary>
-    public static IEnumerable<PipelineAction> Dependencies(PipelineAction a, int stageCount)
+    public static IEnumerable<PipelineAction> Dependencies(PipelineAction a, Schedule schedule) =>
+        Dependencies(a, schedule.StageCount, BackwardKinds(schedule));
+
+    /// <summary>For each (stage, micro-batch) that has a split backward, true; used to resolve dependencies.</summary>
+    internal static HashSet<(int Stage, int MicroBatch)> BackwardKinds(Schedule schedule) =>
+        schedule.RankActions.SelectMany(a => a).Where(a => a.Kind == ActionKind.InputGrad)
+            .Select(a => (a.Stage, a.MicroBatch)).ToHashSet();
+
+    internal static IEnumerable<PipelineAction> Dependencies(PipelineAction a, int stageCount, HashSet<(int, int)> split)
     {
         switch (a.Kind)
         {
@@ -65,8 +82,17 @@ public static class ScheduleValidator
                 if (a.Stage > 0) yield return PipelineAction.F(a.Stage - 1, a.MicroBatch);
                 break;
             case ActionKind.Backward:
+            case ActionKind.InputGrad:
                 yield return PipelineAction.F(a.Stage, a.MicroBatch);
-                if (a.Stage < stageCount - 1) yield return PipelineAction.B(a.Stage + 1, a.MicroBatch);
+                if (a.Stage < stageCount - 1)
+                {
+                    yield return split.Contains((a.Stage + 1, a.MicroBatch))
+                        ? PipelineAction.I(a.Stage + 1, a.MicroBatch)
+                        : PipelineAction.B(a.Stage + 1, a.MicroBatch);
+                }
+                break;
+            case ActionKind.WeightGrad:
+                yield return PipelineAction.I(a.Stage, a.MicroBatch);
                 break;
         }
     }
@@ -75,6 +101,7 @@ public static class ScheduleValidator
     // block). If at some point no rank can move, the ranks are waiting on each other: a deadlock.
     private static void SimulateToCompletion(Schedule schedule)
     {
+        var split = BackwardKinds(schedule);
         var done = new HashSet<PipelineAction>();
         var next = new int[schedule.RankCount];
         int remaining = schedule.RankActions.Sum(a => a.Count);
@@ -84,7 +111,7 @@ public static class ScheduleValidator
             for (int r = 0; r < schedule.RankCount; r++)
             {
                 var list = schedule.RankActions[r];
-                while (next[r] < list.Count && Dependencies(list[next[r]], schedule.StageCount).All(done.Contains))
+                while (next[r] < list.Count && Dependencies(list[next[r]], schedule.StageCount, split).All(done.Contains))
                 {
                     done.Add(list[next[r]++]);
                     remaining--;
@@ -98,7 +125,7 @@ public static class ScheduleValidator
                     .Select(r =>
                     {
                         var a = schedule.RankActions[r][next[r]];
-                        var missing = Dependencies(a, schedule.StageCount).Where(d => !done.Contains(d));
+                        var missing = Dependencies(a, schedule.StageCount, split).Where(d => !done.Contains(d));
                         return $"rank {r} waits at {a} for {string.Join(", ", missing)}";
                     });
                 var first = Enumerable.Range(0, schedule.RankCount).First(r => next[r] < schedule.RankActions[r].Count);

@@ -13,7 +13,7 @@ public static class EquivalenceCheck
     /// <summary>
     /// The largest absolute difference between any parameter of the two trained copies.
     /// </summary>
-    /// <param name="makeModel">Makes the model; every call must give the same initial weights (seed inside).</param>
+    /// <param name="makeModel">Makes the model (called twice; the second copy gets the first copy's initial weights).</param>
     /// <param name="options">The pipeline to check.</param>
     /// <param name="optimizer">Makes an optimizer for a set of parameters (used for the whole reference model and for each stage).</param>
     /// <param name="loss">Mean-reduced loss.</param>
@@ -26,6 +26,8 @@ public static class EquivalenceCheck
         IReadOnlyList<(Tensor Input, Tensor Target)> batches)
     {
         using var reference = makeModel();
+        using var model = makeModel();
+        CopyParameters(reference, model);
         using (var opt = optimizer(reference.parameters()))
         {
             foreach (var (x, y) in batches)
@@ -37,12 +39,25 @@ public static class EquivalenceCheck
             }
         }
 
-        using var model = makeModel();
         using (var pipe = new Pipeline(model, options, loss, optimizer))
         {
             foreach (var (x, y) in batches) pipe.TrainStep(x, y);
         }
         return MaxDifference(reference, model);
+    }
+
+    /// <summary>Copies every parameter of <paramref name="from"/> into the same-named parameter of <paramref name="to"/>.</summary>
+    public static void CopyParameters(nn.Module from, nn.Module to)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var source = from.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in to.named_parameters())
+        {
+            if (!source.TryGetValue(name, out var q))
+                throw new ArgumentException($"parameter '{name}' is missing from the source model.", nameof(from));
+            p.copy_(q);
+        }
     }
 
     /// <summary>The largest absolute difference between same-named parameters of two models of one architecture.</summary>

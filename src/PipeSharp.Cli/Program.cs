@@ -11,12 +11,13 @@ CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.Invarian
 
 // A plain Command rather than RootCommand, which would name itself after the assembly (PipeSharp.Cli).
 var root = new Command("pipesharp",
-    "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model split into stages, " +
-    "or check that pipelined training matches single-device training.")
+    "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model split into stages, predict how a " +
+    "schedule runs (simulate), or check that pipelined training matches single-device training (verify).")
 {
     new HelpOption(),
     new VersionOption(),
     TrainCommand.Create(),
+    SimulateCommand.Create(),
     VerifyCommand.Create(),
 };
 // `pipesharp` alone prints the help (and fails, as no command ran).

@@ -62,6 +62,34 @@ public class EquivalenceTests
         Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
     }
 
+    public static TheoryData<string, int, int> GptCases()
+    {
+        var data = new TheoryData<string, int, int>();
+        foreach (var schedule in ScheduleGenerators.Names)
+            foreach (var (p, m) in new[] { (2, 4), (3, 3), (1, 2) })
+                if (schedule != "interleaved" || m % p == 0)
+                    data.Add(schedule, p, m);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(GptCases))]
+    public void Gpt_matches_single_device(string schedule, int stages, int microBatches)
+    {
+        var config = new GptConfig(VocabularySize: 11, ContextLength: 8, Layers: 4, Width: 16, Heads: 2);
+        var gen = new Generator(5);
+        var batches = Enumerable.Range(0, 3).Select(_ =>
+        {
+            var tokens = randint(0, 11, [6, 9], generator: gen);
+            return (tokens[.., ..8], tokens[.., 1..]);
+        }).ToList();
+        double diff = EquivalenceCheck.MaxParameterDifference(
+            () => Gpt.Create(config),
+            new PipelineOptions { Stages = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1 },
+            ps => optim.AdamW(ps, 1e-3), Gpt.Loss, batches);
+        Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
+    }
+
     internal static Tensor CrossEntropy(Tensor output, Tensor target) => nn.functional.cross_entropy(output, target);
 
     internal static Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> Optimizer(string name) => name switch

@@ -9,7 +9,10 @@ namespace PipeSharp.Cli.Commands;
 /// <param name="SampleShape">The shape of one input sample.</param>
 /// <param name="Classes">Number of classes of the synthetic task.</param>
 /// <param name="Create">Makes the model (seed the generator first for reproducible weights).</param>
-/// <param name="DefaultBalance">The split into a number of stages when no balance is given; null: by parameter count.</param>
+/// <param name="DefaultBalance">
+/// The split into a number of stages when no balance is given and each stage holds one model piece; null (and with
+/// several chunks per stage): by parameter count.
+/// </param>
 internal sealed record BuiltInModel(
     string Name, string Description, long[] SampleShape, int Classes,
     Func<Sequential> Create, Func<int, int[]>? DefaultBalance = null);
@@ -32,8 +35,8 @@ internal static class BuiltInModels
     /// <summary>The small models <c>verify</c> checks (the same ones the test suite uses).</summary>
     public static BuiltInModel ForVerification(string name) => name switch
     {
-        "mlp" => new("mlp", "MLP 16 -> 32 -> 6, 5 linear layers", [16], 6,
-            () => Mlp.Create(inputSize: 16, hiddenSize: 32, outputSize: 6, linearLayers: 5)),
+        "mlp" => new("mlp", "MLP 16 -> 32 -> 6, 10 linear layers (zb-v with 5 stages needs 10 pieces)", [16], 6,
+            () => Mlp.Create(inputSize: 16, hiddenSize: 32, outputSize: 6, linearLayers: 10)),
         "cnn" => new("cnn", "ConvNet, 10 conv layers of 4 channels + head; input 3x8x8", [3, 8, 8], 10,
             () => ConvNet.Create(inChannels: 3, channels: 4, convLayers: 10, classes: 10),
             stages => ConvNet.ConvBalance(10, stages)),

@@ -23,29 +23,28 @@ internal static class TrainCommand
     private static readonly Option<int> Stages = new("--stages", "-p")
     {
         CustomParser = Numbers.AtLeast(1),
-        Description = "Number of pipeline stages [default: 2, or the length of --balance]. Without --balance, mlp is " +
-                      "split by parameter count and cnn as in the article: the convolution layers evenly, the head on " +
-                      "the last stage (5 stages: 2,2,2,2,3).",
+        Description = "Number of pipeline stages, one worker each [default: 2, or from --balance or the schedule file]. " +
+                      "With chunks (interleaved, zb-v) the model is cut into stages x chunks pieces, so zb-v needs " +
+                      "2 x stages layers (mlp: at most 4 stages, cnn: 5). Without --balance, mlp is split by parameter " +
+                      "count; cnn with one chunk per stage as in the article (conv layers evenly, the head on the last " +
+                      "stage; 5 stages: 2,2,2,2,3), with several chunks by parameter count.",
         HelpName = "N",
     };
 
     private static readonly Option<int[]?> Balance = CommaSeparated.Ints("--balance", "N,N,...",
-        "Layers per stage, in order; must add up to the model's layer count (mlp 8, cnn 11), e.g. 2,2,2,2,3.", "2,2,2,2,3");
+        "Layers per model piece, in model order: stages x chunks entries adding up to the model's layer count " +
+        "(mlp 8, cnn 11), e.g. 2,2,2,2,3 (5 stages, one chunk) or 1,1,1,1,1,1,1,1 (zb-v, 4 stages).", "2,2,2,2,3");
 
     private static readonly Option<int> MicroBatches = new("--microbatches", "-m")
     {
         CustomParser = Numbers.AtLeast(1),
-        Description = "Micro-batches each batch is split into (at most the batch size).",
-        DefaultValueFactory = _ => 4,
+        Description = "Micro-batches each batch is split into (at most the batch size) [default: 4, or the schedule file's].",
         HelpName = "M",
     };
 
-    private static readonly Option<string> Schedule = new Option<string>("--schedule")
-    {
-        Description = "Pipeline schedule: gpipe (all forwards, then all backwards) or 1f1b (warm-up, then alternate " +
-                      "one forward and one backward; same result, less activation memory).",
-        DefaultValueFactory = _ => "1f1b",
-    }.AcceptOnlyFromAmong([.. ScheduleGenerators.Names]);
+    private static readonly Option<string> Schedule = ScheduleOptions.Schedule(defaultName: "1f1b");
+
+    private static readonly Option<int> Chunks = ScheduleOptions.Chunks();
 
     private static readonly Option<int> Steps = new("--steps")
     {
@@ -100,6 +99,13 @@ internal static class TrainCommand
                       "{\"step\":1,\"loss\":2.31,\"samples_per_s\":1234.5,\"stage_busy\":[0.81,0.77]}.",
     };
 
+    private static readonly Option<string?> Trace = OutputFile.Create("--trace", "FILE.json",
+        "After training, write the measured timeline of the last step (every forward and backward on every stage) " +
+        "as a Chrome trace: open it in ui.perfetto.dev or chrome://tracing.");
+
+    private static readonly Option<string?> Svg = OutputFile.Create("--svg", "FILE",
+        "After training, draw the measured timeline of the last step as an SVG picture (compare with simulate --svg).");
+
     private static readonly Option<int> LogEvery = new("--log-every")
     {
         CustomParser = Numbers.AtLeast(1),
@@ -112,10 +118,11 @@ internal static class TrainCommand
     {
         var command = new Command("train",
             "Train a built-in model on synthetic classification data, split into pipeline stages. Prints the split, " +
-            "then per step the loss, samples/s and how busy each stage was, then a summary.")
+            "then per step the loss, samples/s and how busy each stage was, then a summary; optionally the timeline " +
+            "of the last step (--trace, --svg).")
         {
-            Model, Stages, Balance, MicroBatches, Schedule, Steps, BatchSize, Seed, Optimizer, LearningRate,
-            ThreadsPerStage, Devices, Json, LogEvery,
+            Model, Stages, Balance, MicroBatches, Schedule, Chunks, Steps, BatchSize, Seed, Optimizer, LearningRate,
+            ThreadsPerStage, Devices, Json, LogEvery, Trace, Svg,
         };
         command.SetAction(Run);
         return command;
@@ -123,7 +130,13 @@ internal static class TrainCommand
 
     private static int Run(ParseResult args)
     {
-        int steps = args.GetValue(Steps), batchSize = args.GetValue(BatchSize), microBatches = args.GetValue(MicroBatches);
+        string schedule = args.GetValue(Schedule)!;
+        int? chunks = args.Given(Chunks);
+        var file = ScheduleOptions.IsFile(schedule)
+            ? ScheduleOptions.ReadFile(schedule, args.Given(Stages), args.Given(MicroBatches), chunks)
+            : null;
+        int steps = args.GetValue(Steps), batchSize = args.GetValue(BatchSize);
+        int microBatches = args.Given(MicroBatches) ?? file?.MicroBatchCount ?? 4;
         // The library would find this only at the first step; say it before anything is built.
         if (batchSize < microBatches)
             throw new ArgumentException(
@@ -133,29 +146,19 @@ internal static class TrainCommand
 
         TorchNative.EnsureLoaded();
         var spec = BuiltInModels.ForTraining(args.GetValue(Model)!);
-        int[]? balance = args.GetResult(Balance) is null ? null : args.GetValue(Balance);
-        int? stages = Given(args, Stages);
-        if (balance is null && spec.DefaultBalance is not null)
-        {
-            balance = spec.DefaultBalance(stages ?? 2);
-            stages = null;
-        }
-        else if (balance is null)
-        {
-            stages ??= 2;
-        }
-
+        var (stages, balance) = Split(args, spec, schedule, chunks, file);
         var options = new PipelineOptions
         {
             Stages = stages,
+            Chunks = chunks,
             Balance = balance,
             Devices = args.GetResult(Devices) is null ? null : args.GetValue(Devices),
             MicroBatches = microBatches,
-            Schedule = args.GetValue(Schedule)!,
-            ThreadsPerStage = Given(args, ThreadsPerStage),
+            Schedule = schedule,
+            ThreadsPerStage = args.Given(ThreadsPerStage),
         };
         string optimizerName = args.GetValue(Optimizer)!;
-        double lr = Given(args, LearningRate) ?? (optimizerName == "sgd" ? 0.05 : 1e-3);
+        double lr = args.Given(LearningRate) ?? (optimizerName == "sgd" ? 0.05 : 1e-3);
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer = optimizerName == "sgd"
             ? ps => optim.SGD(ps, lr, momentum: 0.9)
             : ps => optim.Adam(ps, lr);
@@ -165,17 +168,20 @@ internal static class TrainCommand
         using var model = spec.Create();
         using var pipe = new Pipeline(model, options, (output, target) => nn.functional.cross_entropy(output, target), optimizer);
         using var data = new SyntheticClassification(spec.SampleShape, spec.Classes, seed);
+        int ranks = pipe.Schedule.RankCount, pieces = pipe.Schedule.StageCount;
 
         var output = CreateOutput(args, steps);
         output.Start(new TrainSetup(
             spec.Description,
-            pipe.Stages.Select((s, i) => new StageInfo(i, s.FirstLayer, s.LayerCount, pipe.Devices[i].ToString(),
-                s.parameters().Sum(p => p.numel()))).ToList(),
-            pipe.Schedule.Name, options.MicroBatches, batchSize,
+            pipe.Stages.Select((s, i) => new StageInfo(i, pipe.Schedule.StageToRank[i], s.FirstLayer, s.LayerCount,
+                pipe.Devices[i].ToString(), s.parameters().Sum(p => p.numel()))).ToList(),
+            pipe.Schedule.Name + (pieces == ranks ? "" : $" ({pieces / ranks} chunks per stage)") + (file is null ? "" : $", from {schedule}"),
+            options.MicroBatches, batchSize,
             optimizerName == "sgd" ? $"sgd, lr {lr:G}, momentum 0.9" : $"adam, lr {lr:G}",
             options.ThreadsPerStage, steps, seed));
 
         using var interrupt = new CtrlC();
+        int done = 0;
         try
         {
             for (int step = 1; step <= steps; step++)
@@ -186,7 +192,8 @@ internal static class TrainCommand
                 {
                     float loss = pipe.TrainStep(input, target, interrupt.Token);
                     var stats = pipe.LastStep!;
-                    output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, stats.StageBusyFraction));
+                    output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats)));
+                    done = step;
                 }
                 interrupt.Token.ThrowIfCancellationRequested();
             }
@@ -194,17 +201,65 @@ internal static class TrainCommand
         catch (OperationCanceledException) when (interrupt.Token.IsCancellationRequested)
         {
             output.Finish(interrupted: true);
+            WriteTimeline(args, pipe, done);
             return ExitCodes.Interrupted;
         }
         output.Finish(interrupted: false);
+        WriteTimeline(args, pipe, done);
         return ExitCodes.Success;
+    }
+
+    /// <summary>
+    /// The stages and balance to ask the library for. A given --balance goes through as it is (the library checks it
+    /// against the stages and chunks). Otherwise: --stages, or 2, or the schedule file's count; cnn with one chunk
+    /// per stage gets the article's split, anything else is balanced by the library by parameter count.
+    /// </summary>
+    private static (int? Stages, int[]? Balance) Split(
+        ParseResult args, BuiltInModel spec, string schedule, int? chunks, Schedules.Schedule? file)
+    {
+        int? stages = args.Given(Stages);
+        if (args.GetResult(Balance) is not null) return (stages, args.GetValue(Balance));
+        int p = stages ?? file?.RankCount ?? 2;
+        bool oneChunk = file is null
+            ? ScheduleGenerators.ChunksPerRank(schedule, chunks) == 1
+            : file.StageCount == file.RankCount;
+        return (p, oneChunk && spec.DefaultBalance is not null ? spec.DefaultBalance(p) : null);
+    }
+
+    /// <summary>The share of the step each stage worker (rank) was computing, over all the model pieces it holds.</summary>
+    private static IReadOnlyList<double> RankBusy(Schedules.Schedule schedule, Tracing.StepStatistics stats) =>
+        Enumerable.Range(0, schedule.RankCount)
+            .Select(r => stats.WallSeconds <= 0 ? 0 : Math.Min(1.0,
+                Enumerable.Range(0, schedule.StageCount).Where(s => schedule.StageToRank[s] == r)
+                    .Sum(s => stats.StageBusySeconds[s]) / stats.WallSeconds))
+            .ToList();
+
+    /// <summary>Writes the measured timeline of the last step to the --trace and --svg files.</summary>
+    private static void WriteTimeline(ParseResult args, Pipeline pipe, int step)
+    {
+        string? trace = args.GetValue(Trace), svg = args.GetValue(Svg);
+        if ((trace is null && svg is null) || pipe.LastStep is not { } last || step == 0) return;
+        // With --json, stdout carries only the JSON lines.
+        var note = args.GetValue(Json) ? Console.Error : Console.Out;
+        int ranks = pipe.Schedule.RankCount, pieces = pipe.Schedule.StageCount;
+        if (trace is not null)
+        {
+            TimelineFiles.WriteTrace(trace, last.Timeline, last.Messages);
+            note.WriteLine($"wrote {trace}: timeline of step {step} (open in ui.perfetto.dev)");
+        }
+        if (svg is not null)
+        {
+            string title = $"measured: {pipe.Schedule.Name}, {TimelineFiles.Shape(ranks, pieces)}, {pipe.Schedule.MicroBatchCount} micro-batches";
+            TimelineFiles.WriteSvg(svg, last.Timeline, ranks, title);
+            note.WriteLine($"wrote {svg}: timeline of step {step}");
+        }
     }
 
     private static ITrainOutput CreateOutput(ParseResult args, int steps)
     {
         if (args.GetValue(Json)) return new JsonLinesOutput(Console.Out);
-        if (Console.IsOutputRedirected) return new TextOutput(Console.Out, Given(args, LogEvery) ?? 1, progress: null);
-        return new TextOutput(Console.Out, Given(args, LogEvery) ?? TerminalLogInterval(steps), new ProgressLine(Console.Out, steps));
+        if (Console.IsOutputRedirected) return new TextOutput(Console.Out, args.Given(LogEvery) ?? 1, progress: null);
+        return new TextOutput(Console.Out, args.Given(LogEvery) ?? TerminalLogInterval(steps), new ProgressLine(Console.Out, steps));
     }
 
     /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>
@@ -215,10 +270,6 @@ internal static class TrainCommand
             interval = interval.ToString()[0] == '2' ? interval / 2 * 5 : interval * 2;
         return interval;
     }
-
-    /// <summary>The option's value if it was on the command line, else null (the default depends on other options).</summary>
-    private static T? Given<T>(ParseResult args, Option<T> option) where T : struct =>
-        args.GetResult(option) is { Implicit: false } ? args.GetValue(option) : null;
 
     /// <summary>Turns Ctrl+C into a cancellation the pipeline honours, so an interrupted run still prints its summary.</summary>
     private sealed class CtrlC : IDisposable

@@ -20,9 +20,13 @@ internal static class ExitCodes
 /// <summary>Turns parse errors and the library's expected exceptions into one-line messages on stderr.</summary>
 internal static class Errors
 {
-    /// <summary>The exceptions that mean "bad input or environment", not a bug: reported without a stack trace.</summary>
+    /// <summary>
+    /// The exceptions that mean "bad input or environment", not a bug: reported without a stack trace. Format errors
+    /// come from schedule files and I/O errors from reading or writing the files named on the command line.
+    /// </summary>
     public static bool IsExpected(Exception e) =>
-        e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException;
+        e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException
+            or FormatException or IOException or UnauthorizedAccessException;
 
     public static int Report(Exception e)
     {

@@ -4,7 +4,7 @@ namespace PipeSharp.Cli.Output;
 /// <param name="Step">The step number, from 1.</param>
 /// <param name="Loss">The loss of the step's batch.</param>
 /// <param name="SamplesPerS">Batch size divided by the step's wall-clock time.</param>
-/// <param name="StageBusy">The share of the step each stage was computing, between 0 and 1.</param>
+/// <param name="StageBusy">The share of the step each stage (worker, over all its model pieces) was computing, between 0 and 1.</param>
 internal sealed record StepReport(int Step, float Loss, double SamplesPerS, IReadOnlyList<double> StageBusy);
 
 /// <summary>Where <c>train</c> sends what it has to say.</summary>
@@ -19,8 +19,8 @@ internal interface ITrainOutput
     void Finish(bool interrupted);
 }
 
-/// <summary>One stage of the split, for printing.</summary>
-internal sealed record StageInfo(int Index, int FirstLayer, int LayerCount, string Device, long Parameters);
+/// <summary>One model piece of the split and the stage (worker) that runs it, for printing.</summary>
+internal sealed record StageInfo(int Index, int Stage, int FirstLayer, int LayerCount, string Device, long Parameters);
 
 /// <summary>Everything the header shows.</summary>
 internal sealed record TrainSetup(

@@ -27,9 +27,12 @@ internal sealed class TextOutput(TextWriter output, int logEvery, ProgressLine? 
                          (setup.ThreadsPerStage is { } t ? $", {t} thread{(t == 1 ? "" : "s")} per stage" : ""));
         int layerWidth = setup.Stages.Max(s => LayerRange(s).Length);
         int deviceWidth = setup.Stages.Max(s => s.Device.Length);
+        // With chunks, a stage runs several model pieces: one line per piece, in model order.
+        bool chunks = setup.Stages.Select(s => s.Stage).Distinct().Count() < setup.Stages.Count;
         foreach (var s in setup.Stages)
         {
-            output.WriteLine($"stage {s.Index,-4} layers {LayerRange(s).PadRight(layerWidth)}  {s.Device.PadRight(deviceWidth)}  " +
+            string name = chunks ? $"piece {s.Index,-3} stage {s.Stage,-3}" : $"stage {s.Index,-4}";
+            output.WriteLine($"{name} layers {LayerRange(s).PadRight(layerWidth)}  {s.Device.PadRight(deviceWidth)}  " +
                              $"{s.Parameters,10:N0} parameters");
         }
         output.WriteLine();

@@ -15,26 +15,29 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
 {
     private int Last => stages.Count - 1;
 
-    public void Run(PipelineAction action, StepContext step)
+    /// <summary>Runs <paramref name="action"/>; returns the timestamp at which its inputs had arrived and compute began.</summary>
+    public long Run(PipelineAction action, StepContext step)
     {
         switch (action.Kind)
         {
-            case ActionKind.Forward: Forward(action.Stage, action.MicroBatch, step); break;
-            case ActionKind.Backward: Backward(action.Stage, action.MicroBatch, step); break;
-            case ActionKind.InputGrad: InputGrad(action.Stage, action.MicroBatch, step); break;
-            case ActionKind.WeightGrad: WeightGrad(action.Stage, action.MicroBatch); break;
+            case ActionKind.Forward: return Forward(action.Stage, action.MicroBatch, step);
+            case ActionKind.Backward: return Backward(action.Stage, action.MicroBatch, step);
+            case ActionKind.InputGrad: return InputGrad(action.Stage, action.MicroBatch, step);
+            case ActionKind.WeightGrad: return WeightGrad(action.Stage, action.MicroBatch);
             default: throw new NotSupportedException($"action kind {action.Kind} is not supported by this runtime.");
         }
     }
 
-    private void Forward(int s, int i, StepContext step)
+    private static long Now() => System.Diagnostics.Stopwatch.GetTimestamp();
+
+    private long Forward(int s, int i, StepContext step)
     {
         var stage = stages[s];
         bool training = step.Training;
         using var scope = torch.NewDisposeScope();
-        Tensor input = s == 0
-            ? step.Inputs[i].to(stage.Device)
-            : Arrive(transport.Receive(new MessageKey(MessageKind.Activation, s, i), step.Cancellation), stage.Device, training);
+        var received = s == 0 ? null : Receive(new MessageKey(MessageKind.Activation, s, i), step);
+        long start = Now();
+        Tensor input = received is null ? step.Inputs[i].to(stage.Device) : Arrive(received, stage.Device, training);
         using var gradMode = training ? null : torch.no_grad();
         var (output, layers) = stage.Forward(input, captureLayers: training && step.IsSplit(s, i));
 
@@ -43,7 +46,7 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
             if (!training)
             {
                 step.Outputs[i] = output.detach().DetachFromDisposeScope();
-                return;
+                return start;
             }
             var target = step.Targets![i].to(stage.Device);
             var weighted = loss!(output, target).mul(step.LossWeights[i]);
@@ -52,35 +55,39 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
         }
         else
         {
-            transport.Send(new MessageKey(MessageKind.Activation, s + 1, i), output.detach().DetachFromDisposeScope());
+            Send(new MessageKey(MessageKind.Activation, s + 1, i), s, output.detach().DetachFromDisposeScope(), step);
             if (training) stage.Save(i, new SavedForward(s == 0 ? null : input, output, layers));
         }
+        return start;
     }
 
     // Full backward: input and weight gradients in one pass.
-    private void Backward(int s, int i, StepContext step)
+    private long Backward(int s, int i, StepContext step)
     {
         var stage = stages[s];
         using var scope = torch.NewDisposeScope();
+        var grad = OutputGrad(s, i, step, scope);
+        long start = Now();
         var saved = stage.Take(i);
         Attach(scope, saved);
-        var grad = OutputGrad(s, i, step, scope);
         if (grad is null) saved.Output.backward();
         else saved.Output.backward([grad]);
-        if (s > 0) SendInputGrad(s, i, saved.Input!.grad);
+        if (s > 0) SendInputGrad(s, i, saved.Input!.grad, step);
+        return start;
     }
 
     // Input gradient only: the gradients of the stage input and of every captured layer output, from one pass that
     // skips all weight gradients. The layer outputs and their gradients are kept for the weight-gradient action.
-    private void InputGrad(int s, int i, StepContext step)
+    private long InputGrad(int s, int i, StepContext step)
     {
         var stage = stages[s];
         using var scope = torch.NewDisposeScope();
+        var grad = OutputGrad(s, i, step, scope);
+        long start = Now();
         var saved = stage.Take(i);
         scope.Attach(saved.Output);
         if (saved.Input is not null) scope.Attach(saved.Input);
         var layers = saved.LayerOutputs ?? [];
-        var grad = OutputGrad(s, i, step, scope);
 
         var wrt = new List<Tensor>();
         if (s > 0) wrt.Add(saved.Input!);
@@ -88,7 +95,7 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
         var grads = wrt.Count == 0
             ? []
             : torch.autograd.grad([saved.Output], wrt, grad is null ? null : [grad], retain_graph: true, allow_unused: true);
-        if (s > 0) SendInputGrad(s, i, grads[0]);
+        if (s > 0) SendInputGrad(s, i, grads[0], step);
 
         int offset = s > 0 ? 1 : 0;
         var deferred = new List<(LayerOutput, Tensor)>();
@@ -108,11 +115,13 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
         {
             stage.Defer(i, new DeferredWeightGrad(deferred, null, null, uncovered));
         }
+        return start;
     }
 
     // Weight gradient: for each captured layer, backpropagate its output gradient to that layer's own parameters.
-    private void WeightGrad(int s, int i)
+    private long WeightGrad(int s, int i)
     {
+        long start = Now();
         var stage = stages[s];
         using var scope = torch.NewDisposeScope();
         var deferred = stage.TakeDeferred(i);
@@ -134,6 +143,7 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
         {
             StageRuntime.Dispose(deferred);
         }
+        return start;
     }
 
     // The gradient of stage s's output for micro-batch i: received from stage s+1, or none on the last stage
@@ -141,17 +151,30 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
     private Tensor? OutputGrad(int s, int i, StepContext step, DisposeScope scope)
     {
         if (s == Last) return null;
-        var received = transport.Receive(new MessageKey(MessageKind.Gradient, s, i), step.Cancellation);
+        var received = Receive(new MessageKey(MessageKind.Gradient, s, i), step);
         scope.Attach(received);
         return received.to(stages[s].Device);
     }
 
-    private void SendInputGrad(int s, int i, Tensor? inputGrad)
+    private void SendInputGrad(int s, int i, Tensor? inputGrad, StepContext step)
     {
         if (inputGrad is null || inputGrad.IsInvalid)
             throw new InvalidOperationException(
                 $"stage {s} did not produce a gradient for its input: its output does not depend on its input.");
-        transport.Send(new MessageKey(MessageKind.Gradient, s - 1, i), inputGrad.detach().DetachFromDisposeScope());
+        Send(new MessageKey(MessageKind.Gradient, s - 1, i), s, inputGrad.detach().DetachFromDisposeScope(), step);
+    }
+
+    private void Send(MessageKey key, int fromStage, Tensor tensor, StepContext step)
+    {
+        step.RecordSend(key, stages[fromStage].Rank, Now());
+        transport.Send(key, tensor);
+    }
+
+    private Tensor Receive(MessageKey key, StepContext step)
+    {
+        var tensor = transport.Receive(key, step.Cancellation);
+        step.RecordReceive(key, stages[key.Stage].Rank, Now());
+        return tensor;
     }
 
     private static void Attach(DisposeScope scope, SavedForward saved)

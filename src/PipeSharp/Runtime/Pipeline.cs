@@ -30,6 +30,7 @@ public sealed class Pipeline : IDisposable
     private readonly ITransport _transport;
     private readonly ActionRunner _runner;
     private readonly Schedule _forwardSchedule;
+    private readonly SharedParameters _shared;
     private bool _disposed;
 
     /// <summary>Splits <paramref name="model"/> into stages and starts one worker per stage.</summary>
@@ -71,14 +72,18 @@ public sealed class Pipeline : IDisposable
         Balance = plan.Balance;
         _forwardSchedule = plan.ForwardSchedule;
 
+        if (options.MaxGradNorm is <= 0)
+            throw new ArgumentOutOfRangeException("maxGradNorm", options.MaxGradNorm, "MaxGradNorm must be positive, or null for no clipping.");
         var modules = ModelSplitter.Split(layers, plan.Balance);
+        _shared = SharedParameters.Untie(modules);
         _stages = new StageRuntime[modules.Count];
         for (int s = 0; s < modules.Count; s++)
         {
             int rank = Schedule.StageToRank[s];
             var device = plan.RankDevices[rank];
             modules[s].to(device);
-            var opt = optimizer(modules[s].parameters());
+            // A parameter used twice within a stage is stepped once.
+            var opt = optimizer(modules[s].parameters().DistinctBy(p => p.Handle).ToList());
             _stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt));
         }
         _transport = new InProcessTransport();
@@ -101,6 +106,15 @@ public sealed class Pipeline : IDisposable
 
     /// <summary>The device of each model piece.</summary>
     public IReadOnlyList<Device> Devices => _stages.Select(s => s.Device).ToList();
+
+    /// <summary>
+    /// Parameters used by several stages (e.g. a tied embedding), one line per parameter naming its copies. Each stage
+    /// holds its own copy; their gradients are summed before every step so the copies stay identical.
+    /// </summary>
+    public IReadOnlyList<string> SharedParameterNames => _shared.Groups.Select(g => g.Name).ToList();
+
+    /// <summary>The largest difference between the copies of any shared parameter: 0 while they are in sync.</summary>
+    public double SharedParameterDrift() => _shared.MaxCopyDifference();
 
     /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
     internal int LiveWorkerThreads => _workers.Count(w => w.IsAlive);
@@ -136,6 +150,9 @@ public sealed class Pipeline : IDisposable
                 foreach (var s in StagesOf(rank)) s.Optimizer.zero_grad();
                 RunActions(rank, step);
             });
+            _shared.SynchroniseGradients();
+            double? norm = Options.MaxGradNorm is { } maxNorm ? ClipGradients(step, maxNorm) : null;
+            step.GradientNorm = norm;
             RunOnRanks(step, rank =>
             {
                 foreach (var s in StagesOf(rank))
@@ -177,6 +194,37 @@ public sealed class Pipeline : IDisposable
         }
     }
 
+    // The global gradient norm over all stages (each shared parameter once), then every gradient scaled by
+    // min(1, max / norm), as torch.nn.utils.clip_grad_norm_ computes it on one device.
+    private double ClipGradients(StepContext step, double maxNorm)
+    {
+        var squares = new double[_stages.Length];
+        RunOnRanks(step, rank =>
+        {
+            foreach (var s in StagesOf(rank))
+            {
+                using var scope = torch.NewDisposeScope();
+                double sum = 0;
+                foreach (var p in s.Optimizer.parameters())
+                    if (p.grad is { } g && !_shared.IsSecondaryCopy(p)) sum += g.to_type(ScalarType.Float64).square().sum().item<double>();
+                squares[s.Module.Index] = sum;
+            }
+        });
+        double norm = Math.Sqrt(squares.Sum());
+        double coefficient = maxNorm / (norm + 1e-6);
+        if (coefficient < 1)
+        {
+            RunOnRanks(step, rank =>
+            {
+                using var noGrad = torch.no_grad();
+                foreach (var s in StagesOf(rank))
+                    foreach (var p in s.Optimizer.parameters())
+                        p.grad?.mul_(coefficient);
+            });
+        }
+        return norm;
+    }
+
     private IEnumerable<StageRuntime> StagesOf(int rank) => _stages.Where(s => s.Rank == rank);
 
     private void RunActions(int rank, StepContext step)
@@ -184,10 +232,11 @@ public sealed class Pipeline : IDisposable
         foreach (var action in step.Schedule.RankActions[rank])
         {
             step.Cancellation.ThrowIfCancellationRequested();
-            long start = Stopwatch.GetTimestamp();
+            long start;
             try
             {
-                _runner.Run(action, step);
+                // The action's time starts when its inputs have arrived: waiting is idle time, not work.
+                start = _runner.Run(action, step);
             }
             catch (OperationCanceledException) when (step.Cancellation.IsCancellationRequested)
             {
@@ -238,7 +287,7 @@ public sealed class Pipeline : IDisposable
     {
         double wall = step.Seconds(Stopwatch.GetTimestamp());
         var timeline = step.Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
-        LastStep = new StepStatistics(wall, step.StageBusy.ToArray(), timeline);
+        LastStep = new StepStatistics(wall, step.StageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList());
     }
 
     /// <summary>Stops the worker threads and releases the optimizers and any tensors still held.</summary>

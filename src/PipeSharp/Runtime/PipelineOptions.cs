@@ -39,6 +39,18 @@ public sealed record PipelineOptions
     public string Schedule { get; init; } = "1f1b";
 
     /// <summary>
+    /// Expected costs of F, B, I and W, by which the zero-bubble generators (<c>zb-h1</c>, <c>zb-v</c>) order actions.
+    /// Default: F = I = W. Measure them (e.g. from <see cref="Pipeline.LastStep"/>) for a tighter schedule.
+    /// </summary>
+    public Schedules.ActionCosts? ScheduleCosts { get; init; }
+
+    /// <summary>
+    /// If set, gradients are clipped before each optimizer step so that their global L2 norm, over every stage and
+    /// counting each shared parameter once, is at most this value (as <c>clip_grad_norm_</c> does on one device).
+    /// </summary>
+    public double? MaxGradNorm { get; init; }
+
+    /// <summary>
     /// Intra-op threads of each stage's worker. Default: the processor count divided by the number of
     /// stages, at least 1.
     /// </summary>

@@ -73,11 +73,14 @@ internal sealed record PipelinePlan(Schedule Schedule, Schedule ForwardSchedule,
                     $"{ranks} stages{(chunks > 1 ? $" x {chunks} chunks" : "")} but the model has only {layerCount} layers: " +
                     $"use at most {layerCount / chunks} stages (each model piece needs at least one layer).");
         }
-        return ScheduleGenerators.Create(options.Schedule, ranks, options.MicroBatches, options.Chunks);
+        return ScheduleGenerators.Create(options.Schedule, ranks, options.MicroBatches, options.Chunks, options.ScheduleCosts);
     }
 
     private static Schedule FromFile(PipelineOptions options)
     {
+        if (options.Chunks != null)
+            throw new ArgumentException(
+                $"chunks is set, but schedule file '{options.Schedule}' already fixes the placement of every stage: leave chunks unset.", "chunks");
         var schedule = ScheduleFile.Parse(File.ReadAllText(options.Schedule), options.Schedule);
         if (schedule.MicroBatchCount != options.MicroBatches)
             throw new ArgumentException(

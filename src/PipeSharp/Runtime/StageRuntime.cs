@@ -42,7 +42,7 @@ internal sealed class StageRuntime : IDisposable
             if (own.Length == 0) continue;
             var hook = layer.register_forward_hook((_, _, output) =>
             {
-                if (_capture == null) return null;
+                if (_capture == null) return null!; // null: keep the layer's output as it is
                 // Keep this handle and let an alias flow on: containers such as Sequential dispose the
                 // intermediate results they pass along, and the gradient must be taken at this very tensor.
                 _capture.Add(new LayerOutput(output, own));

@@ -43,8 +43,22 @@ internal sealed class StepContext : IDisposable
     public Tensor?[] Outputs { get; }
 
     public double[] StageBusy { get; }
+    public List<MessageTiming> Messages { get; } = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<Transport.MessageKey, (int Rank, long Time)> _sent = new();
+
+    public void RecordSend(Transport.MessageKey key, int fromRank, long timestamp) => _sent[key] = (fromRank, timestamp);
+
+    public void RecordReceive(Transport.MessageKey key, int toRank, long timestamp)
+    {
+        if (!_sent.TryRemove(key, out var sent)) return;
+        string label = $"{(key.Kind == Transport.MessageKind.Activation ? "activation" : "gradient")} {key.Stage}:{key.MicroBatch}";
+        lock (Messages) Messages.Add(new MessageTiming(sent.Rank, toRank, label, Seconds(sent.Time), Seconds(timestamp)));
+    }
     public List<ActionTiming> Timeline { get; } = new();
     public long StartTimestamp { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
+
+    /// <summary>The global gradient norm before clipping, when clipping is on.</summary>
+    public double? GradientNorm { get; set; }
 
     public CancellationToken Cancellation => _cancel.Token;
     public Exception? Failure => Volatile.Read(ref _failure);

@@ -94,5 +94,6 @@ public static class ScheduleFile
         return new Schedule(name, stageCount, m, stageToRank, ranks.Values.Cast<IReadOnlyList<PipelineAction>>().ToList());
     }
 
-    private static FormatException Error(string source, int line, string problem) => new($"{source}, line {line}: {problem}.");
+    private static FormatException Error(string source, int line, string problem) =>
+        new($"{source}, line {line}: {problem.TrimEnd('.')}.");
 }

@@ -9,12 +9,21 @@ public readonly record struct ActionTiming(int Rank, PipelineAction Action, doub
 public sealed class StepStatistics
 {
     /// <summary>Creates the statistics of one step.</summary>
-    public StepStatistics(double wallSeconds, IReadOnlyList<double> stageBusySeconds, IReadOnlyList<ActionTiming> timeline)
+    public StepStatistics(double wallSeconds, IReadOnlyList<double> stageBusySeconds, IReadOnlyList<ActionTiming> timeline,
+        double? gradientNorm = null, IReadOnlyList<MessageTiming>? messages = null)
     {
+        Messages = messages ?? [];
+        GradientNorm = gradientNorm;
         WallSeconds = wallSeconds;
         StageBusySeconds = stageBusySeconds;
         Timeline = timeline;
     }
+
+    /// <summary>Every activation and gradient sent between stages, with when it was sent and received.</summary>
+    public IReadOnlyList<MessageTiming> Messages { get; }
+
+    /// <summary>The global gradient norm before clipping (null unless clipping is on).</summary>
+    public double? GradientNorm { get; }
 
     /// <summary>Wall-clock time of the whole step, including the optimizer step.</summary>
     public double WallSeconds { get; }
@@ -22,7 +31,7 @@ public sealed class StepStatistics
     /// <summary>Seconds each stage spent computing (forwards, backwards and its optimizer step).</summary>
     public IReadOnlyList<double> StageBusySeconds { get; }
 
-    /// <summary>Every action with its start and end, ordered by rank, then start.</summary>
+    /// <summary>Every action with its start (when its inputs had arrived) and end, ordered by rank, then start.</summary>
     public IReadOnlyList<ActionTiming> Timeline { get; }
 
     /// <summary>The share of the step each stage was busy, between 0 and 1.</summary>

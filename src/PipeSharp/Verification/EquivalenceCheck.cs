@@ -23,27 +23,44 @@ public static class EquivalenceCheck
         PipelineOptions options,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<Tensor, Tensor, Tensor> loss,
+        IReadOnlyList<(Tensor Input, Tensor Target)> batches) =>
+        Compare(makeModel, options, optimizer, loss, batches).MaxDifference;
+
+    /// <summary>
+    /// Like <see cref="MaxParameterDifference"/>, and also reports how far apart the pipeline's copies of shared
+    /// parameters (e.g. a tied embedding) ended up.
+    /// </summary>
+    public static (double MaxDifference, double SharedCopyDrift) Compare(
+        Func<TorchSharp.Modules.Sequential> makeModel,
+        PipelineOptions options,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<Tensor, Tensor, Tensor> loss,
         IReadOnlyList<(Tensor Input, Tensor Target)> batches)
     {
         using var reference = makeModel();
         using var model = makeModel();
         CopyParameters(reference, model);
-        using (var opt = optimizer(reference.parameters()))
+        using (var opt = optimizer(reference.parameters().DistinctBy(p => p.Handle).ToList()))
         {
+            var unique = reference.parameters().DistinctBy(p => p.Handle).ToList();
             foreach (var (x, y) in batches)
             {
                 using var scope = NewDisposeScope();
                 opt.zero_grad();
                 loss(reference.forward(x), y).backward();
+                if (options.MaxGradNorm is { } max) nn.utils.clip_grad_norm_(unique, max);
                 opt.step();
             }
         }
 
+        double drift;
         using (var pipe = new Pipeline(model, options, loss, optimizer))
         {
             foreach (var (x, y) in batches) pipe.TrainStep(x, y);
+            drift = pipe.SharedParameterDrift();
         }
-        return MaxDifference(reference, model);
+        // The model's own parameter objects hold the first copy of every shared parameter.
+        return (MaxDifference(reference, model), drift);
     }
 
     /// <summary>Copies every parameter of <paramref name="from"/> into the same-named parameter of <paramref name="to"/>.</summary>

@@ -1,0 +1,11 @@
+using System.CommandLine;
+
+namespace PipeSharp.Cli.Options;
+
+/// <summary>Reading options whose default depends on other options.</summary>
+internal static class OptionValues
+{
+    /// <summary>The option's value if it was on the command line, else null (the default depends on other options).</summary>
+    public static T? Given<T>(this ParseResult args, Option<T> option) where T : struct =>
+        args.GetResult(option) is { Implicit: false } ? args.GetValue(option) : null;
+}

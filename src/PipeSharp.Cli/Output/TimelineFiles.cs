@@ -1,0 +1,23 @@
+using PipeSharp.Tracing;
+
+namespace PipeSharp.Cli.Output;
+
+/// <summary>Writes a timeline (simulated or measured) as an SVG picture or a Chrome/Perfetto trace.</summary>
+internal static class TimelineFiles
+{
+    /// <summary>Writes <see cref="TimelineSvg"/>'s picture of <paramref name="timeline"/> (times in seconds) to <paramref name="path"/>.</summary>
+    public static void WriteSvg(string path, IReadOnlyList<ActionTiming> timeline, int rankCount, string title) =>
+        File.WriteAllText(path, TimelineSvg.Render(timeline, rankCount, title));
+
+    /// <summary>Writes <paramref name="timeline"/> and the messages between ranks (times in seconds) as Chrome trace-event JSON.</summary>
+    public static void WriteTrace(string path, IReadOnlyList<ActionTiming> timeline, IReadOnlyList<MessageTiming>? messages = null) =>
+        ChromeTrace.Save(path, timeline, messages);
+
+    /// <summary>Scales a timeline's times, e.g. from milliseconds to the seconds the renderers expect.</summary>
+    public static IReadOnlyList<ActionTiming> Scale(IReadOnlyList<ActionTiming> timeline, double factor) =>
+        timeline.Select(t => t with { Start = t.Start * factor, End = t.End * factor }).ToList();
+
+    /// <summary>"4 stages" or "4 stages x 2 chunks", for titles and headers.</summary>
+    public static string Shape(int ranks, int pieces) =>
+        pieces == ranks ? $"{ranks} stage{(ranks == 1 ? "" : "s")}" : $"{ranks} stage{(ranks == 1 ? "" : "s")} x {pieces / ranks} chunks";
+}

@@ -1,0 +1,116 @@
+using System.Reflection;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>
+/// Parameters that several stages use (such as a token embedding tied to the LM head). Each stage gets its own
+/// copy on its own device; after every backward the copies' gradients are summed and the sum given to every copy,
+/// so that identical copies with identical optimizers stay identical and training equals single-device training
+/// of the tied model.
+/// </summary>
+internal sealed class SharedParameters
+{
+    private readonly List<Group> _groups = new();
+
+    /// <summary>One shared parameter: its copies (index 0 is the original, on the first stage that uses it).</summary>
+    public sealed record Group(string Name, IReadOnlyList<(int Stage, Parameter Copy)> Copies);
+
+    /// <summary>The shared parameters found.</summary>
+    public IReadOnlyList<Group> Groups => _groups;
+
+    /// <summary>
+    /// Finds parameters used by more than one stage and gives every stage after the first its own copy, swapped into
+    /// the module that uses it. Call before the stages are moved to their devices and before optimizers are made.
+    /// </summary>
+    public static SharedParameters Untie(IReadOnlyList<Partitioning.StageModule> stages)
+    {
+        var result = new SharedParameters();
+        var byHandle = new Dictionary<IntPtr, List<(int Stage, string Name, Parameter P)>>();
+        for (int s = 0; s < stages.Count; s++)
+        {
+            foreach (var (name, p) in stages[s].named_parameters())
+            {
+                if (!byHandle.TryGetValue(p.Handle, out var uses)) byHandle[p.Handle] = uses = new();
+                if (!uses.Any(u => u.Stage == s)) uses.Add((s, name, p));
+            }
+        }
+        foreach (var uses in byHandle.Values.Where(u => u.Count > 1))
+        {
+            var original = uses[0].P;
+            var copies = new List<(int, Parameter)> { (uses[0].Stage, original) };
+            foreach (var (stage, name, _) in uses.Skip(1))
+            {
+                Parameter copy;
+                using (no_grad()) copy = new Parameter(original.detach().clone(), original.requires_grad);
+                Replace(stages[stage], original, copy, name);
+                copies.Add((stage, copy));
+            }
+            result._groups.Add(new Group(string.Join(" = ", uses.Select(u => $"stage {u.Stage}: {u.Name}")), copies));
+        }
+        return result;
+    }
+
+    /// <summary>Sums the gradients of each group's copies and gives the sum to every copy.</summary>
+    public void SynchroniseGradients()
+    {
+        foreach (var group in _groups)
+        {
+            using var scope = NewDisposeScope();
+            using var noGrad = no_grad();
+            var first = group.Copies[0].Copy;
+            Tensor? sum = null;
+            foreach (var (_, p) in group.Copies)
+            {
+                if (p.grad is not { } g) continue;
+                var onFirst = g.to(first.device);
+                sum = sum is null ? onFirst.clone() : sum.add_(onFirst);
+            }
+            if (sum is null) continue;
+            foreach (var (_, p) in group.Copies)
+            {
+                if (p.grad is { } g) g.copy_(sum);
+                else p.grad = sum.to(p.device).clone().DetachFromDisposeScope();
+            }
+        }
+    }
+
+    /// <summary>True for every copy but the first: its gradient is counted once, on the first copy (e.g. for the norm).</summary>
+    public bool IsSecondaryCopy(Parameter p) =>
+        _groups.Any(g => g.Copies.Skip(1).Any(c => ReferenceEquals(c.Copy, p)));
+
+    /// <summary>The largest absolute difference between the copies of any shared parameter (0 when they are identical).</summary>
+    public double MaxCopyDifference()
+    {
+        double max = 0;
+        foreach (var group in _groups)
+        {
+            using var scope = NewDisposeScope();
+            var first = group.Copies[0].Copy.detach().cpu();
+            foreach (var (_, p) in group.Copies.Skip(1))
+                max = Math.Max(max, (p.detach().cpu() - first).abs().max().item<float>());
+        }
+        return max;
+    }
+
+    // Swaps `copy` in for `original` in the module that holds it directly, through that module's settable
+    // Parameter property (as TorchSharp's own modules expose them: Linear.weight, Embedding.weight, ...).
+    private static void Replace(nn.Module stage, Parameter original, Parameter copy, string name)
+    {
+        foreach (var (_, module) in stage.named_modules())
+        {
+            if (!module.named_parameters(recurse: false).Any(p => ReferenceEquals(p.parameter, original))) continue;
+            var property = module.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance)
+                .FirstOrDefault(pi => pi.PropertyType == typeof(Parameter) && pi.CanRead && pi.CanWrite
+                                      && ReferenceEquals(pi.GetValue(module), original));
+            if (property == null)
+                throw new NotSupportedException(
+                    $"parameter '{name}' is shared between stages, but {module.GetType().Name} has no settable Parameter property " +
+                    "holding it, so PipeSharp cannot give that stage its own copy. Expose the parameter as a settable property " +
+                    "(as Linear.weight is), or keep the layers that share it in one stage (see PipelineOptions.Balance).");
+            property.SetValue(module, copy);
+        }
+    }
+}

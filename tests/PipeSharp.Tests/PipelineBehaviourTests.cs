@@ -90,4 +90,24 @@ public class PipelineBehaviourTests
         Assert.Equal(16, stats.Timeline.Count); // 2 stages x 4 micro-batches x (F + B)
         Assert.All(stats.Timeline, t => Assert.True(t.End >= t.Start));
     }
+
+    [Fact]
+    public void Each_stage_computes_with_its_own_intra_op_thread_count()
+    {
+        int seen = -1;
+        var layers = TestModels.Layers(2);
+        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 2, ThreadsPerStage = 1 },
+            (o, t) => { seen = get_num_threads(); return TestModels.Mse(o, t); }, TestModels.Sgd);
+        int before = get_num_threads();
+        try
+        {
+            set_num_threads(2); // a caller's setting must not leak into the workers
+            pipe.TrainStep(randn(4, 16), randn(4, 16));
+        }
+        finally
+        {
+            set_num_threads(before);
+        }
+        Assert.Equal(1, seen);
+    }
 }

@@ -37,8 +37,8 @@ public static class Gpt
     /// <summary>
     /// Builds the model as an ordered list of layers. With tied embeddings the head's weight is the same parameter
     /// object as the token embedding; a pipeline gives the last stage its own copy and keeps the two in sync. Make the
-    /// optimizer of an unsplit tied model over <c>parameters().DistinctBy(p =&gt; p.Handle)</c>, since TorchSharp lists
-    /// a shared parameter once per use.
+    /// optimizer of an unsplit tied model over <c>ParameterIdentity.Distinct(model.parameters())</c>, since TorchSharp
+    /// lists a shared parameter once per use.
     /// </summary>
     public static Sequential Create(GptConfig config)
     {

@@ -26,6 +26,10 @@ public static class ModelSplitter
         return layers;
     }
 
+    /// <summary>The names of a <see cref="TorchSharp.Modules.Sequential"/>'s layers, in order.</summary>
+    public static IReadOnlyList<string> LayerNames(TorchSharp.Modules.Sequential model) =>
+        model.named_children().Select(c => c.name).ToList();
+
     /// <summary>Number of parameter elements of each layer: the default cost for automatic balancing.</summary>
     public static IReadOnlyList<double> ParameterCounts(IReadOnlyList<nn.Module<Tensor, Tensor>> layers) =>
         layers.Select(l => (double)l.parameters().Sum(p => p.numel())).ToList();
@@ -50,15 +54,20 @@ public static class ModelSplitter
         return Balance.ByCost(ParameterCounts(layers), p);
     }
 
-    /// <summary>Cuts <paramref name="layers"/> into stages of the given sizes.</summary>
-    public static IReadOnlyList<StageModule> Split(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, IReadOnlyList<int> balance)
+    /// <summary>
+    /// Cuts <paramref name="layers"/> into stages of the given sizes. A stage names its layers as the model does
+    /// (<paramref name="names"/>, default: the layer's index), so its parameter names are the model's.
+    /// </summary>
+    public static IReadOnlyList<StageModule> Split(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, IReadOnlyList<int> balance,
+        IReadOnlyList<string>? names = null)
     {
         Balance.Check(balance, layers.Count);
         var stages = new List<StageModule>(balance.Count);
         int first = 0;
         for (int s = 0; s < balance.Count; s++)
         {
-            stages.Add(new StageModule(s, first, layers.Skip(first).Take(balance[s]).ToList()));
+            var range = Enumerable.Range(first, balance[s]).ToList();
+            stages.Add(new StageModule(s, first, range.Select(i => layers[i]).ToList(), range.Select(i => names?[i] ?? i.ToString()).ToList()));
             first += balance[s];
         }
         return stages;

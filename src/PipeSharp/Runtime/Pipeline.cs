@@ -48,7 +48,7 @@ public sealed class Pipeline : IDisposable
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
-        : this(ModelSplitter.Layers(model), options, loss, optimizer, scheduler)
+        : this(ModelSplitter.Layers(model), options, loss, optimizer, scheduler, ModelSplitter.LayerNames(model))
     {
     }
 
@@ -59,6 +59,17 @@ public sealed class Pipeline : IDisposable
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
+        : this(layers, options, loss, optimizer, scheduler, null)
+    {
+    }
+
+    private Pipeline(
+        IReadOnlyList<nn.Module<Tensor, Tensor>> layers,
+        PipelineOptions options,
+        Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler,
+        IReadOnlyList<string>? layerNames)
     {
         TorchNative.EnsureLoaded();
         ArgumentNullException.ThrowIfNull(layers);
@@ -74,7 +85,7 @@ public sealed class Pipeline : IDisposable
 
         if (options.MaxGradNorm is <= 0)
             throw new ArgumentOutOfRangeException("maxGradNorm", options.MaxGradNorm, "MaxGradNorm must be positive, or null for no clipping.");
-        var modules = ModelSplitter.Split(layers, plan.Balance);
+        var modules = ModelSplitter.Split(layers, plan.Balance, layerNames);
         _shared = SharedParameters.Untie(modules);
         _stages = new StageRuntime[modules.Count];
         for (int s = 0; s < modules.Count; s++)
@@ -83,7 +94,7 @@ public sealed class Pipeline : IDisposable
             var device = plan.RankDevices[rank];
             modules[s].to(device);
             // A parameter used twice within a stage is stepped once.
-            var opt = optimizer(modules[s].parameters().DistinctBy(p => p.Handle).ToList());
+            var opt = optimizer(ParameterIdentity.Distinct(modules[s].parameters()));
             _stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt));
         }
         _transport = new InProcessTransport();

@@ -33,11 +33,13 @@ internal sealed class RankWorker : IDisposable
 
     private void Loop()
     {
-        torch.set_num_threads(_intraOpThreads);
         foreach (var (work, done) in _jobs.GetConsumingEnumerable())
         {
             try
             {
+                // Set for every job: libtorch sets up a thread's intra-op count lazily, from whatever another thread
+                // set last, so a value set once at thread start can be silently replaced.
+                if (torch.get_num_threads() != _intraOpThreads) torch.set_num_threads(_intraOpThreads);
                 using (torch.NewDisposeScope()) work();
                 done.SetResult();
             }

@@ -28,16 +28,17 @@ internal sealed class SharedParameters
     public static SharedParameters Untie(IReadOnlyList<Partitioning.StageModule> stages)
     {
         var result = new SharedParameters();
-        var byHandle = new Dictionary<IntPtr, List<(int Stage, string Name, Parameter P)>>();
+        var byTensor = new Dictionary<(IntPtr, string, ScalarType, string), List<(int Stage, string Name, Parameter P)>>();
         for (int s = 0; s < stages.Count; s++)
         {
             foreach (var (name, p) in stages[s].named_parameters())
             {
-                if (!byHandle.TryGetValue(p.Handle, out var uses)) byHandle[p.Handle] = uses = new();
+                var key = ParameterIdentity.Key(p);
+                if (!byTensor.TryGetValue(key, out var uses)) byTensor[key] = uses = new();
                 if (!uses.Any(u => u.Stage == s)) uses.Add((s, name, p));
             }
         }
-        foreach (var uses in byHandle.Values.Where(u => u.Count > 1))
+        foreach (var uses in byTensor.Values.Where(u => u.Count > 1))
         {
             var original = uses[0].P;
             var copies = new List<(int, Parameter)> { (uses[0].Stage, original) };
@@ -78,8 +79,11 @@ internal sealed class SharedParameters
     }
 
     /// <summary>True for every copy but the first: its gradient is counted once, on the first copy (e.g. for the norm).</summary>
-    public bool IsSecondaryCopy(Parameter p) =>
-        _groups.Any(g => g.Copies.Skip(1).Any(c => ReferenceEquals(c.Copy, p)));
+    public bool IsSecondaryCopy(Parameter p)
+    {
+        var key = ParameterIdentity.Key(p);
+        return _groups.Any(g => g.Copies.Skip(1).Any(c => ParameterIdentity.Key(c.Copy) == key));
+    }
 
     /// <summary>The largest absolute difference between the copies of any shared parameter (0 when they are identical).</summary>
     public double MaxCopyDifference()
@@ -99,12 +103,13 @@ internal sealed class SharedParameters
     // Parameter property (as TorchSharp's own modules expose them: Linear.weight, Embedding.weight, ...).
     private static void Replace(nn.Module stage, Parameter original, Parameter copy, string name)
     {
+        var key = ParameterIdentity.Key(original);
         foreach (var (_, module) in stage.named_modules())
         {
-            if (!module.named_parameters(recurse: false).Any(p => ReferenceEquals(p.parameter, original))) continue;
+            if (!module.named_parameters(recurse: false).Any(p => ParameterIdentity.Key(p.parameter) == key)) continue;
             var property = module.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance)
                 .FirstOrDefault(pi => pi.PropertyType == typeof(Parameter) && pi.CanRead && pi.CanWrite
-                                      && ReferenceEquals(pi.GetValue(module), original));
+                                      && pi.GetValue(module) is Parameter held && ParameterIdentity.Key(held) == key);
             if (property == null)
                 throw new NotSupportedException(
                     $"parameter '{name}' is shared between stages, but {module.GetType().Name} has no settable Parameter property " +

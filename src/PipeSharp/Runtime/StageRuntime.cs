@@ -36,9 +36,16 @@ internal sealed class StageRuntime : IDisposable
         Optimizer = optimizer;
         Scheduler = scheduler;
         _parameters = module.parameters().ToArray();
-        foreach (var layer in module.modules().OfType<nn.Module<Tensor, Tensor>>())
+        // A parameter that several layers of this stage use (a tie within the stage) is left to the stage-output
+        // path in the weight-gradient action: a per-layer backward from a later use would reach it again through the
+        // earlier use and count that contribution twice.
+        var layers = module.modules().OfType<nn.Module<Tensor, Tensor>>()
+            .Select(layer => (Layer: layer, Own: layer.named_parameters(recurse: false).Select(p => (Tensor)p.parameter).ToArray()))
+            .Where(l => l.Own.Length > 0).ToList();
+        var uses = layers.SelectMany(l => l.Own.Select(ParameterIdentity.Key).Distinct()).GroupBy(k => k).ToDictionary(g => g.Key, g => g.Count());
+        foreach (var (layer, all) in layers)
         {
-            var own = layer.named_parameters(recurse: false).Select(p => (Tensor)p.parameter).ToArray();
+            var own = all.Where(p => uses[ParameterIdentity.Key(p)] == 1).ToArray();
             if (own.Length == 0) continue;
             var hook = layer.register_forward_hook((_, _, output) =>
             {
@@ -77,8 +84,8 @@ internal sealed class StageRuntime : IDisposable
     /// <summary>The stage's parameters that no captured layer output leads to directly.</summary>
     public IReadOnlyList<Tensor> Uncovered(IReadOnlyList<LayerOutput> layers)
     {
-        var covered = new HashSet<IntPtr>(layers.SelectMany(l => l.Parameters).Select(p => p.Handle));
-        return _parameters.Where(p => p.requires_grad && !covered.Contains(p.Handle)).Cast<Tensor>().ToList();
+        var covered = layers.SelectMany(l => l.Parameters).Select(ParameterIdentity.Key).ToHashSet();
+        return _parameters.Where(p => p.requires_grad && !covered.Contains(ParameterIdentity.Key(p))).Cast<Tensor>().ToList();
     }
 
     /// <summary>Keeps what micro-batch <paramref name="microBatch"/>'s backward needs (taken out of every dispose scope).</summary>

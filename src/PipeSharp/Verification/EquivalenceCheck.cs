@@ -40,9 +40,9 @@ public static class EquivalenceCheck
         using var reference = makeModel();
         using var model = makeModel();
         CopyParameters(reference, model);
-        using (var opt = optimizer(reference.parameters().DistinctBy(p => p.Handle).ToList()))
+        using (var opt = optimizer(ParameterIdentity.Distinct(reference.parameters())))
         {
-            var unique = reference.parameters().DistinctBy(p => p.Handle).ToList();
+            var unique = ParameterIdentity.Distinct(reference.parameters());
             foreach (var (x, y) in batches)
             {
                 using var scope = NewDisposeScope();

@@ -23,7 +23,7 @@ namespace PipeSharp.Runtime;
 /// float loss = pipe.TrainStep(input, target);
 /// </code>
 /// </example>
-public sealed class Pipeline : IDisposable
+public sealed partial class Pipeline : IDisposable
 {
     private readonly StageRuntime[] _stages;
     private readonly RankWorker[] _workers;

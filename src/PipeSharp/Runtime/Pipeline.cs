@@ -127,6 +127,15 @@ public sealed partial class Pipeline : IDisposable
     /// <summary>The largest difference between the copies of any shared parameter: 0 while they are in sync.</summary>
     public double SharedParameterDrift() => _shared.MaxCopyDifference();
 
+    /// <summary>Sets the learning rate of every stage's optimizer (all parameter groups), e.g. from a schedule.</summary>
+    public void SetLearningRate(double learningRate)
+    {
+        if (learningRate < 0 || double.IsNaN(learningRate))
+            throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "the learning rate must be a non-negative number.");
+        foreach (var s in _stages)
+            foreach (var group in s.Optimizer.ParamGroups) group.LearningRate = learningRate;
+    }
+
     /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
     internal int LiveWorkerThreads => _workers.Count(w => w.IsAlive);
 

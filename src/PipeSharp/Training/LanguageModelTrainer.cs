@@ -1,0 +1,157 @@
+using System.Diagnostics;
+using PipeSharp.Models;
+using PipeSharp.Runtime;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Training;
+
+/// <summary>One training step as it happened.</summary>
+/// <param name="Step">1-based number of the step just taken.</param>
+/// <param name="Loss">Training loss of the batch.</param>
+/// <param name="LearningRate">Rate used for the step.</param>
+/// <param name="TokensPerSecond">Tokens of the batch divided by the step's wall time.</param>
+/// <param name="StageBusy">Share of the step each stage worker computed.</param>
+/// <param name="GradientNorm">Global gradient norm before clipping (null without clipping).</param>
+/// <param name="ValidationLoss">Set on steps where the validation loss was measured.</param>
+public sealed record TrainingStepReport(int Step, float Loss, double LearningRate, double TokensPerSecond,
+    IReadOnlyList<double> StageBusy, double? GradientNorm, double? ValidationLoss);
+
+/// <summary>What a training run achieved.</summary>
+public sealed record TrainingSummary(int Steps, TimeSpan Elapsed, double TokensPerSecond, IReadOnlyList<double> StageBusy,
+    IReadOnlyList<StageMemory> Memory, float LastLoss, double? ValidationLoss);
+
+/// <summary>
+/// Trains a <see cref="Gpt"/> through a <see cref="Pipeline"/>: AdamW with decoupled weight decay on matrices and
+/// embeddings, linear warm-up and cosine decay, global gradient clipping over all stages, periodic validation.
+/// The step is the only state besides the model and the optimizer: batches and learning rates are functions of it.
+/// </summary>
+public sealed class LanguageModelTrainer : IDisposable
+{
+    private readonly ILanguageModelTask _task;
+    private readonly LearningRateSchedule _schedule;
+    private readonly Sequential _model;
+
+    /// <summary>Builds the model (seeded) and the pipeline.</summary>
+    public LanguageModelTrainer(GptConfig config, ILanguageModelTask task, PipelineOptions pipelineOptions, LanguageModelTrainingOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(task);
+        if (config.VocabularySize != task.VocabularySize)
+            throw new ArgumentException(
+                $"the model's vocabulary ({config.VocabularySize}) differs from the task's ({task.VocabularySize}).", nameof(config));
+        if (options.Steps < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Steps, "Steps must be at least 1.");
+        if (options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "BatchSize must be at least 1.");
+        Config = config;
+        Options = options;
+        _task = task;
+        _schedule = new LearningRateSchedule(options.LearningRate, options.WarmupSteps, options.Steps, options.MinLearningRate);
+        manual_seed(options.Seed);
+        _model = Gpt.Create(config);
+        Pipeline = new Pipeline(_model, pipelineOptions with { MaxGradNorm = options.MaxGradNorm }, task.Loss, MakeOptimizer);
+    }
+
+    /// <summary>The model's shape.</summary>
+    public GptConfig Config { get; }
+
+    /// <summary>The training options.</summary>
+    public LanguageModelTrainingOptions Options { get; }
+
+    /// <summary>The pipeline that holds the model.</summary>
+    public Pipeline Pipeline { get; }
+
+    /// <summary>Steps taken so far (the next step's 0-based index); set it when resuming from a checkpoint.</summary>
+    public int Step { get; set; }
+
+    /// <summary>Runs the remaining steps, calling <paramref name="onStep"/> after each.</summary>
+    /// <param name="onStep">Gets every step's report.</param>
+    /// <param name="afterStep">Runs after each step's report (e.g. to save a checkpoint).</param>
+    /// <param name="cancellation">Stops after the step in progress.</param>
+    public TrainingSummary Run(Action<TrainingStepReport>? onStep = null, Action<int>? afterStep = null, CancellationToken cancellation = default)
+    {
+        var clock = Stopwatch.StartNew();
+        long tokens = 0;
+        double busyWall = 0;
+        var busy = new double[Pipeline.Schedule.RankCount];
+        float lastLoss = float.NaN;
+        double? validation = null;
+        int first = Step;
+        while (Step < Options.Steps && !cancellation.IsCancellationRequested)
+        {
+            double lr = _schedule.At(Step);
+            Pipeline.SetLearningRate(lr);
+            var (x, y) = _task.Batch(false, Step, Options.BatchSize, Config.ContextLength, Options.Seed);
+            try
+            {
+                lastLoss = Pipeline.TrainStep(x, y, cancellation);
+            }
+            finally
+            {
+                x.Dispose();
+                y.Dispose();
+            }
+            Step++;
+            var stats = Pipeline.LastStep!;
+            var rankBusy = RankBusy(stats);
+            if (Step > first + 1 || Options.Steps - first == 1)
+            {
+                tokens += (long)Options.BatchSize * Config.ContextLength;
+                busyWall += stats.WallSeconds;
+                for (int r = 0; r < busy.Length; r++) busy[r] += rankBusy[r] * stats.WallSeconds;
+            }
+            bool evaluate = Step == Options.Steps || (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0);
+            double? report = evaluate ? validation = Evaluate(Options.EvalBatches) : null;
+            onStep?.Invoke(new TrainingStepReport(Step, lastLoss, lr,
+                Options.BatchSize * Config.ContextLength / stats.WallSeconds, rankBusy, stats.GradientNorm, report));
+            afterStep?.Invoke(Step);
+        }
+        using var sample = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed).Input;
+        var memory = Pipeline.MeasureMemory(sample);
+        return new TrainingSummary(Step - first, clock.Elapsed, busyWall > 0 ? tokens / busyWall : 0,
+            busy.Select(b => busyWall > 0 ? b / busyWall : 0).ToList(), memory, lastLoss, validation);
+    }
+
+    /// <summary>The mean loss over <paramref name="batches"/> validation batches (pipelined forward, no gradients).</summary>
+    public double Evaluate(int batches)
+    {
+        double total = 0;
+        for (int k = 0; k < batches; k++)
+        {
+            using var scope = NewDisposeScope();
+            var (x, y) = _task.Batch(true, k, Options.BatchSize, Config.ContextLength, Options.Seed);
+            var logits = Pipeline.Forward(x);
+            total += _task.Loss(logits, y.to(logits.device)).item<float>();
+        }
+        return total / Math.Max(1, batches);
+    }
+
+    /// <summary>Logits of token ids [B, t] through the pipeline (for generation).</summary>
+    public Tensor Logits(Tensor tokens) => Pipeline.Forward(tokens);
+
+    // Each stage worker's busy share: its pieces' busy seconds over the step's wall time.
+    private IReadOnlyList<double> RankBusy(Tracing.StepStatistics stats)
+    {
+        var busy = new double[Pipeline.Schedule.RankCount];
+        for (int s = 0; s < stats.StageBusySeconds.Count; s++) busy[Pipeline.Schedule.StageToRank[s]] += stats.StageBusySeconds[s];
+        return busy.Select(b => stats.WallSeconds > 0 ? Math.Min(1, b / stats.WallSeconds) : 0).ToList();
+    }
+
+    // AdamW with weight decay on matrices and embeddings (2-D and up), none on biases and norms.
+    private optim.Optimizer MakeOptimizer(IEnumerable<Parameter> parameters)
+    {
+        var all = parameters.ToList();
+        var groups = new List<AdamW.ParamGroup>
+        {
+            new(all.Where(p => p.dim() >= 2), Options.LearningRate, 0.9, 0.95, 1e-8, Options.WeightDecay, false, false),
+            new(all.Where(p => p.dim() < 2), Options.LearningRate, 0.9, 0.95, 1e-8, 0.0, false, false),
+        };
+        return optim.AdamW(groups.Where(g => g.Parameters.Any()), Options.LearningRate);
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        Pipeline.Dispose();
+        _model.Dispose();
+    }
+}

@@ -130,6 +130,7 @@ public sealed partial class Pipeline
     // The state of stage s by model name, cloned to the CPU.
     internal Dictionary<string, Tensor> StageStateDict(int s)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         var result = new Dictionary<string, Tensor>();
         foreach (var (name, t) in _stages[s].Module.state_dict())
         {
@@ -142,6 +143,7 @@ public sealed partial class Pipeline
     // The optimizer state of stage s by parameter name (a parameter with several names in the stage under each).
     internal Dictionary<string, byte[]> StageOptimizerState(int s)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         var (helper, order) = OptimizerLayout(s);
         var result = new Dictionary<string, byte[]>();
         var sd = helper.state_dict();
@@ -254,9 +256,9 @@ public sealed partial class Pipeline
         {
             w.Write(OptimizerBlobMagic);
             w.Write(helper.GetType().Name);
-            w.Write(optionBytes.Length);
+            w.Write((int)optionBytes.Length);
             w.Write(optionBytes.GetBuffer(), 0, (int)optionBytes.Length);
-            w.Write(stateBytes.Length);
+            w.Write((int)stateBytes.Length);
             w.Write(stateBytes.GetBuffer(), 0, (int)stateBytes.Length);
         }
         return blob.ToArray();

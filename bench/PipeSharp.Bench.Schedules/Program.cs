@@ -31,10 +31,12 @@ foreach (var (p, m) in new[] { (4, 8), (8, 16) })
         int chunkMs = unitMs / chunks;
         var predicted = ScheduleSimulator.Simulate(schedule, new ActionCosts(chunkMs, 2 * chunkMs, chunkMs, chunkMs));
         var layers = Enumerable.Range(0, p * chunks)
-            .Select(_ => (nn.Module<Tensor, Tensor>)new TimedLayer(chunkMs, chunkMs, chunkMs)).ToList();
+            .Select(_ => (nn.Module<Tensor, Tensor>)new TimedLayer(chunkMs, chunkMs, chunkMs)).Prepend(new ScaleLayer()).ToList();
+        var balance = Enumerable.Repeat(1, p * chunks).ToArray();
+        balance[0] = 2; // the scale layer rides with the first timed layer
         using var pipe = new Pipeline(layers, new PipelineOptions
         {
-            Stages = p, MicroBatches = m, Schedule = name, ThreadsPerStage = 1, Balance = Enumerable.Repeat(1, p * chunks).ToArray(),
+            Stages = p, MicroBatches = m, Schedule = name, ThreadsPerStage = 1, Balance = balance,
         }, (o, t) => o.sum(), ps => optim.SGD(ps, 0.0));
         var makespans = new List<double>();
         var idles = new List<double>();

@@ -64,3 +64,17 @@ internal sealed class TimedLayer : nn.Module<Tensor, Tensor>
         }
     }
 }
+
+/// <summary>
+/// Multiplies its input by a parameter (1): placed before the first stage's timed layer, it gives that layer an
+/// input that needs a gradient, so stage 0's I and B cost what every other stage's do (a real first stage also
+/// computes input gradients inside itself, just not for the batch).
+/// </summary>
+internal sealed class ScaleLayer : nn.Module<Tensor, Tensor>
+{
+    private readonly Parameter scale = new(ones(1));
+
+    public ScaleLayer() : base("scale") => RegisterComponents();
+
+    public override Tensor forward(Tensor x) => x * scale;
+}

@@ -193,7 +193,7 @@ public sealed partial class Pipeline : IDisposable
     }
 
     /// <summary>
-    /// A pipelined forward pass without gradients, for evaluation and inference.
+    /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
     /// </summary>
     /// <returns>The last stage's output for the whole batch, on the last stage's device.</returns>
     public Tensor Forward(Tensor input, CancellationToken cancellation = default)
@@ -202,6 +202,7 @@ public sealed partial class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(input);
         var inputs = MicroBatches.Split(input, Options.MicroBatches, nameof(input));
         using var step = new StepContext(_forwardSchedule, inputs, null, MicroBatches.MeanWeights(inputs), cancellation);
+        foreach (var s in _stages) s.Module.eval(); // dropout off, as for any evaluation
         try
         {
             RunOnRanks(step, rank => RunActions(rank, step));
@@ -210,6 +211,7 @@ public sealed partial class Pipeline : IDisposable
         }
         finally
         {
+            foreach (var s in _stages) s.Module.train();
             foreach (var t in inputs) t.Dispose();
         }
     }

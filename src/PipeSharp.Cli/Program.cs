@@ -11,12 +11,15 @@ CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.Invarian
 
 // A plain Command rather than RootCommand, which would name itself after the assembly (PipeSharp.Cli).
 var root = new Command("pipesharp",
-    "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model split into stages, predict how a " +
+    "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model split into stages (among them a GPT " +
+    "language model), continue text with a trained GPT (generate) or export it for PyTorch (export), predict how a " +
     "schedule runs (simulate), or check that pipelined training matches single-device training (verify).")
 {
     new HelpOption(),
     new VersionOption(),
     TrainCommand.Create(),
+    GenerateCommand.Create(),
+    ExportCommand.Create(),
     SimulateCommand.Create(),
     VerifyCommand.Create(),
 };

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using PipeSharp.Checkpoints;
 using PipeSharp.Native;
 using PipeSharp.Runtime;
 using PipeSharp.Schedules;
@@ -22,11 +23,14 @@ internal static class Errors
 {
     /// <summary>
     /// The exceptions that mean "bad input or environment", not a bug: reported without a stack trace. Format errors
-    /// come from schedule files and I/O errors from reading or writing the files named on the command line.
+    /// come from schedule files; I/O errors (among them FileNotFoundException and DirectoryNotFoundException: a missing
+    /// data file or checkpoint) from the files named on the command line; InvalidDataException from a data file that
+    /// is not UTF-8; the checkpoint exceptions from a damaged checkpoint or one of another model.
     /// </summary>
     public static bool IsExpected(Exception e) =>
         e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException
-            or FormatException or IOException or UnauthorizedAccessException;
+            or FormatException or IOException or UnauthorizedAccessException or InvalidDataException
+            or CheckpointCorruptException or CheckpointMismatchException;
 
     public static int Report(Exception e)
     {
@@ -54,6 +58,9 @@ internal static class Errors
             message = RemoveSuffix(message, $"{Environment.NewLine}Actual value was {actual}.");
         if (e is ArgumentException { ParamName: { } name })
             message = RemoveSuffix(message, $" (Parameter '{name}')");
+        // The commands always take the newest checkpoint of a folder: say how to fall back to an older one.
+        if (e is CheckpointCorruptException { OtherSteps.Count: > 0 } corrupt)
+            message += $" To use step {corrupt.OtherSteps[0]}, move the damaged folder {corrupt.CheckpointPath} out of the way.";
         return message;
     }
 

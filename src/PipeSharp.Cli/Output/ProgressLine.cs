@@ -5,9 +5,9 @@ namespace PipeSharp.Cli.Output;
 /// <summary>
 /// A single status line that redraws itself in place (with a carriage return) on a terminal:
 /// <c>[#####.....] step 120/500  loss 1.234  3,456 samples/s  ETA 00:12</c>. Other lines can be written
-/// above it with <see cref="WriteLine"/>.
+/// above it with <see cref="WriteLine"/>. A run resumed after <c>startStep</c> steps counts its ETA from there.
 /// </summary>
-internal sealed class ProgressLine(TextWriter output, int totalSteps)
+internal sealed class ProgressLine(TextWriter output, int totalSteps, string rateUnit = "samples/s", int startStep = 0)
 {
     private const int BarWidth = 20;
     private static readonly TimeSpan RedrawInterval = TimeSpan.FromMilliseconds(100);
@@ -18,13 +18,13 @@ internal sealed class ProgressLine(TextWriter output, int totalSteps)
     private int _drawnLength;
 
     /// <summary>Updates the line after <paramref name="step"/> steps; redraws at most ten times a second.</summary>
-    public void Update(int step, float loss, double samplesPerSecond)
+    public void Update(int step, float loss, double rate)
     {
         var elapsed = _clock.Elapsed;
         int filled = (int)((long)BarWidth * step / totalSteps);
-        var eta = TimeSpan.FromSeconds(elapsed.TotalSeconds / step * (totalSteps - step));
+        var eta = TimeSpan.FromSeconds(elapsed.TotalSeconds / Math.Max(1, step - startStep) * (totalSteps - step));
         _current = $"[{new string('#', filled)}{new string('.', BarWidth - filled)}] step {step}/{totalSteps}  " +
-                   $"loss {loss:F3}  {samplesPerSecond:N0} samples/s  ETA {Format(eta)}";
+                   $"loss {loss:F3}  {rate:N0} {rateUnit}  ETA {Format(eta)}";
         if (step == totalSteps || _lastDraw is null || elapsed - _lastDraw >= RedrawInterval)
         {
             Draw(_current);

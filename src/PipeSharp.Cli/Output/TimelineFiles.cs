@@ -1,3 +1,4 @@
+using PipeSharp.Schedules;
 using PipeSharp.Tracing;
 
 namespace PipeSharp.Cli.Output;
@@ -16,6 +17,27 @@ internal static class TimelineFiles
     /// <summary>Scales a timeline's times, e.g. from milliseconds to the seconds the renderers expect.</summary>
     public static IReadOnlyList<ActionTiming> Scale(IReadOnlyList<ActionTiming> timeline, double factor) =>
         timeline.Select(t => t with { Start = t.Start * factor, End = t.End * factor }).ToList();
+
+    /// <summary>
+    /// Writes the measured timeline <paramref name="last"/> of training step <paramref name="step"/> of a pipeline
+    /// running <paramref name="schedule"/> to the given trace and SVG files, if any, and says so on <paramref name="note"/>.
+    /// </summary>
+    public static void WriteStep(StepStatistics? last, Schedule schedule, int step, string? trace, string? svg, TextWriter note)
+    {
+        if ((trace is null && svg is null) || last is null || step == 0) return;
+        int ranks = schedule.RankCount, pieces = schedule.StageCount;
+        if (trace is not null)
+        {
+            WriteTrace(trace, last.Timeline, last.Messages);
+            note.WriteLine($"wrote {trace}: timeline of step {step} (open in ui.perfetto.dev)");
+        }
+        if (svg is not null)
+        {
+            string title = $"measured: {schedule.Name}, {Shape(ranks, pieces)}, {schedule.MicroBatchCount} micro-batches";
+            WriteSvg(svg, last.Timeline, ranks, title);
+            note.WriteLine($"wrote {svg}: timeline of step {step}");
+        }
+    }
 
     /// <summary>"4 stages" or "4 stages x 2 chunks", for titles and headers.</summary>
     public static string Shape(int ranks, int pieces) =>

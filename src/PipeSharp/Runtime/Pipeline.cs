@@ -139,8 +139,11 @@ public sealed partial class Pipeline : IDisposable
     /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
     internal int LiveWorkerThreads => _workers.Count(w => w.IsAlive);
 
-    /// <summary>Timings of the last <see cref="TrainStep"/> or <see cref="Forward"/>.</summary>
+    /// <summary>Timings of the last <see cref="TrainStep"/>.</summary>
     public StepStatistics? LastStep { get; private set; }
+
+    /// <summary>Timings of the last <see cref="Forward"/> (kept apart, so evaluation does not hide the training step's).</summary>
+    public StepStatistics? LastForward { get; private set; }
 
     /// <summary>
     /// One training step on a batch: forward and backward of every micro-batch as the schedule orders them,
@@ -183,7 +186,7 @@ public sealed partial class Pipeline : IDisposable
                     lock (step.StageBusy) step.StageBusy[s.Module.Index] += step.Seconds(Stopwatch.GetTimestamp()) - step.Seconds(t0);
                 }
             });
-            Finish(step);
+            LastStep = Statistics(step);
             return (float)step.Loss;
         }
         finally
@@ -206,7 +209,7 @@ public sealed partial class Pipeline : IDisposable
         try
         {
             RunOnRanks(step, rank => RunActions(rank, step));
-            Finish(step);
+            LastForward = Statistics(step);
             return torch.cat(step.Outputs.Select(o => o!).ToArray(), 0);
         }
         finally
@@ -305,11 +308,11 @@ public sealed partial class Pipeline : IDisposable
         }
     }
 
-    private void Finish(StepContext step)
+    private static StepStatistics Statistics(StepContext step)
     {
         double wall = step.Seconds(Stopwatch.GetTimestamp());
         var timeline = step.Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
-        LastStep = new StepStatistics(wall, step.StageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList());
+        return new StepStatistics(wall, step.StageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList());
     }
 
     /// <summary>Stops the worker threads and releases the optimizers and any tensors still held.</summary>

@@ -1,0 +1,51 @@
+using System.CommandLine;
+using PipeSharp.Checkpoints;
+using PipeSharp.Cli.Options;
+using PipeSharp.Cli.Output;
+using PipeSharp.Native;
+using PipeSharp.Runtime;
+using PipeSharp.Training;
+
+namespace PipeSharp.Cli.Commands;
+
+/// <summary><c>pipesharp export</c>: writes the newest checkpoint's model as one file PyTorch loads, with its config.</summary>
+internal static class ExportCommand
+{
+    private static readonly Option<string> Checkpoint = CheckpointFolder.Option("exported");
+
+    private static readonly Option<string?> Output = OutputFile.Create("--output", "FILE",
+        "The model file: .safetensors (safetensors.torch.load_file) or .pt/.pth/.bin (a PyTorch state dict, torch.load). " +
+        $"The model config is written as {ModelExport.ConfigName} in the same folder (replacing one that is there).");
+
+    public static Command Create()
+    {
+        Output.Required = true;
+        var command = new Command("export",
+            "Export the newest checkpoint of a train --model gpt run as one model file (all stages merged, parameters " +
+            "under their model names) plus its config, for PyTorch.")
+        {
+            Checkpoint, Output,
+        };
+        command.SetAction(Run);
+        return command;
+    }
+
+    private static int Run(ParseResult args)
+    {
+        string path = args.GetValue(Output)!;
+        TorchNative.EnsureLoaded();
+        var (info, loaded) = CheckpointFolder.Open(args.GetValue(Checkpoint)!);
+        using (loaded)
+        {
+            using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, stages: 1);
+            ModelExport.Save(pipe, path, info.Config);
+            long parameters = ParameterIdentity.Distinct(pipe.Stages.SelectMany(s => s.parameters())).Sum(p => p.numel());
+            string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            Console.WriteLine($"wrote {path} (model of {loaded.Path}, step {info.Step})");
+            Console.WriteLine($"wrote {Path.Combine(folder, ModelExport.ConfigName)}");
+            Console.WriteLine($"{parameters:N0} parameters" +
+                              (info.Config.TieEmbeddings ? " (the head's weight is the token embedding: stored under both names)" : ""));
+        }
+        return ExitCodes.Success;
+    }
+}

@@ -1,0 +1,155 @@
+using System.CommandLine;
+using PipeSharp.Runtime;
+using PipeSharp.Schedules;
+
+namespace PipeSharp.Cli.Options;
+
+/// <summary>The schedule a <c>train</c> run asked for: a generator name or a schedule file, and the micro-batch count.</summary>
+internal sealed record ScheduleChoice(string Schedule, int? Chunks, Schedule? File, int MicroBatches);
+
+/// <summary>
+/// The options of <c>train</c> that every model uses (the pipeline, the run's length, the output), and helpers to read
+/// them. Defaults that differ between mlp/cnn and gpt are not set here: read them with <c>Given(...) ?? default</c>.
+/// </summary>
+internal static class TrainOptions
+{
+    public static readonly Option<int> Stages = new("--stages", "-p")
+    {
+        CustomParser = Numbers.AtLeast(1),
+        Description = "Number of pipeline stages, one worker each [default: 2, or from --balance or the schedule file]. " +
+                      "With chunks (interleaved, zb-v) the model is cut into stages x chunks pieces, so zb-v needs " +
+                      "2 x stages layers (mlp: at most 4 stages, cnn: 5). Without --balance, mlp and gpt are split by " +
+                      "parameter count; cnn with one chunk per stage as in the article (conv layers evenly, the head on " +
+                      "the last stage; 5 stages: 2,2,2,2,3), with several chunks by parameter count.",
+        HelpName = "N",
+    };
+
+    public static readonly Option<int[]?> Balance = CommaSeparated.Ints("--balance", "N,N,...",
+        "Layers per model piece, in model order: stages x chunks entries adding up to the model's layer count " +
+        "(mlp 8, cnn 11, gpt: --layers + 2, the embeddings and the head being one layer each), e.g. 2,2,2,2,3 " +
+        "(5 stages, one chunk) or 1,1,1,1,1,1,1,1 (zb-v, 4 stages).", "2,2,2,2,3");
+
+    public static readonly Option<int> MicroBatches = new("--microbatches", "-m")
+    {
+        CustomParser = Numbers.AtLeast(1),
+        Description = "Micro-batches each batch is split into (at most the batch size) [default: 4, or the schedule file's].",
+        HelpName = "M",
+    };
+
+    public static readonly Option<string> Schedule = ScheduleOptions.Schedule(defaultName: "1f1b");
+
+    public static readonly Option<int> Chunks = ScheduleOptions.Chunks();
+
+    public static readonly Option<int> Steps = new("--steps")
+    {
+        CustomParser = Numbers.AtLeast(1),
+        Description = "Number of training steps (batches) [default: 50; gpt: 1000]. gpt: the learning-rate schedule " +
+                      "spans them, so resume with the same --steps.",
+        HelpName = "K",
+    };
+
+    public static readonly Option<int> BatchSize = new("--batch-size", "-b")
+    {
+        CustomParser = Numbers.AtLeast(1),
+        Description = "Samples (gpt: sequences) per step [default: 64; gpt: 16].",
+        HelpName = "B",
+    };
+
+    public static readonly Option<long> Seed = new("--seed")
+    {
+        CustomParser = Numbers.AnyWhole,
+        Description = "Seed of the initial weights and of the data (synthetic samples, text windows or sorting problems).",
+        DefaultValueFactory = _ => 0,
+        HelpName = "S",
+    };
+
+    public static readonly Option<double> LearningRate = new("--lr")
+    {
+        CustomParser = Numbers.Positive,
+        Description = "Learning rate [default: 1e-3 for adam, 0.05 for sgd; gpt: 1e-3, the peak of warm-up and cosine decay].",
+        HelpName = "X",
+    };
+
+    public static readonly Option<int> ThreadsPerStage = new("--threads-per-stage")
+    {
+        CustomParser = Numbers.AtLeast(1),
+        Description = "Intra-op threads of each stage's worker [default: processor count / stages, at least 1].",
+        HelpName = "T",
+    };
+
+    public static readonly Option<string[]?> Devices = CommaSeparated.Strings("--devices", "DEV,DEV,...",
+        "Device of each stage (cpu, cuda, cuda:N): one for all stages, or one per stage [default: cpu].", "cpu,cpu");
+
+    public static readonly Option<bool> Json = new("--json")
+    {
+        Description = "Print one JSON object per step on stdout and nothing else there: " +
+                      "{\"step\":1,\"loss\":2.31,\"samples_per_s\":1234.5,\"stage_busy\":[0.81,0.77]}; gpt: " +
+                      "{\"step\":1,\"loss\":4.2,\"lr\":1e-05,\"tokens_per_s\":5120.3,\"stage_busy\":[0.81,0.77]," +
+                      "\"grad_norm\":1.9,\"val_loss\":null} (gpt's notes and summary go to stderr).",
+    };
+
+    public static readonly Option<string?> Trace = OutputFile.Create("--trace", "FILE.json",
+        "After training, write the measured timeline of the last step (every forward and backward on every stage) " +
+        "as a Chrome trace: open it in ui.perfetto.dev or chrome://tracing. gpt: the last step that did not measure " +
+        "the validation loss.");
+
+    public static readonly Option<string?> Svg = OutputFile.Create("--svg", "FILE",
+        "After training, draw the measured timeline of the last step as an SVG picture (compare with simulate --svg). " +
+        "gpt: the last step that did not measure the validation loss.");
+
+    public static readonly Option<int> LogEvery = new("--log-every")
+    {
+        CustomParser = Numbers.AtLeast(1),
+        Description = "Print a step line every N steps [default: every step; on a terminal, about 50 lines per run " +
+                      "(gpt: every --eval-every steps) under a progress line]. Not used with --json.",
+        HelpName = "N",
+    };
+
+    /// <summary>Every option above, in help order.</summary>
+    public static IEnumerable<Option> All =>
+    [
+        Stages, Balance, MicroBatches, Schedule, Chunks, Steps, BatchSize, Seed, LearningRate, ThreadsPerStage, Devices,
+        Json, LogEvery, Trace, Svg,
+    ];
+
+    /// <summary>
+    /// The schedule (name or file), chunks and micro-batches; checks that a batch of <paramref name="batchSize"/>
+    /// can be split into that many micro-batches, which the library would find only at the first step.
+    /// </summary>
+    public static ScheduleChoice ReadSchedule(ParseResult args, int batchSize)
+    {
+        string schedule = args.GetValue(Schedule)!;
+        int? chunks = args.Given(Chunks);
+        var file = ScheduleOptions.IsFile(schedule)
+            ? ScheduleOptions.ReadFile(schedule, args.Given(Stages), args.Given(MicroBatches), chunks)
+            : null;
+        int microBatches = args.Given(MicroBatches) ?? file?.MicroBatchCount ?? 4;
+        if (batchSize < microBatches)
+            throw new ArgumentException(
+                $"the batch has {batchSize} samples (--batch-size) but the pipeline splits each batch into {microBatches} " +
+                $"micro-batches (--microbatches): use a batch of at least {microBatches} samples or set --microbatches " +
+                $"to at most {batchSize}.");
+        return new ScheduleChoice(schedule, chunks, file, microBatches);
+    }
+
+    /// <summary>The pipeline options of the run; <paramref name="stages"/> and <paramref name="balance"/> as decided by the model.</summary>
+    public static PipelineOptions Pipeline(ParseResult args, ScheduleChoice choice, int? stages, int[]? balance) => new()
+    {
+        Stages = stages,
+        Chunks = choice.Chunks,
+        Balance = balance,
+        Devices = args.GetResult(Devices) is null ? null : args.GetValue(Devices),
+        MicroBatches = choice.MicroBatches,
+        Schedule = choice.Schedule,
+        ThreadsPerStage = args.Given(ThreadsPerStage),
+    };
+
+    /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>
+    public static int TerminalLogInterval(int steps)
+    {
+        int interval = 1;
+        while (steps / interval > 50)
+            interval = interval.ToString()[0] == '2' ? interval / 2 * 5 : interval * 2;
+        return interval;
+    }
+}

@@ -14,11 +14,12 @@ var text = File.ReadAllText(FindCorpus());
 var corpus = TextCorpus.FromText(text);
 Console.WriteLine($"GPT throughput, tiny Shakespeare (char, vocabulary {corpus.Tokenizer.VocabularySize}); {rounds} rounds x {steps} steps, medians; load {File.ReadAllText("/proc/loadavg").Trim()}");
 Console.WriteLine($"{"configuration",-44} {"variant",-40} {"tokens/s",9} {"min",7} {"max",7}");
-foreach (var (name, config, batch, microBatches) in new[]
+foreach (var (name, config, batch, microBatchCounts) in new[]
 {
-    ("4 layers, width 192, context 128, batch 16", new GptConfig(corpus.Tokenizer.VocabularySize, 128, 4, 192, 4), 16, 8),
-    ("4 layers, width 128, context 64, batch 12", new GptConfig(corpus.Tokenizer.VocabularySize, 64, 4, 128, 4), 12, 6),
+    ("4 layers, width 192, context 128, batch 16", new GptConfig(corpus.Tokenizer.VocabularySize, 128, 4, 192, 4), 16, new[] { 8, 4 }),
+    ("4 layers, width 128, context 64, batch 12", new GptConfig(corpus.Tokenizer.VocabularySize, 64, 4, 128, 4), 12, new[] { 6, 4 }),
 })
+foreach (int microBatches in microBatchCounts)
 {
     var single = new List<double>();
     var piped = new List<double>();

@@ -77,10 +77,12 @@ public class FailureTests
     {
         var layers = TestModels.Layers(3, new SlowLayer(200), at: 3);
         using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 8 }, TestModels.Mse, TestModels.Sgd);
-        using var cancel = new CancellationTokenSource(TimeSpan.FromMilliseconds(300));
+        using var cancel = new CancellationTokenSource();
         var clock = Stopwatch.StartNew();
         TimeSpan cancelledAt = TimeSpan.Zero;
         using var registration = cancel.Token.Register(() => cancelledAt = clock.Elapsed);
+        // A dedicated thread, not a timer: a timer fires on the thread pool, which parallel tests can starve.
+        new Thread(() => { Thread.Sleep(300); cancel.Cancel(); }) { IsBackground = true }.Start();
         Assert.ThrowsAny<OperationCanceledException>(() => pipe.TrainStep(randn(16, 16), randn(16, 16), cancel.Token));
         // 8 micro-batches would take 1.6 s on the slow stage; it stops after the 200 ms action in flight.
         var afterCancel = clock.Elapsed - cancelledAt;

@@ -361,10 +361,10 @@ public class DataTests
 
     private static string? s_shakespeare;
 
-    private static string Shakespeare() => s_shakespeare ??= File.ReadAllText(ShakespearePath());
+    internal static string Shakespeare() => s_shakespeare ??= File.ReadAllText(ShakespearePath());
 
     /// <summary>The shared corpus, <c>../shared/data/tinyshakespeare.txt</c> from the repository root; fails (not skips) if absent.</summary>
-    private static string ShakespearePath()
+    internal static string ShakespearePath()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "PipeSharp.slnx"))) dir = dir.Parent;

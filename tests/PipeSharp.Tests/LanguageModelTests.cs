@@ -20,15 +20,7 @@ public class LanguageModelTests : IDisposable
         if (Directory.Exists(_dir)) Directory.Delete(_dir, recursive: true);
     }
 
-    private static string Shakespeare(int characters)
-    {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir != null && !File.Exists(Path.Combine(dir.FullName, "PipeSharp.slnx"))) dir = dir.Parent;
-        var path = dir == null ? null : Path.Combine(dir.FullName, "..", "shared", "data", "tinyshakespeare.txt");
-        if (path == null || !File.Exists(path))
-            Assert.Fail($"tiny Shakespeare not found at ../shared/data/tinyshakespeare.txt beside the repository ({path}).");
-        return File.ReadAllText(path!)[..characters];
-    }
+    private static string Shakespeare(int characters) => DataTests.Shakespeare()[..characters];
 
     private static CorpusTask SmallCorpus() => new(TextCorpus.FromText(Shakespeare(40_000)));
 

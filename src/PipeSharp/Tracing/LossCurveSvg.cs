@@ -46,12 +46,13 @@ public static class LossCurveSvg
             svg.Append($"<text x=\"{width - right - 4}\" y=\"{F(double.Parse(Y(t), CultureInfo.InvariantCulture) - 5)}\" text-anchor=\"end\" fill=\"#d62728\">{SecurityElement.Escape(targetLabel ?? $"target {t:0.00}")}</text>");
         }
         int legendY = top + 10;
+        int legendX = width - right - 40 - 7 * series.Max(s => s.Name.Length); // about 7 px per character at 12 px
         foreach (var s in series)
         {
             var path = string.Join(" ", s.Points.Where(p => double.IsFinite(p.Loss)).Select((p, i) => $"{(i == 0 ? "M" : "L")}{X(p.Step)},{Y(p.Loss)}"));
             svg.Append($"<path d=\"{path}\" fill=\"none\" stroke=\"{s.Colour}\" stroke-width=\"1.6\"/>");
-            svg.Append($"<line x1=\"{width - right - 170}\" x2=\"{width - right - 145}\" y1=\"{legendY}\" y2=\"{legendY}\" stroke=\"{s.Colour}\" stroke-width=\"3\"/>");
-            svg.Append($"<text x=\"{width - right - 140}\" y=\"{legendY}\" dominant-baseline=\"middle\">{SecurityElement.Escape(s.Name)}</text>");
+            svg.Append($"<line x1=\"{legendX}\" x2=\"{legendX + 25}\" y1=\"{legendY}\" y2=\"{legendY}\" stroke=\"{s.Colour}\" stroke-width=\"3\"/>");
+            svg.Append($"<text x=\"{legendX + 30}\" y=\"{legendY}\" dominant-baseline=\"middle\">{SecurityElement.Escape(s.Name)}</text>");
             legendY += 18;
         }
         svg.Append("</svg>");

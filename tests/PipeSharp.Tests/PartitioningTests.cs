@@ -59,3 +59,28 @@ public class PartitioningTests
         Assert.Equal([0.3, 0.3, 0.2, 0.2], MicroBatches.MeanWeights(parts));
     }
 }
+
+public class BalanceByTimeTests
+{
+    [Fact]
+    public void A_slow_layer_without_parameters_gets_a_stage_of_its_own()
+    {
+        manual_seed(0);
+        var layers = new List<nn.Module<Tensor, Tensor>> { new SlowLayer(30) };
+        for (int i = 0; i < 4; i++) layers.Add(nn.Linear(64, 64));
+        Assert.Equal([3, 2], Balance.ByCost(ModelSplitter.ParameterCounts(layers), 2)); // by parameters: the slow layer looks free
+        Assert.Equal([1, 4], LayerProfiler.BalanceByTime(layers, randn(8, 64), 2, repeats: 2));
+    }
+
+    [Fact]
+    public void Profiling_covers_every_layer_of_a_gpt_and_leaves_no_gradients_behind()
+    {
+        var config = new GptConfig(VocabularySize: 50, ContextLength: 16, Layers: 2, Width: 32, Heads: 2);
+        using var model = Gpt.Create(config);
+        var layers = ModelSplitter.Layers(model);
+        var seconds = LayerProfiler.ForwardBackwardSeconds(layers, randint(0, 50, [4, 16]), repeats: 1);
+        Assert.Equal(4, seconds.Length);
+        Assert.All(seconds, s => Assert.True(s > 0));
+        Assert.All(model.parameters(), p => Assert.True(p.grad is null || p.grad.abs().sum().item<float>() == 0));
+    }
+}

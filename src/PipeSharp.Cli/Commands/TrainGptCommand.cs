@@ -194,6 +194,7 @@ internal static class TrainGptCommand
             EvalEvery = args.GetValue(GptOptions.EvalEvery),
             EvalBatches = args.GetValue(GptOptions.EvalBatches),
             Seed = args.GetValue(TrainOptions.Seed),
+            BalanceByTime = args.GetValue(GptOptions.BalanceByTime),
         };
     }
 

@@ -58,11 +58,18 @@ internal static class GptOptions
         $"(gpt) After training, draw the training loss (each step and its running mean over {LossHistory.SmoothingWindow} steps) " +
         "and the validation loss as an SVG picture.");
 
+    public static readonly Option<bool> BalanceByTime = new("--balance-by-time")
+    {
+        Description = "(gpt) Without --balance: split the model by each layer's measured forward + backward time on one " +
+                      "micro-batch instead of by parameter count (better when a layer's compute is out of proportion to its " +
+                      "parameters, e.g. the head with --tokenizer gpt2).",
+    };
+
     /// <summary>Every option above, in help order.</summary>
     public static IReadOnlyList<Option> All { get; } =
     [
         Data, Tokenizer, Layers, Width, Heads, Context, Dropout, MinLearningRate, Warmup, WeightDecay, Clip, EvalEvery,
-        EvalBatches, Checkpoint, CheckpointEvery, Resume, Log, LossCurve,
+        EvalBatches, BalanceByTime, Checkpoint, CheckpointEvery, Resume, Log, LossCurve,
     ];
 
     private static Option<int> Int(string name, int minimum, string helpName, string description, int? defaultValue = null)

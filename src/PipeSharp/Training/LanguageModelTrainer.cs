@@ -48,6 +48,8 @@ public sealed class LanguageModelTrainer : IDisposable
         _schedule = new LearningRateSchedule(options.LearningRate, options.WarmupSteps, options.Steps, options.MinLearningRate);
         manual_seed(options.Seed);
         _model = Gpt.Create(config);
+        if (options.BalanceByTime && pipelineOptions.Balance is null && !File.Exists(pipelineOptions.Schedule))
+            pipelineOptions = pipelineOptions with { Balance = ProfiledBalance(pipelineOptions) };
         Pipeline = new Pipeline(_model, pipelineOptions with { MaxGradNorm = options.MaxGradNorm }, task.Loss, MakeOptimizer);
     }
 
@@ -127,6 +129,26 @@ public sealed class LanguageModelTrainer : IDisposable
 
     /// <summary>Logits of token ids [B, t] through the pipeline (for generation).</summary>
     public Tensor Logits(Tensor tokens) => Pipeline.Forward(tokens);
+
+    // Layers per model piece from each layer's measured time on one micro-batch of the first training batch.
+    private int[] ProfiledBalance(PipelineOptions pipelineOptions)
+    {
+        int pieces = (pipelineOptions.Stages ?? 1) * Schedules.ScheduleGenerators.ChunksPerRank(pipelineOptions.Schedule, pipelineOptions.Chunks);
+        var (x, y) = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed);
+        using (x)
+        using (y)
+        {
+            var parts = Runtime.MicroBatches.Split(x, pipelineOptions.MicroBatches, "batchSize");
+            try
+            {
+                return Partitioning.LayerProfiler.BalanceByTime(Partitioning.ModelSplitter.Layers(_model), parts[0], pieces).ToArray();
+            }
+            finally
+            {
+                foreach (var part in parts) part.Dispose();
+            }
+        }
+    }
 
     // Each stage worker's busy share: its pieces' busy seconds over the step's wall time.
     private IReadOnlyList<double> RankBusy(Tracing.StepStatistics stats)

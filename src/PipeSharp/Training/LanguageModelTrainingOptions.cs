@@ -30,6 +30,12 @@ public sealed record LanguageModelTrainingOptions
     /// <summary>Batches per validation measurement.</summary>
     public int EvalBatches { get; init; } = 20;
 
+    /// <summary>
+    /// When the pipeline options give no balance: split the model by the measured forward + backward time of each layer
+    /// on one micro-batch (<see cref="Partitioning.LayerProfiler"/>) instead of by parameter count.
+    /// </summary>
+    public bool BalanceByTime { get; init; }
+
     /// <summary>Seed of the initial weights and of the batches.</summary>
     public long Seed { get; init; }
 }

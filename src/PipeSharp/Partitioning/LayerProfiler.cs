@@ -1,0 +1,61 @@
+using System.Diagnostics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Partitioning;
+
+/// <summary>
+/// Measures how long each layer takes to run forward and backward on a sample micro-batch, on the current thread and
+/// device: the cost to balance stages by when layers differ in compute more than in parameters (attention over long
+/// sequences, a large vocabulary head, convolutions on large images).
+/// </summary>
+public static class LayerProfiler
+{
+    /// <summary>Seconds of forward plus backward per layer (the fastest of <paramref name="repeats"/> runs).</summary>
+    /// <param name="layers">The model's layers, in order; each on the device <paramref name="sample"/> is on.</param>
+    /// <param name="sample">An input of one micro-batch for the first layer.</param>
+    /// <param name="repeats">Runs per layer; the fastest counts (the first run also warms caches up).</param>
+    public static double[] ForwardBackwardSeconds(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, Tensor sample, int repeats = 3)
+    {
+        if (repeats < 1) throw new ArgumentOutOfRangeException(nameof(repeats), repeats, "profile each layer at least once.");
+        var best = Enumerable.Repeat(double.PositiveInfinity, layers.Count).ToArray();
+        for (int r = 0; r < repeats; r++)
+        {
+            using var scope = NewDisposeScope();
+            // Each layer gets a leaf input, so its backward can be timed on its own.
+            var inputs = new Tensor[layers.Count];
+            var outputs = new Tensor[layers.Count];
+            var times = new double[layers.Count];
+            Tensor x = sample;
+            for (int i = 0; i < layers.Count; i++)
+            {
+                inputs[i] = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
+                long t0 = Stopwatch.GetTimestamp();
+                outputs[i] = layers[i].call(inputs[i]);
+                times[i] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                x = outputs[i];
+            }
+            Tensor grad = ones_like(outputs[^1]);
+            for (int i = layers.Count - 1; i >= 0; i--)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                if (outputs[i].requires_grad) outputs[i].backward([grad]);
+                times[i] += Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                grad = inputs[i].requires_grad && inputs[i].grad is { } g ? g : zeros_like(inputs[i]);
+            }
+            for (int i = 0; i < layers.Count; i++) best[i] = Math.Min(best[i], times[i]);
+            foreach (var layer in layers) layer.zero_grad();
+        }
+        return best;
+    }
+
+    /// <summary>
+    /// A balance of <paramref name="layers"/> into <paramref name="stages"/> stages by measured forward + backward time
+    /// on <paramref name="sample"/> (one micro-batch), minimising the slowest stage.
+    /// </summary>
+    public static IReadOnlyList<int> BalanceByTime(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, Tensor sample, int stages, int repeats = 3)
+    {
+        Balance.CheckStageCount(stages, layers.Count);
+        return Balance.ByCost(ForwardBackwardSeconds(layers, sample, repeats), stages);
+    }
+}

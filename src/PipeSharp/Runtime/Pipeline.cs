@@ -229,10 +229,10 @@ public sealed partial class Pipeline : IDisposable
             foreach (var s in StagesOf(rank))
             {
                 using var scope = torch.NewDisposeScope();
-                double sum = 0;
-                foreach (var p in s.Optimizer.parameters())
-                    if (p.grad is { } g && !_shared.IsSecondaryCopy(p)) sum += g.to_type(ScalarType.Float64).square().sum().item<double>();
-                squares[s.Module.Index] = sum;
+                var sums = s.Optimizer.parameters()
+                    .Where(p => p.grad is not null && !_shared.IsSecondaryCopy(p))
+                    .Select(p => p.grad!.to_type(ScalarType.Float64).square().sum()).ToArray();
+                squares[s.Module.Index] = sums.Length == 0 ? 0 : torch.stack(sums).sum().item<double>(); // one read-back per stage
             }
         });
         double norm = Math.Sqrt(squares.Sum());

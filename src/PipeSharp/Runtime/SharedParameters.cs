@@ -79,11 +79,12 @@ internal sealed class SharedParameters
     }
 
     /// <summary>True for every copy but the first: its gradient is counted once, on the first copy (e.g. for the norm).</summary>
-    public bool IsSecondaryCopy(Parameter p)
-    {
-        var key = ParameterIdentity.Key(p);
-        return _groups.Any(g => g.Copies.Skip(1).Any(c => ParameterIdentity.Key(c.Copy) == key));
-    }
+    public bool IsSecondaryCopy(Parameter p) =>
+        (_secondary ??= _groups.SelectMany(g => g.Copies.Skip(1)).Select(c => ParameterIdentity.Key(c.Copy)).ToHashSet())
+        .Contains(ParameterIdentity.Key(p));
+
+    // Worked out on first use, after the stages have been moved to their devices (a move changes the storage).
+    private HashSet<(IntPtr, string, ScalarType, string)>? _secondary;
 
     /// <summary>The largest absolute difference between the copies of any shared parameter (0 when they are identical).</summary>
     public double MaxCopyDifference()

@@ -10,13 +10,10 @@ internal sealed class StepContext : IDisposable
     private Exception? _failure;
     private double _loss;
 
-    private readonly HashSet<(int, int)> _split;
-
     public StepContext(Schedules.Schedule schedule, Tensor[] inputs, Tensor[]? targets, double[] lossWeights, CancellationToken external)
     {
         Schedule = schedule;
         Training = !schedule.IsForwardOnly;
-        _split = Schedules.ScheduleValidator.BackwardKinds(schedule);
         int stageCount = schedule.StageCount;
         Inputs = inputs;
         Targets = targets;
@@ -33,7 +30,7 @@ internal sealed class StepContext : IDisposable
     public bool Training { get; }
 
     /// <summary>True if the backward of (stage, micro-batch) is split into I and W in this step's schedule.</summary>
-    public bool IsSplit(int stage, int microBatch) => _split.Contains((stage, microBatch));
+    public bool IsSplit(int stage, int microBatch) => Schedule.SplitBackwards.Contains((stage, microBatch));
 
     public Tensor[] Inputs { get; }
     public Tensor[]? Targets { get; }

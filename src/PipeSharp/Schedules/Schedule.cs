@@ -45,6 +45,12 @@ public sealed class Schedule
     /// <summary>Number of ranks (workers).</summary>
     public int RankCount => RankActions.Count;
 
+    private HashSet<(int Stage, int MicroBatch)>? _splitBackwards;
+
+    /// <summary>The (stage, micro-batch) pairs whose backward is split into I and W (worked out once).</summary>
+    internal IReadOnlySet<(int Stage, int MicroBatch)> SplitBackwards => _splitBackwards ??=
+        RankActions.SelectMany(a => a).Where(a => a.Kind == ActionKind.InputGrad).Select(a => (a.Stage, a.MicroBatch)).ToHashSet();
+
     /// <summary>True when the schedule has no backward actions (evaluation and inference).</summary>
     public bool IsForwardOnly => RankActions.All(a => a.All(x => x.Kind == ActionKind.Forward));
 

@@ -57,7 +57,7 @@ public static class ScheduleSimulator
     /// <summary>Simulates <paramref name="schedule"/> with a cost per action (e.g. per stage).</summary>
     public static SimulationResult Simulate(Schedule schedule, Func<PipelineAction, double> cost, double communication)
     {
-        var split = ScheduleValidator.BackwardKinds(schedule);
+        var split = schedule.SplitBackwards;
         var end = new Dictionary<PipelineAction, double>();
         int ranks = schedule.RankCount;
         var next = new int[ranks];

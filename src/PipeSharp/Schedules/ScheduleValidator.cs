@@ -67,14 +67,9 @@ public static class ScheduleValidator
     /// next stage's backward (B or I, whichever the schedule uses); a W needs its I.
     /// </summary>
     public static IEnumerable<PipelineAction> Dependencies(PipelineAction a, Schedule schedule) =>
-        Dependencies(a, schedule.StageCount, BackwardKinds(schedule));
+        Dependencies(a, schedule.StageCount, schedule.SplitBackwards);
 
-    /// <summary>For each (stage, micro-batch) that has a split backward, true; used to resolve dependencies.</summary>
-    internal static HashSet<(int Stage, int MicroBatch)> BackwardKinds(Schedule schedule) =>
-        schedule.RankActions.SelectMany(a => a).Where(a => a.Kind == ActionKind.InputGrad)
-            .Select(a => (a.Stage, a.MicroBatch)).ToHashSet();
-
-    internal static IEnumerable<PipelineAction> Dependencies(PipelineAction a, int stageCount, HashSet<(int, int)> split)
+    internal static IEnumerable<PipelineAction> Dependencies(PipelineAction a, int stageCount, IReadOnlySet<(int, int)> split)
     {
         switch (a.Kind)
         {
@@ -101,7 +96,7 @@ public static class ScheduleValidator
     // block). If at some point no rank can move, the ranks are waiting on each other: a deadlock.
     private static void SimulateToCompletion(Schedule schedule)
     {
-        var split = BackwardKinds(schedule);
+        var split = schedule.SplitBackwards;
         var done = new HashSet<PipelineAction>();
         var next = new int[schedule.RankCount];
         int remaining = schedule.RankActions.Sum(a => a.Count);

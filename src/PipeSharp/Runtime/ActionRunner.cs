@@ -11,7 +11,7 @@ namespace PipeSharp.Runtime;
 /// stage computes the weighted loss, others send their output on; a backward (B, or I) sends the input gradient
 /// to the previous stage. Nothing here knows which schedule runs.
 /// </summary>
-internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITransport transport, Func<Tensor, Tensor, Tensor>? loss)
+internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> stages, ITransport transport, Func<Tensor, Tensor, Tensor>? loss)
 {
     private int Last => stages.Count - 1;
 
@@ -32,12 +32,13 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
 
     private long Forward(int s, int i, StepContext step)
     {
-        var stage = stages[s];
+        var stage = stages[s]!;
+        var data = step.Replicas[replica]!;
         bool training = step.Training;
         using var scope = torch.NewDisposeScope();
         var received = s == 0 ? null : Receive(new MessageKey(MessageKind.Activation, s, i), step);
         long start = Now();
-        Tensor input = received is null ? step.Inputs[i].to(stage.Device) : Arrive(received, stage.Device, training);
+        Tensor input = received is null ? data.Inputs[i].to(stage.Device) : Arrive(received, stage.Device, training);
         using var gradMode = training ? null : torch.no_grad();
         var (output, layers) = stage.Forward(input, captureLayers: training && step.IsSplit(s, i));
 
@@ -45,12 +46,12 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
         {
             if (!training)
             {
-                step.Outputs[i] = output.detach().DetachFromDisposeScope();
+                data.Outputs[i] = output.detach().DetachFromDisposeScope();
                 return start;
             }
-            var target = step.Targets![i].to(stage.Device);
-            var weighted = loss!(output, target).mul(step.LossWeights[i]);
-            step.AddLoss(weighted.item<float>());
+            var target = data.Targets![i].to(stage.Device);
+            var weighted = loss!(output, target).mul(data.LossWeights[i]);
+            data.AddLoss(weighted.item<float>());
             stage.Save(i, new SavedForward(s == 0 ? null : input, weighted, layers));
         }
         else
@@ -64,7 +65,7 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
     // Full backward: input and weight gradients in one pass.
     private long Backward(int s, int i, StepContext step)
     {
-        var stage = stages[s];
+        var stage = stages[s]!;
         using var scope = torch.NewDisposeScope();
         var grad = OutputGrad(s, i, step, scope);
         long start = Now();
@@ -80,7 +81,7 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
     // skips all weight gradients. The layer outputs and their gradients are kept for the weight-gradient action.
     private long InputGrad(int s, int i, StepContext step)
     {
-        var stage = stages[s];
+        var stage = stages[s]!;
         using var scope = torch.NewDisposeScope();
         var grad = OutputGrad(s, i, step, scope);
         long start = Now();
@@ -122,7 +123,7 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
     private long WeightGrad(int s, int i)
     {
         long start = Now();
-        var stage = stages[s];
+        var stage = stages[s]!;
         using var scope = torch.NewDisposeScope();
         var deferred = stage.TakeDeferred(i);
         try
@@ -153,7 +154,7 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
         if (s == Last) return null;
         var received = Receive(new MessageKey(MessageKind.Gradient, s, i), step);
         scope.Attach(received);
-        return received.to(stages[s].Device);
+        return received.to(stages[s]!.Device);
     }
 
     private void SendInputGrad(int s, int i, Tensor? inputGrad, StepContext step)
@@ -166,14 +167,14 @@ internal sealed class ActionRunner(IReadOnlyList<StageRuntime> stages, ITranspor
 
     private void Send(MessageKey key, int fromStage, Tensor tensor, StepContext step)
     {
-        step.RecordSend(key, stages[fromStage].Rank, Now());
+        if (replica == step.TracedReplica) step.RecordSend(key, stages[fromStage]!.Rank, Now());
         transport.Send(key, tensor);
     }
 
     private Tensor Receive(MessageKey key, StepContext step)
     {
         var tensor = transport.Receive(key, step.Cancellation);
-        step.RecordReceive(key, stages[key.Stage].Rank, Now());
+        if (replica == step.TracedReplica) step.RecordReceive(key, stages[key.Stage]!.Rank, Now());
         return tensor;
     }
 

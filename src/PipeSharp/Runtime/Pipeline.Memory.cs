@@ -27,6 +27,8 @@ public sealed partial class Pipeline
     public IReadOnlyList<StageMemory> MeasureMemory(Tensor sampleInput)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_cluster != null)
+            throw new NotSupportedException("MeasureMemory runs every stage in turn, so it needs them all in one process: measure without an MPI cluster.");
         var parts = MicroBatches.Split(sampleInput, Options.MicroBatches, nameof(sampleInput));
         foreach (var other in parts.Skip(1)) other.Dispose();
         var first = parts[0];
@@ -35,12 +37,12 @@ public sealed partial class Pipeline
         Tensor? carry = first;
         for (int s = 0; s < _stages.Length; s++)
         {
-            var stage = _stages[s];
+            var stage = _stages[s]!;
             long parameterBytes = ParameterIdentity.Distinct(stage.Module.parameters()).Sum(p => p.numel() * p.element_size());
             long? activation = null;
             Tensor? next = null;
             var input = carry;
-            _workers[stage.Rank].Run(() =>
+            _workers[stage.Rank].Worker.Run(() =>
             {
                 using var scope = torch.NewDisposeScope();
                 var x = input!.to(stage.Device);

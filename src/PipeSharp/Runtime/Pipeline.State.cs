@@ -20,7 +20,7 @@ public sealed partial class Pipeline
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var result = new Dictionary<string, Tensor>();
-        for (int s = 0; s < _stages.Length; s++)
+        foreach (int s in LocalIndices)
             foreach (var (name, tensor) in StageStateDict(s))
                 if (!result.ContainsKey(name)) result[name] = tensor;
                 else tensor.Dispose();
@@ -40,7 +40,7 @@ public sealed partial class Pipeline
     {
         CheckStateDict(state);
         using var noGrad = no_grad();
-        foreach (var stage in _stages)
+        foreach (var stage in LocalStages)
             foreach (var (name, target) in stage.Module.state_dict())
                 target.copy_(state[name]);
     }
@@ -52,10 +52,11 @@ public sealed partial class Pipeline
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(state);
-        var targets = _stages.SelectMany(s => s.Module.state_dict()).ToList();
+        var targets = LocalStages.SelectMany(s => s.Module.state_dict()).ToList();
         var names = targets.Select(t => t.Key).ToHashSet();
+        var all = _stageStateNames.SelectMany(n => n).ToHashSet(); // with MPI, other processes load the other stages' names
         var missing = names.Where(n => !state.ContainsKey(n)).ToList();
-        var unexpected = state.Keys.Where(n => !names.Contains(n)).ToList();
+        var unexpected = state.Keys.Where(n => !all.Contains(n)).ToList();
         if (missing.Count > 0 || unexpected.Count > 0)
             throw new ArgumentException(
                 "the state does not fit this model" +
@@ -91,7 +92,7 @@ public sealed partial class Pipeline
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var result = new Dictionary<string, byte[]>();
-        for (int s = 0; s < _stages.Length; s++)
+        foreach (int s in LocalIndices)
             foreach (var (name, blob) in StageOptimizerState(s))
                 result.TryAdd(name, blob);
         return result;
@@ -108,14 +109,14 @@ public sealed partial class Pipeline
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(state);
-        var plans = Enumerable.Range(0, _stages.Length).Select(s => PlanOptimizerLoad(s, state)).ToList();
+        var plans = LocalIndices.Select(s => PlanOptimizerLoad(s, state)).ToList();
         var used = plans.SelectMany(p => p.Keys).ToHashSet();
-        var known = _stages.SelectMany(s => s.Module.state_dict().Keys).ToHashSet();
+        var known = _stageStateNames.SelectMany(n => n).ToHashSet();
         var unexpected = state.Keys.Where(k => !used.Contains(k) && !known.Contains(k)).ToList();
         if (unexpected.Count > 0)
             throw new ArgumentException($"optimizer state for parameters this model does not have: {List(unexpected)}.", nameof(state));
 
-        var backups = Enumerable.Range(0, _stages.Length).Select(StageOptimizerBackup).ToList();
+        var backups = LocalIndices.Select(StageOptimizerBackup).ToList();
         try
         {
             foreach (var plan in plans) plan.Apply();
@@ -132,7 +133,7 @@ public sealed partial class Pipeline
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var result = new Dictionary<string, Tensor>();
-        foreach (var (name, t) in _stages[s].Module.state_dict())
+        foreach (var (name, t) in _stages[s]!.Module.state_dict())
         {
             using var scope = NewDisposeScope();
             result[name] = t.detach().cpu().clone().DetachFromDisposeScope();
@@ -165,7 +166,7 @@ public sealed partial class Pipeline
     // keeps no state per parameter.
     private (OptimizerHelper Helper, List<(int Group, Parameter Parameter)>? Order) OptimizerLayout(int s)
     {
-        var optimizer = _stages[s].Optimizer;
+        var optimizer = _stages[s]!.Optimizer;
         if (optimizer is not OptimizerHelper helper)
             throw new NotSupportedException(
                 $"the optimizer of stage {s} ({optimizer.GetType().Name}) is implemented natively and cannot save or load its state; " +
@@ -312,13 +313,13 @@ public sealed partial class Pipeline
 
     private static string WholeOptimizerKey(int s) => $"<stage {s} optimizer>";
 
-    private List<string> StageParameterNames(int s) => _stages[s].Module.named_parameters().Select(p => p.name).ToList();
+    private List<string> StageParameterNames(int s) => _stages[s]!.Module.named_parameters().Select(p => p.name).ToList();
 
     // Each parameter of stage s (by identity) and its names there: several when a parameter is tied within the stage.
     private Dictionary<(IntPtr, string, ScalarType, string), List<string>> NamesByParameter(int s)
     {
         var result = new Dictionary<(IntPtr, string, ScalarType, string), List<string>>();
-        foreach (var (name, p) in _stages[s].Module.named_parameters())
+        foreach (var (name, p) in _stages[s]!.Module.named_parameters())
         {
             var key = ParameterIdentity.Key(p);
             if (!result.TryGetValue(key, out var list)) result[key] = list = new List<string>();
@@ -330,19 +331,19 @@ public sealed partial class Pipeline
     // The names that are one parameter of the model: tied within a stage, or copies of a shared parameter.
     private List<List<string>> TiedNames()
     {
-        var byStage = Enumerable.Range(0, _stages.Length).Select(NamesByParameter).ToList();
+        var byStage = LocalIndices.Select(NamesByParameter).ToList();
         var groups = byStage.SelectMany(d => d.Values).Select(l => l.ToList()).ToList();
-        foreach (var shared in _shared.Groups)
+        foreach (var shared in _replicas[0].Shared.Groups)
         {
-            var names = shared.Copies
-                .SelectMany(c => byStage[c.Stage].TryGetValue(ParameterIdentity.Key(c.Copy), out var n) ? n : new List<string>())
-                .ToHashSet();
+            var names = shared.Names.ToHashSet();
             var merged = groups.Where(g => g.Any(names.Contains)).ToList();
             foreach (var g in merged) groups.Remove(g);
-            groups.Add(merged.SelectMany(g => g).Distinct().ToList());
+            groups.Add(merged.SelectMany(g => g).Concat(shared.Names).Distinct().ToList());
         }
         return groups;
     }
+
+    private IEnumerable<int> LocalIndices => LocalStages.Select(s => s.Module.Index);
 
     private static string List(IReadOnlyList<string> names) =>
         string.Join(", ", names.Take(8)) + (names.Count > 8 ? $" and {names.Count - 8} more" : "");

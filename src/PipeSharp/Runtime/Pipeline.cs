@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Partitioning;
 using PipeSharp.Schedules;
@@ -14,6 +15,12 @@ namespace PipeSharp.Runtime;
 /// stage on its own worker thread and device. A training step gives the same parameters as plain
 /// single-device training on the whole batch (up to float round-off).
 /// </summary>
+/// <remarks>
+/// With <see cref="PipelineOptions.DataParallel"/> = D, D copies of the pipeline each take 1/D of every batch and
+/// their gradients are summed before the step. With <see cref="PipelineOptions.Cluster"/> set, each MPI process runs
+/// one pipeline rank of one replica (start <c>Stages x DataParallel</c> processes with mpirun); every process builds
+/// the same model, passes the same batches, and gets the same loss back.
+/// </remarks>
 /// <example>
 /// <code>
 /// var model = nn.Sequential(("0", nn.Linear(32, 64)), ("1", nn.ReLU()), ("2", nn.Linear(64, 10)));
@@ -25,17 +32,19 @@ namespace PipeSharp.Runtime;
 /// </example>
 public sealed partial class Pipeline : IDisposable
 {
-    private readonly StageRuntime[] _stages;
-    private readonly RankWorker[] _workers;
-    private readonly ITransport _transport;
-    private readonly ActionRunner _runner;
+    private readonly ReplicaRuntime[] _replicas;
+    private readonly (ReplicaRuntime Replica, int Rank, RankWorker Worker)[] _workers;
+    private readonly ICollectives _collectives;
     private readonly Schedule _forwardSchedule;
-    private readonly SharedParameters _shared;
+    private readonly int[][] _gradientsDoneAfter;
+    private readonly MpiCluster? _cluster;
+    private readonly IReadOnlyList<IReadOnlyList<string>> _stageStateNames;
+    private Exception? _broken;
     private bool _disposed;
 
     /// <summary>Splits <paramref name="model"/> into stages and starts one worker per stage.</summary>
     /// <param name="model">The model: its layers in order, cut between entries.</param>
-    /// <param name="options">Stages or balance, devices, micro-batches, schedule, threads.</param>
+    /// <param name="options">Stages or balance, devices, micro-batches, schedule, threads, data parallelism, MPI cluster.</param>
     /// <param name="loss">
     /// The loss of one micro-batch, reduced by mean over its samples (like PyTorch's default); it runs on the last stage.
     /// </param>
@@ -48,60 +57,170 @@ public sealed partial class Pipeline : IDisposable
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
-        : this(ModelSplitter.Layers(model), options, loss, optimizer, scheduler, ModelSplitter.LayerNames(model))
+        : this(Model(model), null, options, loss, optimizer, scheduler)
     {
     }
 
-    /// <summary>Splits an ordered list of layers into stages; see the other constructor.</summary>
+    /// <summary>
+    /// Like the constructor that takes a model, for in-process data parallelism: <paramref name="createModel"/> makes
+    /// each replica's copy (replicas start from replica 0's values, so the copies need not be seeded alike).
+    /// </summary>
+    public Pipeline(
+        Func<TorchSharp.Modules.Sequential> createModel,
+        PipelineOptions options,
+        Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
+        : this(Model((createModel ?? throw new ArgumentNullException(nameof(createModel)))()), () => Model(createModel()), options, loss, optimizer, scheduler)
+    {
+    }
+
+    /// <summary>Splits an ordered list of layers into stages; see the other constructors.</summary>
     public Pipeline(
         IReadOnlyList<nn.Module<Tensor, Tensor>> layers,
         PipelineOptions options,
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
-        : this(layers, options, loss, optimizer, scheduler, null)
+        : this((layers ?? throw new ArgumentNullException(nameof(layers)), null), null, options, loss, optimizer, scheduler)
     {
     }
 
+    private static (IReadOnlyList<nn.Module<Tensor, Tensor>>, IReadOnlyList<string>?) Model(TorchSharp.Modules.Sequential model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return (ModelSplitter.Layers(model), ModelSplitter.LayerNames(model));
+    }
+
     private Pipeline(
-        IReadOnlyList<nn.Module<Tensor, Tensor>> layers,
+        (IReadOnlyList<nn.Module<Tensor, Tensor>> Layers, IReadOnlyList<string>? Names) first,
+        Func<(IReadOnlyList<nn.Module<Tensor, Tensor>>, IReadOnlyList<string>?)>? another,
         PipelineOptions options,
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
-        Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler,
-        IReadOnlyList<string>? layerNames)
+        Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler)
     {
         TorchNative.EnsureLoaded();
-        ArgumentNullException.ThrowIfNull(layers);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(loss);
         ArgumentNullException.ThrowIfNull(optimizer);
 
-        var plan = PipelinePlan.Create(options, layers);
+        var plan = PipelinePlan.Create(options, first.Layers);
         Options = options;
         Schedule = plan.Schedule;
         Balance = plan.Balance;
         _forwardSchedule = plan.ForwardSchedule;
-
+        _cluster = options.Cluster;
         if (options.MaxGradNorm is <= 0)
             throw new ArgumentOutOfRangeException("maxGradNorm", options.MaxGradNorm, "MaxGradNorm must be positive, or null for no clipping.");
-        var modules = ModelSplitter.Split(layers, plan.Balance, layerNames);
-        _shared = SharedParameters.Untie(modules);
-        _stages = new StageRuntime[modules.Count];
-        for (int s = 0; s < modules.Count; s++)
+        int ranks = Schedule.RankCount, replicas = options.DataParallel;
+        if (replicas < 1)
+            throw new ArgumentOutOfRangeException("dataParallel", replicas, "DataParallel (the number of pipeline replicas) must be at least 1.");
+        int localRank = -1;
+        int[] localReplicas = Enumerable.Range(0, replicas).ToArray();
+        if (_cluster != null)
         {
-            int rank = Schedule.StageToRank[s];
-            var device = plan.RankDevices[rank];
-            modules[s].to(device);
-            // A parameter used twice within a stage is stepped once.
-            var opt = optimizer(ParameterIdentity.Distinct(modules[s].parameters()));
-            _stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt));
+            if (_cluster.Size != ranks * replicas)
+                throw new ArgumentException(
+                    $"the MPI job has {_cluster.Size} processes but the pipeline needs {ranks} stages x {replicas} replicas = {ranks * replicas}: " +
+                    $"start it with mpirun -np {ranks * replicas}, or change the stages or data-parallel count so that their product is {_cluster.Size}.", "cluster");
+            localRank = _cluster.Rank % ranks;
+            localReplicas = [_cluster.Rank / ranks];
         }
-        _transport = new InProcessTransport();
-        _runner = new ActionRunner(_stages, _transport, loss);
-        int threads = options.ThreadsPerStage ?? Math.Max(1, Environment.ProcessorCount / Schedule.RankCount);
-        _workers = Enumerable.Range(0, Schedule.RankCount).Select(r => new RankWorker(r, threads)).ToArray();
+        else if (replicas > 1 && another == null)
+        {
+            throw new ArgumentException(
+                $"DataParallel is {replicas}, and in one process each replica needs its own copy of the model: use the constructor " +
+                "that takes a model factory (Func<Sequential>), or run one process per pipeline rank with MPI (PipelineOptions.Cluster).", "dataParallel");
+        }
+
+        int threads = options.ThreadsPerStage ?? DefaultThreads(ranks * localReplicas.Length);
+        var built = new List<ReplicaRuntime>();
+        var workers = new List<(ReplicaRuntime, int, RankWorker)>();
+        IReadOnlyList<IReadOnlyList<string>>? stateNames = null;
+        try
+        {
+            foreach (int d in localReplicas)
+            {
+                var (layers, names) = built.Count == 0 ? first : another!();
+                var modules = ModelSplitter.Split(layers, plan.Balance, names);
+                stateNames ??= modules.Select(m => (IReadOnlyList<string>)m.state_dict().Keys.ToList()).ToList();
+                var untied = SharedParameters.Untie(modules);
+                bool IsLocal(int s) => localRank < 0 || Schedule.StageToRank[s] == localRank;
+                var stages = new StageRuntime?[modules.Count];
+                for (int s = 0; s < modules.Count; s++)
+                {
+                    if (!IsLocal(s)) continue;
+                    int rank = Schedule.StageToRank[s];
+                    var device = plan.RankDevices[rank];
+                    modules[s].to(device);
+                    // A parameter used twice within a stage is stepped once.
+                    var opt = optimizer(ParameterIdentity.Distinct(modules[s].parameters()));
+                    stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt));
+                }
+                var shared = localRank < 0 ? untied : untied.KeepLocal(IsLocal);
+                ITransport transport = _cluster == null
+                    ? new InProcessTransport()
+                    : new MpiTransport(_cluster.Engine, modules.Count, options.MicroBatches * replicas,
+                        key => d * ranks + Schedule.StageToRank[key.Stage]);
+                var replica = new ReplicaRuntime(d, stages, shared, transport, new ActionRunner(d, stages, transport, loss));
+                built.Add(replica);
+                for (int r = 0; r < ranks; r++)
+                    if (localRank < 0 || r == localRank) workers.Add((replica, r, new RankWorker(d * ranks + r, threads)));
+            }
+            _replicas = built.ToArray();
+            _workers = workers.ToArray();
+            _stageStateNames = stateNames!;
+            if (_cluster != null)
+            {
+                var placement = Schedule.StageToRank;
+                _cluster.Engine.DescribeRank = r =>
+                    $"replica {r / ranks}, stage {string.Join("+", Enumerable.Range(0, placement.Count).Where(s => placement[s] == r % ranks))}";
+                _collectives = new MpiCollectives(_cluster, _replicas[0], (MpiTransport)_replicas[0].Transport, ranks, replicas);
+            }
+            else
+            {
+                _collectives = new LocalCollectives(_replicas);
+            }
+            _collectives.MatchReplicas();
+        }
+        catch
+        {
+            foreach (var (_, _, w) in workers) w.Dispose();
+            foreach (var r in built) r.Dispose();
+            throw;
+        }
+        _gradientsDoneAfter = GradientsDoneAfter(Schedule);
     }
+
+    // Intra-op threads per worker: this host's cores shared by the workers on it (Hydra says how many ranks share it).
+    private int DefaultThreads(int workersHere)
+    {
+        int processesHere = _cluster == null ? 1
+            : int.TryParse(Environment.GetEnvironmentVariable("MPI_LOCALNRANKS"), out int n) && n > 0 ? n : _cluster.Size;
+        return Math.Max(1, Environment.ProcessorCount / (workersHere * processesHere));
+    }
+
+    // For each rank's action list: the stage whose gradients are final after that action (its last B or W), or -1.
+    private static int[][] GradientsDoneAfter(Schedule schedule)
+    {
+        var result = new int[schedule.RankCount][];
+        for (int r = 0; r < schedule.RankCount; r++)
+        {
+            var list = schedule.RankActions[r];
+            result[r] = Enumerable.Repeat(-1, list.Count).ToArray();
+            var seen = new HashSet<int>();
+            for (int i = list.Count - 1; i >= 0; i--)
+                if (list[i].Kind is ActionKind.Backward or ActionKind.WeightGrad && seen.Add(list[i].Stage))
+                    result[r][i] = list[i].Stage;
+        }
+        return result;
+    }
+
+    // The first replica held here: its stages are what StateDict, Stages and the statistics show.
+    private StageRuntime?[] _stages => _replicas[0].Stages;
+
+    private IEnumerable<StageRuntime> LocalStages => _replicas[0].Local;
 
     /// <summary>The options the pipeline was made with.</summary>
     public PipelineOptions Options { get; }
@@ -112,32 +231,39 @@ public sealed partial class Pipeline : IDisposable
     /// <summary>The training schedule (validated).</summary>
     public Schedule Schedule { get; }
 
-    /// <summary>The model pieces, in model order; each is a module holding its layers on its stage's device.</summary>
-    public IReadOnlyList<StageModule> Stages => _stages.Select(s => s.Module).ToList();
+    /// <summary>
+    /// The model pieces held by this process, in model order (all of them, unless <see cref="PipelineOptions.Cluster"/>
+    /// is set); each is a module holding its layers on its stage's device. <see cref="StageModule.Index"/> is the piece's place in the model.
+    /// </summary>
+    public IReadOnlyList<StageModule> Stages => LocalStages.Select(s => s.Module).ToList();
 
-    /// <summary>The device of each model piece.</summary>
-    public IReadOnlyList<Device> Devices => _stages.Select(s => s.Device).ToList();
+    /// <summary>The device of each piece in <see cref="Stages"/>.</summary>
+    public IReadOnlyList<Device> Devices => LocalStages.Select(s => s.Device).ToList();
 
     /// <summary>
     /// Parameters used by several stages (e.g. a tied embedding), one line per parameter naming its copies. Each stage
     /// holds its own copy; their gradients are summed before every step so the copies stay identical.
     /// </summary>
-    public IReadOnlyList<string> SharedParameterNames => _shared.Groups.Select(g => g.Name).ToList();
+    public IReadOnlyList<string> SharedParameterNames => _replicas[0].Shared.Groups.Select(g => g.Name).ToList();
 
-    /// <summary>The largest difference between the copies of any shared parameter: 0 while they are in sync.</summary>
-    public double SharedParameterDrift() => _shared.MaxCopyDifference();
+    /// <summary>
+    /// The largest difference between the copies of any shared parameter: 0 while they are in sync. With an MPI
+    /// cluster every rank must call it (the copies are compared across processes).
+    /// </summary>
+    public double SharedParameterDrift() => _collectives.SharedCopyDifference();
 
     /// <summary>Sets the learning rate of every stage's optimizer (all parameter groups), e.g. from a schedule.</summary>
     public void SetLearningRate(double learningRate)
     {
         if (learningRate < 0 || double.IsNaN(learningRate))
             throw new ArgumentOutOfRangeException(nameof(learningRate), learningRate, "the learning rate must be a non-negative number.");
-        foreach (var s in _stages)
-            foreach (var group in s.Optimizer.ParamGroups) group.LearningRate = learningRate;
+        foreach (var r in _replicas)
+            foreach (var s in r.Local)
+                foreach (var group in s.Optimizer.ParamGroups) group.LearningRate = learningRate;
     }
 
     /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
-    internal int LiveWorkerThreads => _workers.Count(w => w.IsAlive);
+    internal int LiveWorkerThreads => _workers.Count(w => w.Worker.IsAlive);
 
     /// <summary>Timings of the last <see cref="TrainStep"/>.</summary>
     public StepStatistics? LastStep { get; private set; }
@@ -147,102 +273,139 @@ public sealed partial class Pipeline : IDisposable
 
     /// <summary>
     /// One training step on a batch: forward and backward of every micro-batch as the schedule orders them,
-    /// gradients accumulated over the micro-batches, then one optimizer step on every stage.
+    /// gradients accumulated over the micro-batches (and summed over data-parallel replicas, each of which takes its
+    /// share of the batch), then one optimizer step on every stage.
     /// </summary>
-    /// <param name="input">The batch; dimension 0 is split into micro-batches.</param>
+    /// <param name="input">The batch; dimension 0 is split among replicas, then into micro-batches. With MPI, every rank passes the same batch.</param>
     /// <param name="target">The targets, split the same way; they reach the loss on the last stage.</param>
     /// <param name="cancellation">Stops the step (every stage) when cancelled.</param>
     /// <returns>The loss of the whole batch (the mean over its samples).</returns>
     /// <exception cref="PipelineStageException">A stage failed; all stages were stopped and no parameter changed.</exception>
+    /// <exception cref="RankFailedException">Another MPI process failed or was lost; this pipeline cannot be used again.</exception>
     public float TrainStep(Tensor input, Tensor target, CancellationToken cancellation = default)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(target);
         if (target.dim() == 0 || target.shape[0] != (input.dim() == 0 ? -1 : input.shape[0]))
             throw new ArgumentException(
                 $"target has shape [{string.Join(",", target.shape)}] but input has shape [{string.Join(",", input.shape)}]: " +
                 "both need the same number of samples in dimension 0.", nameof(target));
-        var inputs = MicroBatches.Split(input, Options.MicroBatches, nameof(input));
-        var targets = MicroBatches.Split(target, Options.MicroBatches, nameof(target));
-        using var step = new StepContext(Schedule, inputs, targets, MicroBatches.MeanWeights(inputs), cancellation);
-        try
+        using var step = NewStep(Schedule, input, target, cancellation);
+        RunOnWorkers(step, (replica, rank) =>
         {
-            RunOnRanks(step, rank =>
+            foreach (var s in replica.StagesOf(rank)) s.Optimizer.zero_grad();
+            RunActions(replica, rank, step);
+        });
+        double loss = 0;
+        Collective(step, () =>
+        {
+            _collectives.ReduceGradients(step.Cancellation);
+            step.GradientNorm = Options.MaxGradNorm is { } maxNorm ? ClipGradients(step, maxNorm) : null;
+            loss = _collectives.TotalLoss(step, step.Cancellation);
+        });
+        RunOnWorkers(step, (replica, rank) =>
+        {
+            foreach (var s in replica.StagesOf(rank))
             {
-                foreach (var s in StagesOf(rank)) s.Optimizer.zero_grad();
-                RunActions(rank, step);
-            });
-            _shared.SynchroniseGradients();
-            double? norm = Options.MaxGradNorm is { } maxNorm ? ClipGradients(step, maxNorm) : null;
-            step.GradientNorm = norm;
-            RunOnRanks(step, rank =>
-            {
-                foreach (var s in StagesOf(rank))
-                {
-                    long t0 = Stopwatch.GetTimestamp();
-                    s.Optimizer.step();
-                    s.Scheduler?.step();
+                long t0 = Stopwatch.GetTimestamp();
+                s.Optimizer.step();
+                s.Scheduler?.step();
+                if (replica.Index == step.TracedReplica)
                     lock (step.StageBusy) step.StageBusy[s.Module.Index] += step.Seconds(Stopwatch.GetTimestamp()) - step.Seconds(t0);
-                }
-            });
-            LastStep = Statistics(step);
-            return (float)step.Loss;
-        }
-        finally
-        {
-            foreach (var t in inputs.Concat(targets)) t.Dispose();
-        }
+            }
+        });
+        LastStep = Statistics(step);
+        return (float)loss;
     }
 
     /// <summary>
     /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
     /// </summary>
-    /// <returns>The last stage's output for the whole batch, on the last stage's device.</returns>
+    /// <returns>The last stage's output for the whole batch, on the last stage's device (on the CPU, and on every rank, with MPI).</returns>
     public Tensor Forward(Tensor input, CancellationToken cancellation = default)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
+        ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
-        var inputs = MicroBatches.Split(input, Options.MicroBatches, nameof(input));
-        using var step = new StepContext(_forwardSchedule, inputs, null, MicroBatches.MeanWeights(inputs), cancellation);
-        foreach (var s in _stages) s.Module.eval(); // dropout off, as for any evaluation
+        using var step = NewStep(_forwardSchedule, input, null, cancellation);
+        foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
         {
-            RunOnRanks(step, rank => RunActions(rank, step));
+            RunOnWorkers(step, (replica, rank) => RunActions(replica, rank, step));
             LastForward = Statistics(step);
-            return torch.cat(step.Outputs.Select(o => o!).ToArray(), 0);
+            Tensor? output = null;
+            Collective(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
+            return output!;
         }
         finally
         {
-            foreach (var s in _stages) s.Module.train();
-            foreach (var t in inputs) t.Dispose();
+            foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.train();
         }
+    }
+
+    // Splits the batch among the replicas held here, then into micro-batches; loss weights are shares of the whole batch.
+    private StepContext NewStep(Schedule schedule, Tensor input, Tensor? target, CancellationToken cancellation)
+    {
+        int replicas = Options.DataParallel, m = Options.MicroBatches;
+        if (input.dim() > 0 && input.shape[0] < (long)replicas * m && replicas > 1)
+            throw new ArgumentException(
+                $"input has {input.shape[0]} samples but each of the {replicas} data-parallel replicas splits its share into {m} micro-batches: " +
+                $"use a batch of at least {replicas * m} samples, or fewer micro-batches or replicas.", nameof(input));
+        var inputShares = replicas == 1 ? [input] : MicroBatches.Split(input, replicas, nameof(input));
+        var targetShares = target is null ? null : replicas == 1 ? [target] : MicroBatches.Split(target, replicas, nameof(target));
+        double total = input.shape[0];
+        var steps = new ReplicaStep?[replicas];
+        try
+        {
+            foreach (var r in _replicas)
+            {
+                var inputs = MicroBatches.Split(inputShares[r.Index], m, nameof(input));
+                var targets = targetShares is null ? null : MicroBatches.Split(targetShares[r.Index], m, nameof(target));
+                steps[r.Index] = new ReplicaStep(inputs, targets, inputs.Select(t => t.shape[0] / total).ToArray());
+            }
+        }
+        catch
+        {
+            foreach (var s in steps) s?.Dispose();
+            throw;
+        }
+        finally
+        {
+            if (replicas > 1)
+            {
+                foreach (var t in inputShares) t.Dispose();
+                if (targetShares != null) foreach (var t in targetShares) t.Dispose();
+            }
+        }
+        return new StepContext(schedule, steps, cancellation, _cluster?.FailureToken ?? default);
     }
 
     // The global gradient norm over all stages (each shared parameter once), then every gradient scaled by
     // min(1, max / norm), as torch.nn.utils.clip_grad_norm_ computes it on one device.
     private double ClipGradients(StepContext step, double maxNorm)
     {
-        var squares = new double[_stages.Length];
-        RunOnRanks(step, rank =>
+        var squares = new double[Schedule.StageCount];
+        var first = _replicas[0];
+        RunOnWorkers(step, (replica, rank) =>
         {
-            foreach (var s in StagesOf(rank))
+            if (replica != first) return;
+            foreach (var s in replica.StagesOf(rank))
             {
                 using var scope = torch.NewDisposeScope();
                 var sums = s.Optimizer.parameters()
-                    .Where(p => p.grad is not null && !_shared.IsSecondaryCopy(p))
+                    .Where(p => p.grad is not null && !replica.Shared.IsSecondaryCopy(p))
                     .Select(p => p.grad!.to_type(ScalarType.Float64).square().sum()).ToArray();
                 squares[s.Module.Index] = sums.Length == 0 ? 0 : torch.stack(sums).sum().item<double>(); // one read-back per stage
             }
         });
-        double norm = Math.Sqrt(squares.Sum());
+        double norm = Math.Sqrt(_collectives.SumOverStages(squares, step.Cancellation));
         double coefficient = maxNorm / (norm + 1e-6);
         if (coefficient < 1)
         {
-            RunOnRanks(step, rank =>
+            RunOnWorkers(step, (replica, rank) =>
             {
                 using var noGrad = torch.no_grad();
-                foreach (var s in StagesOf(rank))
+                foreach (var s in replica.StagesOf(rank))
                     foreach (var p in s.Optimizer.parameters())
                         p.grad?.mul_(coefficient);
             });
@@ -250,21 +413,27 @@ public sealed partial class Pipeline : IDisposable
         return norm;
     }
 
-    private IEnumerable<StageRuntime> StagesOf(int rank) => _stages.Where(s => s.Rank == rank);
-
-    private void RunActions(int rank, StepContext step)
+    private void RunActions(ReplicaRuntime replica, int rank, StepContext step)
     {
-        foreach (var action in step.Schedule.RankActions[rank])
+        var actions = step.Schedule.RankActions[rank];
+        int worldRank = replica.Index * Schedule.RankCount + rank;
+        for (int index = 0; index < actions.Count; index++)
         {
+            var action = actions[index];
             step.Cancellation.ThrowIfCancellationRequested();
             long start;
             try
             {
                 // The action's time starts when its inputs have arrived: waiting is idle time, not work.
-                start = _runner.Run(action, step);
+                start = replica.Runner.Run(action, step);
             }
             catch (OperationCanceledException) when (step.Cancellation.IsCancellationRequested)
             {
+                throw;
+            }
+            catch (RankFailedException e)
+            {
+                step.Fail(e);
                 throw;
             }
             catch (Exception e)
@@ -273,21 +442,23 @@ public sealed partial class Pipeline : IDisposable
                 step.Fail(failure);
                 throw failure;
             }
-            step.Record(rank, action, start, Stopwatch.GetTimestamp());
+            if (replica.Index == step.TracedReplica) step.Record(worldRank, action, start, Stopwatch.GetTimestamp());
+            if (step.Training && _gradientsDoneAfter[rank][index] is var done and >= 0)
+                _collectives.StageGradientsReady(replica, replica.Stages[done]!);
         }
     }
 
-    // Runs work on every rank and waits for all of them. The first failure cancels the others; the caller gets
+    // Runs work on every worker and waits for all of them. The first failure cancels the others; the caller gets
     // the stage's exception, or OperationCanceledException if the caller cancelled.
-    private void RunOnRanks(StepContext step, Action<int> work)
+    private void RunOnWorkers(StepContext step, Action<ReplicaRuntime, int> work)
     {
         var tasks = new Task[_workers.Length];
-        for (int r = 0; r < _workers.Length; r++)
+        for (int w = 0; w < _workers.Length; w++)
         {
-            int rank = r;
-            tasks[r] = _workers[r].Run(() =>
+            var (replica, rank, worker) = _workers[w];
+            tasks[w] = worker.Run(() =>
             {
-                try { work(rank); }
+                try { work(replica, rank); }
                 catch (Exception e) when (e is not OperationCanceledException) { step.Fail(e); throw; }
             });
         }
@@ -299,13 +470,53 @@ public sealed partial class Pipeline : IDisposable
         {
             // Reported below, after cleaning up.
         }
-        if (step.Failure is not null || step.Cancellation.IsCancellationRequested)
+        if (step.Failure is not null || step.Cancellation.IsCancellationRequested) Stop(step);
+    }
+
+    // Runs a collective part of the step on this thread; a failure stops the step like a worker's.
+    private void Collective(StepContext step, Action work)
+    {
+        try
         {
-            foreach (var s in _stages) s.DropSaved();
-            _transport.Clear();
-            if (step.Failure is not null) throw step.Failure;
-            throw new OperationCanceledException("The pipeline step was cancelled; no parameter was changed.", step.Cancellation);
+            work();
         }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            step.Fail(e);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        if (step.Failure is not null || step.Cancellation.IsCancellationRequested) Stop(step);
+    }
+
+    // Cleans up a failed or cancelled step and throws. Across processes the others are told, and this pipeline is
+    // done: its ranks no longer agree on where they are.
+    private void Stop(StepContext step)
+    {
+        foreach (var r in _replicas)
+        {
+            foreach (var s in r.Local) s.DropSaved();
+            r.Transport.Clear();
+        }
+        Exception failure = step.Failure
+            ?? (_cluster?.Failure is RankFailedException lost ? new RankFailedException(lost.Rank, lost.Message) : null)
+            ?? (Exception)new OperationCanceledException("The pipeline step was cancelled; no parameter was changed.", step.Cancellation);
+        if (_cluster != null)
+        {
+            _broken = failure;
+            _collectives.ReportFailure(failure is OperationCanceledException ? new OperationCanceledException("the step was cancelled") : failure);
+        }
+        throw failure;
+    }
+
+    private void ThrowIfUnusable()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_broken != null)
+            throw new InvalidOperationException(
+                $"this pipeline stopped after a failure across MPI processes ({_broken.Message}); its ranks cannot continue: end the process " +
+                "and resume from the last checkpoint.", _broken);
     }
 
     private static StepStatistics Statistics(StepContext step)
@@ -320,8 +531,8 @@ public sealed partial class Pipeline : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var w in _workers) w.Dispose();
-        foreach (var s in _stages) s.Dispose();
-        _transport.Dispose();
+        foreach (var (_, _, w) in _workers) w.Dispose();
+        foreach (var r in _replicas) r.Dispose();
+        _collectives.Dispose();
     }
 }

@@ -51,6 +51,20 @@ public sealed record PipelineOptions
     public double? MaxGradNorm { get; init; }
 
     /// <summary>
+    /// Number of data-parallel replicas of the pipeline (default 1). Each takes 1/D of every batch (sizes differ by at
+    /// most one sample); gradients are summed over the replicas, weighted so that a step equals one on the whole batch.
+    /// In one process, replicas are groups of worker threads (use the constructor that takes a model factory); with
+    /// <see cref="Cluster"/>, the processes are D groups of <see cref="Stages"/> ranks (rank = replica x stages + stage).
+    /// </summary>
+    public int DataParallel { get; init; } = 1;
+
+    /// <summary>
+    /// Run across MPI processes: each process (started by mpirun) runs one pipeline rank of one replica and builds the
+    /// same model. Null (the default): every rank is a thread of this process.
+    /// </summary>
+    public Mpi.MpiCluster? Cluster { get; init; }
+
+    /// <summary>
     /// Intra-op threads of each stage's worker. Default: the processor count divided by the number of
     /// stages, at least 1.
     /// </summary>

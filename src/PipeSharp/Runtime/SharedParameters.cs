@@ -15,8 +15,11 @@ internal sealed class SharedParameters
 {
     private readonly List<Group> _groups = new();
 
-    /// <summary>One shared parameter: its copies (index 0 is the original, on the first stage that uses it).</summary>
-    public sealed record Group(string Name, IReadOnlyList<(int Stage, Parameter Copy)> Copies);
+    /// <summary>
+    /// One shared parameter: its copies held here (index 0 is the original, on the first stage that uses it, when
+    /// held here), every stage that uses it (<paramref name="Owners"/>, in order) and its name in each.
+    /// </summary>
+    public sealed record Group(string Name, IReadOnlyList<(int Stage, Parameter Copy)> Copies, IReadOnlyList<int> Owners, IReadOnlyList<string> Names);
 
     /// <summary>The shared parameters found.</summary>
     public IReadOnlyList<Group> Groups => _groups;
@@ -49,8 +52,18 @@ internal sealed class SharedParameters
                 Replace(stages[stage], original, copy, name);
                 copies.Add((stage, copy));
             }
-            result._groups.Add(new Group(string.Join(" = ", uses.Select(u => $"stage {u.Stage}: {u.Name}")), copies));
+            result._groups.Add(new Group(string.Join(" = ", uses.Select(u => $"stage {u.Stage}: {u.Name}")), copies,
+                uses.Select(u => u.Stage).ToList(), uses.Select(u => u.Name).ToList()));
         }
+        return result;
+    }
+
+    /// <summary>The same groups with only the copies of the stages this process holds.</summary>
+    public SharedParameters KeepLocal(Func<int, bool> isLocal)
+    {
+        var result = new SharedParameters();
+        foreach (var g in _groups)
+            result._groups.Add(g with { Copies = g.Copies.Where(c => isLocal(c.Stage)).ToList() });
         return result;
     }
 
@@ -59,6 +72,7 @@ internal sealed class SharedParameters
     {
         foreach (var group in _groups)
         {
+            if (group.Copies.Count == 0) continue;
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var first = group.Copies[0].Copy;
@@ -78,9 +92,9 @@ internal sealed class SharedParameters
         }
     }
 
-    /// <summary>True for every copy but the first: its gradient is counted once, on the first copy (e.g. for the norm).</summary>
+    /// <summary>True for every copy but the first stage's: its gradient is counted once, on the first copy (e.g. for the norm).</summary>
     public bool IsSecondaryCopy(Parameter p) =>
-        (_secondary ??= _groups.SelectMany(g => g.Copies.Skip(1)).Select(c => ParameterIdentity.Key(c.Copy)).ToHashSet())
+        (_secondary ??= _groups.SelectMany(g => g.Copies.Where(c => c.Stage != g.Owners[0])).Select(c => ParameterIdentity.Key(c.Copy)).ToHashSet())
         .Contains(ParameterIdentity.Key(p));
 
     // Worked out on first use, after the stages have been moved to their devices (a move changes the storage).
@@ -92,6 +106,7 @@ internal sealed class SharedParameters
         double max = 0;
         foreach (var group in _groups)
         {
+            if (group.Copies.Count < 2) continue;
             using var scope = NewDisposeScope();
             var first = group.Copies[0].Copy.detach().cpu();
             foreach (var (_, p) in group.Copies.Skip(1))

@@ -8,19 +8,14 @@ internal sealed class StepContext : IDisposable
 {
     private readonly CancellationTokenSource _cancel;
     private Exception? _failure;
-    private double _loss;
 
-    public StepContext(Schedules.Schedule schedule, Tensor[] inputs, Tensor[]? targets, double[] lossWeights, CancellationToken external)
+    public StepContext(Schedules.Schedule schedule, ReplicaStep?[] replicas, CancellationToken external, CancellationToken failure = default)
     {
         Schedule = schedule;
         Training = !schedule.IsForwardOnly;
-        int stageCount = schedule.StageCount;
-        Inputs = inputs;
-        Targets = targets;
-        LossWeights = lossWeights;
-        Outputs = new Tensor?[inputs.Length];
-        StageBusy = new double[stageCount];
-        _cancel = CancellationTokenSource.CreateLinkedTokenSource(external);
+        Replicas = replicas;
+        StageBusy = new double[schedule.StageCount];
+        _cancel = CancellationTokenSource.CreateLinkedTokenSource(external, failure);
     }
 
     /// <summary>The schedule this step runs.</summary>
@@ -32,12 +27,11 @@ internal sealed class StepContext : IDisposable
     /// <summary>True if the backward of (stage, micro-batch) is split into I and W in this step's schedule.</summary>
     public bool IsSplit(int stage, int microBatch) => Schedule.SplitBackwards.Contains((stage, microBatch));
 
-    public Tensor[] Inputs { get; }
-    public Tensor[]? Targets { get; }
-    public double[] LossWeights { get; }
+    /// <summary>The replica whose messages and busy time the step's statistics show (the first one held here).</summary>
+    public int TracedReplica => Array.FindIndex(Replicas, r => r != null);
 
-    /// <summary>Last-stage outputs of a forward-only pass, one per micro-batch.</summary>
-    public Tensor?[] Outputs { get; }
+    /// <summary>Each data-parallel replica's share of the batch (null for replicas run by other processes).</summary>
+    public ReplicaStep?[] Replicas { get; }
 
     public double[] StageBusy { get; }
     public List<MessageTiming> Messages { get; } = new();
@@ -59,12 +53,6 @@ internal sealed class StepContext : IDisposable
 
     public CancellationToken Cancellation => _cancel.Token;
     public Exception? Failure => Volatile.Read(ref _failure);
-    public double Loss => _loss;
-
-    public void AddLoss(double value)
-    {
-        lock (this) _loss += value;
-    }
 
     public void Record(int rank, Schedules.PipelineAction action, long start, long end)
     {
@@ -84,7 +72,37 @@ internal sealed class StepContext : IDisposable
 
     public void Dispose()
     {
-        foreach (var t in Outputs) t?.Dispose();
+        foreach (var r in Replicas) r?.Dispose();
         _cancel.Dispose();
+    }
+}
+
+/// <summary>One replica's micro-batches of a step, the weights of their losses, and what the last stage gives back.</summary>
+internal sealed class ReplicaStep(Tensor[] inputs, Tensor[]? targets, double[] lossWeights) : IDisposable
+{
+    private double _loss;
+
+    public Tensor[] Inputs { get; } = inputs;
+    public Tensor[]? Targets { get; } = targets;
+
+    /// <summary>Each micro-batch's share of the samples of the whole (global) batch.</summary>
+    public double[] LossWeights { get; } = lossWeights;
+
+    /// <summary>Last-stage outputs of a forward-only pass, one per micro-batch.</summary>
+    public Tensor?[] Outputs { get; } = new Tensor?[inputs.Length];
+
+    /// <summary>This replica's share of the batch loss (its micro-batches' weighted losses).</summary>
+    public double Loss => _loss;
+
+    public void AddLoss(double value)
+    {
+        lock (this) _loss += value;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in Outputs) t?.Dispose();
+        foreach (var t in Inputs) t.Dispose();
+        if (Targets != null) foreach (var t in Targets) t.Dispose();
     }
 }

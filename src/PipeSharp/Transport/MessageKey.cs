@@ -7,6 +7,8 @@ public enum MessageKind
     Activation,
     /// <summary>The gradient of a stage's input, sent back to the stage that produced that input.</summary>
     Gradient,
+    /// <summary>A last-stage output of a forward-only pass, shared with every rank (across processes only).</summary>
+    Output,
 }
 
 /// <summary>

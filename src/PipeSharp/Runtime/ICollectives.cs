@@ -1,0 +1,39 @@
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>
+/// What the ranks of a step must agree on beyond the pipeline's own messages: gradients summed over data-parallel
+/// replicas and over the copies of shared parameters, the global gradient norm, the loss, and the outputs of a
+/// forward pass. <see cref="LocalCollectives"/> does it for ranks that are threads of this process,
+/// <see cref="MpiCollectives"/> across processes.
+/// </summary>
+internal interface ICollectives : IDisposable
+{
+    /// <summary>Makes every replica's parameters and buffers equal to replica 0's (once, before training).</summary>
+    void MatchReplicas();
+
+    /// <summary>
+    /// Called on the worker thread right after <paramref name="stage"/> of <paramref name="replica"/> finished its
+    /// last backward of the step: its gradients are final, so their reduction over replicas may start.
+    /// </summary>
+    void StageGradientsReady(ReplicaRuntime replica, StageRuntime stage);
+
+    /// <summary>After every rank's actions: sums gradients over replicas and over the copies of shared parameters.</summary>
+    void ReduceGradients(CancellationToken cancellation);
+
+    /// <summary>The sum over all stages of a per-stage value (computed from one replica), the same on every rank.</summary>
+    double SumOverStages(double[] perStage, CancellationToken cancellation);
+
+    /// <summary>The loss of the whole batch: the sum of every replica's share.</summary>
+    double TotalLoss(StepContext step, CancellationToken cancellation);
+
+    /// <summary>The last stage's outputs of a forward pass, for the whole batch, on every rank.</summary>
+    Tensor CollectOutputs(StepContext step, CancellationToken cancellation);
+
+    /// <summary>The largest difference between copies of a shared parameter.</summary>
+    double SharedCopyDifference();
+
+    /// <summary>Tells the other processes (if any) that this one failed, so they stop too.</summary>
+    void ReportFailure(Exception failure);
+}

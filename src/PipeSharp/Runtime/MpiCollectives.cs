@@ -1,0 +1,210 @@
+using PipeSharp.Mpi;
+using PipeSharp.Transport;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>
+/// Collectives across MPI processes, one pipeline rank per process. A stage's gradients are summed over its replicas
+/// with non-blocking all-reduces in buckets, started on the worker thread as soon as the stage's last backward of
+/// the step is done (so they overlap the rank's remaining backwards); shared-parameter copies are summed over the
+/// ranks that own them with an all-gather added up in owner order, so every owner gets bit-identical sums.
+/// </summary>
+internal sealed class MpiCollectives : ICollectives
+{
+    private const long BucketBytes = 16 << 20;
+
+    private readonly MpiCluster _cluster;
+    private readonly ReplicaRuntime _replica;
+    private readonly MpiTransport _transport;
+    private readonly int _replicas;
+    private readonly int _pipelineRanks;
+    private readonly MpiCommunicator? _replicaGroup;
+    private readonly List<(SharedParameters.Group Group, MpiCommunicator? Owners)> _shared = new();
+    private readonly List<(IReadOnlyList<Parameter> Parameters, Tensor Flat, MpiOperation Operation)> _pending = new();
+
+    public MpiCollectives(MpiCluster cluster, ReplicaRuntime replica, MpiTransport transport, int pipelineRanks, int replicas)
+    {
+        _cluster = cluster;
+        _replica = replica;
+        _transport = transport;
+        _replicas = replicas;
+        _pipelineRanks = pipelineRanks;
+        int rank = cluster.Rank % pipelineRanks;
+        // Collective calls: every rank makes the same splits in the same order.
+        _replicaGroup = MpiCommunicator.Split(cluster.Engine, rank, replica.Index);
+        var groups = replica.Shared.Groups;
+        for (int g = 0; g < groups.Count; g++)
+        {
+            bool owner = groups[g].Copies.Count > 0;
+            var comm = MpiCommunicator.Split(cluster.Engine, owner ? g * replicas + replica.Index : -1, cluster.Rank);
+            _shared.Add((groups[g], comm));
+        }
+    }
+
+    public void MatchReplicas()
+    {
+        if (_replicas == 1) return;
+        using var noGrad = no_grad();
+        foreach (var stage in _replica.Local)
+        {
+            using var scope = NewDisposeScope();
+            var tensors = stage.Module.state_dict().Values.Where(t => t.NumberOfElements > 0).ToList();
+            foreach (var group in tensors.GroupBy(t => t.dtype))
+            {
+                var list = group.ToList();
+                var flat = torch.cat(list.Select(t => t.detach().reshape(-1).cpu()).ToArray()).contiguous();
+                _cluster.Wait(_replicaGroup!.Broadcast(flat, 0), CancellationToken.None);
+                long offset = 0;
+                foreach (var t in list)
+                {
+                    t.copy_(flat.narrow(0, offset, t.NumberOfElements).view_as(t));
+                    offset += t.NumberOfElements;
+                }
+            }
+        }
+    }
+
+    public void StageGradientsReady(ReplicaRuntime replica, StageRuntime stage)
+    {
+        if (_replicas == 1) return;
+        using var noGrad = no_grad();
+        var parameters = ParameterIdentity.Distinct(stage.Module.parameters()).Where(p => p.requires_grad).ToList();
+        var bucket = new List<Parameter>();
+        long bytes = 0;
+        foreach (var p in parameters)
+        {
+            bucket.Add(p);
+            bytes += p.NumberOfElements * p.ElementSize;
+            if (bytes < BucketBytes) continue;
+            Start(bucket);
+            bucket = new List<Parameter>();
+            bytes = 0;
+        }
+        if (bucket.Count > 0) Start(bucket);
+    }
+
+    private void Start(List<Parameter> bucket)
+    {
+        using var scope = NewDisposeScope();
+        foreach (var p in bucket) p.grad ??= zeros_like(p).DetachFromDisposeScope();
+        var flat = torch.cat(bucket.Select(p => p.grad!.reshape(-1).cpu()).ToArray()).contiguous().DetachFromDisposeScope();
+        var op = _replicaGroup!.AllReduceSum(flat);
+        lock (_pending) _pending.Add((bucket, flat, op));
+    }
+
+    public void ReduceGradients(CancellationToken cancellation)
+    {
+        using var noGrad = no_grad();
+        try
+        {
+            foreach (var (parameters, flat, op) in _pending)
+            {
+                _cluster.Wait(op, cancellation);
+                long offset = 0;
+                foreach (var p in parameters)
+                {
+                    p.grad!.copy_(flat.narrow(0, offset, p.NumberOfElements).view_as(p.grad!));
+                    offset += p.NumberOfElements;
+                }
+            }
+        }
+        finally
+        {
+            // After a failure the buffers stay with MPI (the process is going down); otherwise they are done.
+            if (_cluster.Failure == null) foreach (var (_, flat, _) in _pending) flat.Dispose();
+            _pending.Clear();
+        }
+        foreach (var (group, owners) in _shared)
+        {
+            if (group.Copies.Count == 0) continue;
+            using var scope = NewDisposeScope();
+            var first = group.Copies[0].Copy;
+            var local = zeros_like(first, device: CPU);
+            foreach (var (_, p) in group.Copies)
+                if (p.grad is { } g) local.add_(g.cpu());
+            var sum = local;
+            if (owners is { Size: > 1 })
+            {
+                var all = torch.empty(new long[] { owners.Size }.Concat(first.shape).ToArray(), first.dtype);
+                _cluster.Wait(owners.AllGather(local.contiguous(), all), cancellation);
+                sum = all[0].clone();
+                for (int k = 1; k < owners.Size; k++) sum.add_(all[k]);
+            }
+            foreach (var (_, p) in group.Copies)
+            {
+                if (p.grad is { } g) g.copy_(sum);
+                else p.grad = sum.to(p.device).clone().DetachFromDisposeScope();
+            }
+        }
+    }
+
+    public double SumOverStages(double[] perStage, CancellationToken cancellation)
+    {
+        // Only replica 0 contributes: a value plus zeros is that value, so every rank adds up the same numbers.
+        var mine = _replica.Index == 0 ? perStage : new double[perStage.Length];
+        return _cluster.AllReduceSum(mine, cancellation).Sum();
+    }
+
+    public double TotalLoss(StepContext step, CancellationToken cancellation)
+    {
+        var losses = new double[_replicas];
+        losses[_replica.Index] = _replica.Stages[^1] != null ? step.Replicas[_replica.Index]!.Loss : 0;
+        return _cluster.AllReduceSum(losses, cancellation).Sum();
+    }
+
+    public Tensor CollectOutputs(StepContext step, CancellationToken cancellation)
+    {
+        var mine = step.Replicas[_replica.Index]!;
+        int m = mine.Outputs.Length;
+        bool holdsLast = _replica.Stages[^1] != null;
+        if (holdsLast)
+        {
+            for (int r = 0; r < _cluster.Size; r++)
+            {
+                if (r == _cluster.Rank) continue;
+                for (int i = 0; i < m; i++)
+                    _transport.SendTo(r, new MessageKey(MessageKind.Output, 0, _replica.Index * m + i), mine.Outputs[i]!.clone());
+            }
+        }
+        var parts = new List<Tensor>();
+        using var scope = NewDisposeScope();
+        for (int d = 0; d < _replicas; d++)
+        {
+            for (int i = 0; i < m; i++)
+            {
+                if (d == _replica.Index && holdsLast) { parts.Add(mine.Outputs[i]!); continue; }
+                var received = _transport.Receive(new MessageKey(MessageKind.Output, 0, d * m + i), cancellation);
+                scope.Attach(received);
+                parts.Add(received);
+            }
+        }
+        return torch.cat(parts.ToArray(), 0).DetachFromDisposeScope();
+    }
+
+    public double SharedCopyDifference()
+    {
+        double local = _replica.Shared.MaxCopyDifference();
+        foreach (var (group, owners) in _shared)
+        {
+            if (group.Copies.Count == 0 || owners is not { Size: > 1 }) continue;
+            using var scope = NewDisposeScope();
+            var mine = group.Copies[0].Copy.detach().cpu().contiguous();
+            var all = torch.empty(new long[] { owners.Size }.Concat(mine.shape).ToArray(), mine.dtype);
+            _cluster.Wait(owners.AllGather(mine, all), CancellationToken.None);
+            for (int k = 1; k < owners.Size; k++) local = Math.Max(local, (all[k] - all[0]).abs().max().item<float>());
+        }
+        // Every rank learns the largest: the sum of one value per rank is not it, so gather them all.
+        var values = new double[_cluster.Size];
+        values[_cluster.Rank] = local;
+        return _cluster.AllReduceSum(values).Max();
+    }
+
+    public void ReportFailure(Exception failure) => _cluster.ReportFailure(failure);
+
+    public void Dispose()
+    {
+    }
+}

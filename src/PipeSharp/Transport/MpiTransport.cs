@@ -1,0 +1,246 @@
+using System.Runtime.InteropServices;
+using PipeSharp.Mpi;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Transport;
+
+/// <summary>
+/// Moves activations and gradients between MPI ranks. A tensor is sent from its own native memory and received
+/// straight into the native memory of a new tensor (no managed copy), with non-blocking MPI calls made by the
+/// engine's communication thread, so transfers overlap the workers' computation. Messages are matched by key
+/// (kind, stage, micro-batch), which is encoded in the MPI tag, never by arrival order. Shapes and dtypes are sent
+/// once per shape: each channel (peer, kind, stage) has a few numbered shape slots, announced in a small header the
+/// first time a shape is used; later messages name their slot in the tag. A new shape (a shorter last batch, a
+/// different sequence length) simply takes the next slot.
+/// </summary>
+/// <remarks>
+/// The receiving side takes each message as soon as it arrives (matched probe, then a receive into the new tensor),
+/// rather than posting receives per key in advance: with shapes that may vary per message there is no buffer of the
+/// right size to post before the header is known, and the probe sees messages in send order, which is what keeps a
+/// header ahead of the data that uses its slot.
+/// </remarks>
+internal sealed class MpiTransport : ITransport
+{
+    private const int Slots = 8;
+    private const int HeaderTag = 0;
+
+    private readonly MpiEngine _engine;
+    private readonly int _comm;
+    private readonly int _stages;
+    private readonly Func<MessageKey, int> _destination;
+    private readonly object _gate = new();
+    private readonly Dictionary<MessageKey, Tensor> _mail = new();
+    private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), long[]?[]> _sent = new();
+    private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), int> _nextSlot = new();
+    private readonly Dictionary<(int Peer, int Kind, int Stage, int Slot), long[]> _received = new();
+    private readonly List<(MessageKey Key, Tensor Tensor, int Request)> _incoming = new();
+
+    /// <param name="engine">The communication thread.</param>
+    /// <param name="stages">Number of stages (for the tag encoding).</param>
+    /// <param name="microBatches">Largest micro-batch count a message may carry.</param>
+    /// <param name="destination">The MPI rank that consumes a message.</param>
+    public MpiTransport(MpiEngine engine, int stages, int microBatches, Func<MessageKey, int> destination)
+    {
+        _engine = engine;
+        _stages = stages;
+        _destination = destination;
+        long largest = Tag(MessageKind.Output, stages - 1, microBatches - 1, Slots - 1);
+        if (largest > engine.TagUpperBound)
+            throw new ArgumentException(
+                $"{stages} stages x {microBatches} micro-batches need MPI tags up to {largest}, but this MPI allows {engine.TagUpperBound}: " +
+                "use fewer micro-batches.", "microBatches");
+        _comm = engine.Call(() =>
+        {
+            MpiNative.Check(MpiNative.MPI_Comm_dup(MpiNative.CommWorld, out int comm), "MPI_Comm_dup");
+            return comm;
+        });
+        engine.AddPoller(PollIncoming);
+    }
+
+    private int Tag(MessageKind kind, int stage, int microBatch, int slot) =>
+        1 + (((microBatch * _stages + stage) * 3 + (int)kind) * Slots + slot);
+
+    /// <inheritdoc />
+    public void Send(MessageKey key, Tensor tensor) => SendTo(_destination(key), key, tensor);
+
+    /// <summary>Sends <paramref name="tensor"/> to MPI rank <paramref name="rank"/> under <paramref name="key"/>; takes ownership.</summary>
+    public void SendTo(int rank, MessageKey key, Tensor tensor)
+    {
+        var data = tensor.device_type == DeviceType.CPU && tensor.is_contiguous() ? tensor : tensor.cpu().contiguous();
+        if (!ReferenceEquals(data, tensor)) tensor.Dispose();
+        long[] header = [(long)key.Kind, key.Stage, 0, (long)data.dtype, .. data.shape];
+        int slot;
+        bool announce;
+        lock (_gate)
+        {
+            var channel = (rank, key.Kind, key.Stage);
+            if (!_sent.TryGetValue(channel, out var slots)) _sent[channel] = slots = new long[]?[Slots];
+            slot = Array.FindIndex(slots, s => s != null && s.AsSpan(3).SequenceEqual(header.AsSpan(3)));
+            announce = slot < 0;
+            if (announce)
+            {
+                slot = _nextSlot.GetValueOrDefault(channel);
+                _nextSlot[channel] = (slot + 1) % Slots;
+                slots[slot] = header;
+            }
+        }
+        header[2] = slot;
+        int tag = Tag(key.Kind, key.Stage, key.MicroBatch, slot);
+        long bytes = data.NumberOfElements * data.ElementSize;
+        if (bytes > int.MaxValue)
+        {
+            data.Dispose();
+            throw new ArgumentException($"a {bytes}-byte message ({key}) is larger than one MPI message can carry (2 GB): use more micro-batches.");
+        }
+        _engine.Submit(new SendOperation(_comm, rank, tag, announce ? header : null, data, (int)bytes));
+    }
+
+    /// <inheritdoc />
+    public Tensor Receive(MessageKey key, CancellationToken cancellation)
+    {
+        using var waiting = _engine.Waiting();
+        using var wake = cancellation.Register(Wake);
+        using var failed = _engine.FailureToken.Register(Wake);
+        lock (_gate)
+        {
+            while (true)
+            {
+                if (_mail.Remove(key, out var tensor)) return tensor;
+                if (_engine.Failure is RankFailedException f) throw new RankFailedException(f.Rank, f.Message);
+                if (_engine.Failure is { } e) throw new MpiException(e.Message, e);
+                cancellation.ThrowIfCancellationRequested();
+                Monitor.Wait(_gate);
+            }
+        }
+    }
+
+    private void Wake()
+    {
+        lock (_gate) Monitor.PulseAll(_gate);
+    }
+
+    // Engine thread: takes every message that has arrived, and completes receives in flight.
+    private bool PollIncoming()
+    {
+        bool progress = false;
+        for (int i = _incoming.Count - 1; i >= 0; i--)
+        {
+            var (key, tensor, request) = _incoming[i];
+            MpiNative.Check(MpiNative.MPI_Test(ref request, out int flag, out _), "MPI_Test");
+            if (flag == 0) { _incoming[i] = (key, tensor, request); continue; }
+            _incoming.RemoveAt(i);
+            Deliver(key, tensor);
+            progress = true;
+        }
+        while (true)
+        {
+            MpiNative.Check(MpiNative.MPI_Improbe(MpiNative.AnySource, MpiNative.AnyTag, _comm, out int flag, out int message, out var status), "MPI_Improbe");
+            if (flag == 0) return progress;
+            progress = true;
+            _engine.Heard(status.Source);
+            MpiNative.Check(MpiNative.MPI_Get_count(ref status, MpiNative.Byte, out int bytes), "MPI_Get_count");
+            if (status.Tag == HeaderTag)
+            {
+                var header = new long[bytes / sizeof(long)];
+                ReceiveNow(header, bytes, ref message);
+                _received[(status.Source, (int)header[0], (int)header[1], (int)header[2])] = header;
+                continue;
+            }
+            int t = status.Tag - 1;
+            int slot = t % Slots;
+            int kind = t / Slots % 3;
+            int stage = t / Slots / 3 % _stages;
+            int microBatch = t / Slots / 3 / _stages;
+            if (!_received.TryGetValue((status.Source, kind, stage, slot), out var shape))
+                throw new MpiException($"rank {status.Source} sent a message (tag {status.Tag}) whose shape was never announced.");
+            var tensor = torch.empty(shape[4..], (ScalarType)shape[3]);
+            if (tensor.NumberOfElements * tensor.ElementSize != bytes)
+                throw new MpiException($"rank {status.Source} sent {bytes} bytes for a tensor of shape [{string.Join(",", shape[4..])}].");
+            MpiNative.Check(MpiNative.MPI_Imrecv(Pointer(tensor), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
+            _incoming.Add((new MessageKey((MessageKind)kind, stage, microBatch), tensor, request));
+        }
+    }
+
+    private void Deliver(MessageKey key, Tensor tensor)
+    {
+        lock (_gate)
+        {
+            if (!_mail.TryAdd(key, tensor))
+            {
+                tensor.Dispose();
+                throw new MpiException($"A message ({key}) arrived twice.");
+            }
+            Monitor.PulseAll(_gate);
+        }
+    }
+
+    private static void ReceiveNow(long[] buffer, int bytes, ref int message)
+    {
+        var handle = GCHandle.Alloc(buffer, GCHandleType.Pinned);
+        try
+        {
+            MpiNative.Check(MpiNative.MPI_Imrecv(handle.AddrOfPinnedObject(), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
+            int done;
+            do MpiNative.Check(MpiNative.MPI_Test(ref request, out done, out _), "MPI_Test"); while (done == 0);
+        }
+        finally
+        {
+            handle.Free();
+        }
+    }
+
+    /// <summary>The address of a CPU tensor's first element.</summary>
+    internal static unsafe IntPtr Pointer(Tensor tensor)
+    {
+        if (tensor.NumberOfElements == 0) return IntPtr.Zero;
+        fixed (byte* p = tensor.bytes) return (IntPtr)p;
+    }
+
+    /// <inheritdoc />
+    public void Clear()
+    {
+        lock (_gate)
+        {
+            foreach (var t in _mail.Values) t.Dispose();
+            _mail.Clear();
+        }
+    }
+
+    /// <inheritdoc />
+    public void Dispose() => Clear();
+
+    // Header (if the shape is new on this channel) then data, from the tensor's memory; the tensor is disposed when sent.
+    private sealed class SendOperation(int comm, int rank, int tag, long[]? header, Tensor data, int bytes) : MpiOperation
+    {
+        private GCHandle _header;
+        private int _headerRequest = MpiNative.RequestNull;
+        private int _dataRequest = MpiNative.RequestNull;
+
+        public override void Start()
+        {
+            if (header != null)
+            {
+                _header = GCHandle.Alloc(header, GCHandleType.Pinned);
+                MpiNative.Check(MpiNative.MPI_Isend(_header.AddrOfPinnedObject(), header.Length * sizeof(long), MpiNative.Byte, rank, HeaderTag, comm, out _headerRequest), "MPI_Isend");
+            }
+            MpiNative.Check(MpiNative.MPI_Isend(Pointer(data), bytes, MpiNative.Byte, rank, tag, comm, out _dataRequest), "MPI_Isend");
+        }
+
+        public override bool Test()
+        {
+            int a = 1, b;
+            if (_headerRequest != MpiNative.RequestNull) MpiNative.Check(MpiNative.MPI_Test(ref _headerRequest, out a, out _), "MPI_Test");
+            MpiNative.Check(MpiNative.MPI_Test(ref _dataRequest, out b, out _), "MPI_Test");
+            return a != 0 && b != 0;
+        }
+
+        protected override void OnCompleted(Exception? error)
+        {
+            // On a failure the request may still be in flight: keep the memory (the process is going down).
+            if (error != null) return;
+            if (_header.IsAllocated) _header.Free();
+            data.Dispose();
+        }
+    }
+}

@@ -42,7 +42,7 @@ public class LanguageModelTests : IDisposable
         Assert.True(Math.Abs(before - Math.Log(task.VocabularySize)) < 0.5, $"initial loss {before} should be near ln(vocabulary)");
         Assert.True(summary.ValidationLoss < before - 1.0, $"validation loss went from {before:F3} to {summary.ValidationLoss:F3}");
         Assert.Equal(2, summary.StageBusy.Count);
-        Assert.All(summary.Memory, m => Assert.True(m.ParameterBytes > 0));
+        Assert.All(summary.Memory!, m => Assert.True(m.ParameterBytes > 0));
     }
 
     [Fact]

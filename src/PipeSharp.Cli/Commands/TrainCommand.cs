@@ -40,7 +40,7 @@ internal static class TrainCommand
         {
             Model, Optimizer,
         };
-        foreach (var option in TrainOptions.All.Concat(GptOptions.All)) command.Options.Add(option);
+        foreach (var option in TrainOptions.All.Concat(ClusterOptions.All).Concat(GptOptions.All)) command.Options.Add(option);
         command.SetAction(Run);
         return command;
     }
@@ -52,11 +52,11 @@ internal static class TrainCommand
             throw new ArgumentException("--optimizer is for mlp and cnn: gpt trains with AdamW (see --weight-decay, --clip).");
         if (!gpt && GptOptions.All.FirstOrDefault(args.IsGiven) is { } gptOnly)
             throw new ArgumentException($"{gptOnly.Name} is for --model gpt.");
-        return gpt ? TrainGptCommand.Run(args) : RunClassifier(args);
+        return MpiRun.Execute(args, run => gpt ? TrainGptCommand.Run(args, run?.Cluster) : RunClassifier(args, run?.Cluster));
     }
 
     /// <summary>Trains mlp or cnn on synthetic classification data.</summary>
-    private static int RunClassifier(ParseResult args)
+    private static int RunClassifier(ParseResult args, Mpi.MpiCluster? cluster)
     {
         int steps = args.Given(TrainOptions.Steps) ?? 50, batchSize = args.Given(TrainOptions.BatchSize) ?? 64;
         var choice = TrainOptions.ReadSchedule(args, batchSize);
@@ -64,7 +64,7 @@ internal static class TrainCommand
         TorchNative.EnsureLoaded();
         var spec = BuiltInModels.ForTraining(args.GetValue(Model)!);
         var (stages, balance) = Split(args, spec, choice);
-        var options = TrainOptions.Pipeline(args, choice, stages, balance);
+        var options = TrainOptions.Pipeline(args, choice, stages, balance, cluster);
         string optimizerName = args.GetValue(Optimizer)!;
         double lr = args.Given(TrainOptions.LearningRate) ?? (optimizerName == "sgd" ? 0.05 : 1e-3);
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer = optimizerName == "sgd"
@@ -74,14 +74,20 @@ internal static class TrainCommand
         long seed = args.GetValue(TrainOptions.Seed);
         torch.manual_seed(seed);
         using var model = spec.Create();
-        using var pipe = new Pipeline(model, options, (output, target) => nn.functional.cross_entropy(output, target), optimizer);
+        int copies = 0; // in-process replicas: a model each, made equal to the first by the pipeline
+        Func<Tensor, Tensor, Tensor> crossEntropy = (output, target) => nn.functional.cross_entropy(output, target);
+        using var pipe = options.DataParallel > 1 && cluster is null
+            ? new Pipeline(() => copies++ == 0 ? model : spec.Create(), options, crossEntropy, optimizer)
+            : new Pipeline(model, options, crossEntropy, optimizer);
         using var data = new SyntheticClassification(spec.SampleShape, spec.Classes, seed);
         int ranks = pipe.Schedule.RankCount, pieces = pipe.Schedule.StageCount;
+        int current = 0;
+        FailureInjection.Arm(args.GetValue(ClusterOptions.InjectFailure), pipe, () => current);
 
         var output = CreateOutput(args, steps);
         output.Start(new TrainSetup(
             spec.Description,
-            pipe.Stages.Select((s, i) => new StageInfo(i, pipe.Schedule.StageToRank[i], s.FirstLayer, s.LayerCount,
+            pipe.Stages.Select((s, i) => new StageInfo(s.Index, pipe.Schedule.StageToRank[s.Index], s.FirstLayer, s.LayerCount,
                 pipe.Devices[i].ToString(), s.parameters().Sum(p => p.numel()))).ToList(),
             pipe.Schedule.Name + (pieces == ranks ? "" : $" ({pieces / ranks} chunks per stage)") +
             (choice.File is null ? "" : $", from {choice.Schedule}"),
@@ -96,6 +102,7 @@ internal static class TrainCommand
         {
             for (int step = 1; step <= steps; step++)
             {
+                current = step;
                 var (input, target) = data.NextBatch(batchSize);
                 using (input)
                 using (target)

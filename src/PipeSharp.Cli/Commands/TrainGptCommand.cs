@@ -22,7 +22,7 @@ internal static class TrainGptCommand
     public const string ModelName = "gpt";
     private const int AccuracyProblems = 500;
 
-    public static int Run(ParseResult args)
+    public static int Run(ParseResult args, Mpi.MpiCluster? cluster)
     {
         var clock = Stopwatch.StartNew();
         bool json = args.GetValue(TrainOptions.Json);
@@ -48,7 +48,8 @@ internal static class TrainGptCommand
 
         var balance = args.GetResult(TrainOptions.Balance) is null ? null : args.GetValue(TrainOptions.Balance);
         int? stages = args.Given(TrainOptions.Stages) ?? (balance is null ? choice.File?.RankCount ?? 2 : null);
-        using var trainer = new LanguageModelTrainer(config, task, TrainOptions.Pipeline(args, choice, stages, balance), training);
+        using var trainer = new LanguageModelTrainer(config, task, TrainOptions.Pipeline(args, choice, stages, balance, cluster), training);
+        FailureInjection.Arm(args.GetValue(ClusterOptions.InjectFailure), trainer.Pipeline, () => trainer.Step + 1);
         if (loaded is not null)
         {
             LanguageModelCheckpoint.Resume(trainer, loaded);

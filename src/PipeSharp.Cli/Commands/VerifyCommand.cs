@@ -53,20 +53,29 @@ internal static class VerifyCommand
             $"({string.Join(", ", ScheduleGenerators.Names)}), stages {string.Join(",", StageCounts)} and micro-batches " +
             $"{string.Join(",", MicroBatchCounts)} (interleaved only where micro-batches are a multiple of stages), " +
             $"{string.Join(" and ", Optimizers.Select(o => o.Description))}, cross-entropy, batch {BatchSize}. " +
-            "Exits with 1 if any check exceeds the tolerance.")
+            "Exits with 1 if any check exceeds the tolerance. Under mpirun (N processes, --data-parallel D) it checks " +
+            "every schedule with N/D stages per replica, one stage per process, for mlp, cnn and a GPT with a tied " +
+            "embedding (whose copies on the first and last stage must stay identical).")
         {
             Steps, Tolerance,
         };
-        command.SetAction(Run);
+        foreach (var option in ClusterOptions.All) command.Options.Add(option);
+        command.SetAction(args => MpiRun.Execute(args, run => Run(args, run?.Cluster)));
         return command;
     }
 
-    private static int Run(ParseResult args)
+    private static int Run(ParseResult args, Mpi.MpiCluster? cluster)
     {
         TorchNative.EnsureLoaded();
         int steps = args.GetValue(Steps);
         double tolerance = args.GetValue(Tolerance);
+        int replicas = args.GetValue(ClusterOptions.DataParallel);
+        if (cluster != null && cluster.Size % replicas != 0)
+            throw new ArgumentException($"--data-parallel {replicas} does not divide the {cluster.Size} MPI processes: use a divisor of {cluster.Size}.");
+        if (replicas * MicroBatchCounts.Min() > BatchSize)
+            throw new ArgumentException($"--data-parallel {replicas} leaves too few of the batch's {BatchSize} samples per replica.");
 
+        if (cluster != null) Console.WriteLine($"{cluster.Size} MPI processes: {replicas} replica{(replicas == 1 ? "" : "s")} x {cluster.Size / replicas} stages");
         Console.WriteLine($"{"model",-6} {"optimizer",-9} {"schedule",-11} {"stages",6} {"micro-batches",13} {"max |diff|",11}  ok");
         int checks = 0, mismatches = 0;
         foreach (var (name, modelSeed) in new[] { ("mlp", 1L), ("cnn", 2L) })
@@ -76,7 +85,7 @@ internal static class VerifyCommand
             try
             {
                 foreach (var optimizer in Optimizers)
-                foreach (var (schedule, stages, microBatches) in Cases())
+                foreach (var (schedule, stages, microBatches) in Cases(cluster, replicas))
                 {
                     // cnn: the article's split when each stage holds one piece; with chunks, by parameter count.
                     bool oneChunk = ScheduleGenerators.ChunksPerRank(schedule, null) == 1;
@@ -87,6 +96,8 @@ internal static class VerifyCommand
                         MicroBatches = microBatches,
                         Schedule = schedule,
                         ThreadsPerStage = 1,
+                        DataParallel = replicas,
+                        Cluster = cluster,
                     };
                     double diff = EquivalenceCheck.MaxParameterDifference(
                         () => { torch.manual_seed(modelSeed); return spec.Create(); },
@@ -102,18 +113,60 @@ internal static class VerifyCommand
                 foreach (var (input, target) in batches) { input.Dispose(); target.Dispose(); }
             }
         }
+        if (cluster != null)
+        {
+            // The tied embedding: its copies on the first and last stage of each replica, across processes.
+            foreach (var (schedule, stages, microBatches) in Cases(cluster, replicas))
+            {
+                var (diff, drift) = TiedGpt(schedule, stages, microBatches, replicas, cluster, steps);
+                bool ok = diff <= tolerance && drift == 0;
+                checks++;
+                if (!ok) mismatches++;
+                Console.WriteLine($"{"gpt",-6} {"adamw",-9} {schedule,-11} {stages,6} {microBatches,13} {diff,11:0.00e+00}  {(ok ? "ok" : "FAIL")}" +
+                                  $"  tied copies differ by {drift:0.##e+00}");
+            }
+        }
         Console.WriteLine();
         Console.WriteLine($"{checks} checks, {mismatches} mismatches (tolerance {tolerance.ToString("G").ToLowerInvariant()})");
         return mismatches == 0 ? ExitCodes.Success : ExitCodes.Failure;
     }
 
-    /// <summary>Every schedule x stages x micro-batches; interleaved needs micro-batches to be a multiple of stages.</summary>
-    private static IEnumerable<(string Schedule, int Stages, int MicroBatches)> Cases() =>
+    /// <summary>
+    /// Every schedule x stages x micro-batches; interleaved needs micro-batches to be a multiple of stages. Under MPI the
+    /// stages are the processes of one replica; each replica's share of the batch must hold its micro-batches.
+    /// </summary>
+    private static IEnumerable<(string Schedule, int Stages, int MicroBatches)> Cases(Mpi.MpiCluster? cluster, int replicas) =>
         from schedule in ScheduleGenerators.Names
-        from stages in StageCounts
+        from stages in cluster is null ? StageCounts : [cluster.Size / replicas]
         from microBatches in MicroBatchCounts
         where schedule != "interleaved" || microBatches % stages == 0
+        where replicas * microBatches <= BatchSize && (cluster is null || microBatches >= stages)
         select (schedule, stages, microBatches);
+
+    /// <summary>A small GPT with its head tied to the token embedding, trained with AdamW; the copies' largest difference.</summary>
+    private static (double Difference, double Drift) TiedGpt(string schedule, int stages, int microBatches, int replicas, Mpi.MpiCluster cluster, int steps)
+    {
+        var config = new GptConfig(VocabularySize: 13, ContextLength: 8, Layers: 6, Width: 16, Heads: 2, TieEmbeddings: true);
+        var generator = new Generator(5);
+        var batches = Enumerable.Range(0, steps).Select(_ =>
+        {
+            var tokens = randint(0, 13, [BatchSize, 9], generator: generator);
+            return (tokens[.., ..8], tokens[.., 1..]);
+        }).ToList();
+        try
+        {
+            var options = new PipelineOptions
+            {
+                Stages = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1, DataParallel = replicas, Cluster = cluster,
+            };
+            return EquivalenceCheck.Compare(() => { torch.manual_seed(3); return Gpt.Create(config); }, options,
+                ps => optim.AdamW(ps, 1e-3), Gpt.Loss, batches);
+        }
+        finally
+        {
+            foreach (var (x, y) in batches) { x.Dispose(); y.Dispose(); }
+        }
+    }
 
     private static List<(Tensor Input, Tensor Target)> Batches(BuiltInModel spec, int steps)
     {

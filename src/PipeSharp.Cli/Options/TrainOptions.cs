@@ -133,8 +133,10 @@ internal static class TrainOptions
     }
 
     /// <summary>The pipeline options of the run; <paramref name="stages"/> and <paramref name="balance"/> as decided by the model.</summary>
-    public static PipelineOptions Pipeline(ParseResult args, ScheduleChoice choice, int? stages, int[]? balance) => new()
+    public static PipelineOptions Pipeline(ParseResult args, ScheduleChoice choice, int? stages, int[]? balance, Mpi.MpiCluster? cluster) => new()
     {
+        DataParallel = args.GetValue(ClusterOptions.DataParallel),
+        Cluster = cluster,
         Stages = stages,
         Chunks = choice.Chunks,
         Balance = balance,

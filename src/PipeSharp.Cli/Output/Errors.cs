@@ -29,13 +29,17 @@ internal static class Errors
     /// </summary>
     public static bool IsExpected(Exception e) =>
         e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException
+            or Mpi.RankFailedException or Mpi.MpiException
             or FormatException or IOException or UnauthorizedAccessException or InvalidDataException
             or CheckpointCorruptException or CheckpointMismatchException;
 
+    /// <summary>Put before every error line: under mpirun, the rank that prints it.</summary>
+    public static string Prefix { get; set; } = "";
+
     public static int Report(Exception e)
     {
-        Console.Error.WriteLine($"error: {Message(e)}");
-        return e is PipelineStageException ? ExitCodes.Failure : ExitCodes.Usage;
+        Console.Error.WriteLine($"{Prefix}error: {Message(e)}");
+        return e is PipelineStageException or Mpi.RankFailedException or Mpi.MpiException ? ExitCodes.Failure : ExitCodes.Usage;
     }
 
     public static int ReportParseErrors(ParseResult parsed)

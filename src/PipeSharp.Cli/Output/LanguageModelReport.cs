@@ -67,8 +67,8 @@ internal static class LanguageModelReport
                   $"training took {Duration(summary.Elapsed)} with validation");
         lines.Add("stage busy   " + string.Join(", ", summary.StageBusy.Select((b, r) => $"stage {r} {b * 100:F0}%")) +
                   " (share of the training steps' time each stage worker computed)");
-        lines.Add("memory       per model piece: parameters, activations held at the schedule's peak");
-        foreach (var mem in summary.Memory)
+        if (summary.Memory != null) lines.Add("memory       per model piece: parameters, activations held at the schedule's peak");
+        foreach (var mem in summary.Memory ?? [])
         {
             string activations = mem.PeakActivationBytes is { } peak
                 ? $"{Mb(peak)} ({mem.PeakMicroBatches} micro-batch{Es(mem.PeakMicroBatches)} x {Mb(mem.ActivationBytesPerMicroBatch!.Value)})"

@@ -20,7 +20,7 @@ public sealed record TrainingStepReport(int Step, float Loss, double LearningRat
 
 /// <summary>What a training run achieved.</summary>
 public sealed record TrainingSummary(int Steps, TimeSpan Elapsed, double TokensPerSecond, IReadOnlyList<double> StageBusy,
-    IReadOnlyList<StageMemory> Memory, float LastLoss, double? ValidationLoss);
+    IReadOnlyList<StageMemory>? Memory, float LastLoss, double? ValidationLoss);
 
 /// <summary>
 /// Trains a <see cref="Gpt"/> through a <see cref="Pipeline"/>: AdamW with decoupled weight decay on matrices and
@@ -50,7 +50,13 @@ public sealed class LanguageModelTrainer : IDisposable
         _model = Gpt.Create(config);
         if (options.BalanceByTime && pipelineOptions.Balance is null && !File.Exists(pipelineOptions.Schedule))
             pipelineOptions = pipelineOptions with { Balance = ProfiledBalance(pipelineOptions) };
-        Pipeline = new Pipeline(_model, pipelineOptions with { MaxGradNorm = options.MaxGradNorm }, task.Loss, MakeOptimizer);
+        pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm };
+        // Replicas in this process need a model each (they start from this one's values).
+        bool replicasHere = pipelineOptions.DataParallel > 1 && pipelineOptions.Cluster is null;
+        int copies = 0;
+        Pipeline = replicasHere
+            ? new Pipeline(() => copies++ == 0 ? _model : Gpt.Create(config), pipelineOptions, task.Loss, MakeOptimizer)
+            : new Pipeline(_model, pipelineOptions, task.Loss, MakeOptimizer);
     }
 
     /// <summary>The model's shape.</summary>
@@ -107,8 +113,12 @@ public sealed class LanguageModelTrainer : IDisposable
                 Options.BatchSize * Config.ContextLength / stats.WallSeconds, rankBusy, stats.GradientNorm, report));
             afterStep?.Invoke(Step);
         }
-        using var sample = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed).Input;
-        var memory = Pipeline.MeasureMemory(sample);
+        IReadOnlyList<StageMemory>? memory = null;
+        if (Pipeline.Options.Cluster is null) // measuring runs every stage in turn, in this process
+        {
+            using var sample = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed).Input;
+            memory = Pipeline.MeasureMemory(sample);
+        }
         return new TrainingSummary(Step - first, clock.Elapsed, busyWall > 0 ? tokens / busyWall : 0,
             busy.Select(b => busyWall > 0 ? b / busyWall : 0).ToList(), memory, lastLoss, validation);
     }

@@ -13,7 +13,11 @@ public static class EquivalenceCheck
     /// <summary>
     /// The largest absolute difference between any parameter of the two trained copies.
     /// </summary>
-    /// <param name="makeModel">Makes the model (called twice; the second copy gets the first copy's initial weights).</param>
+    /// <param name="makeModel">
+    /// Makes the model (called twice, and once more per extra in-process replica; the pipeline's copy gets the reference's
+    /// initial weights). With <see cref="PipelineOptions.Cluster"/> every process trains the reference and compares the
+    /// stages it holds; every rank gets the largest difference of all.
+    /// </param>
     /// <param name="options">The pipeline to check.</param>
     /// <param name="optimizer">Makes an optimizer for a set of parameters (used for the whole reference model and for each stage).</param>
     /// <param name="loss">Mean-reduced loss.</param>
@@ -53,14 +57,36 @@ public static class EquivalenceCheck
             }
         }
 
-        double drift;
-        using (var pipe = new Pipeline(model, options, loss, optimizer))
+        double drift, difference;
+        int copies = 0; // replicas in this process need a model each; the pipeline makes them equal to the first
+        using (var pipe = options.DataParallel > 1 && options.Cluster is null
+                   ? new Pipeline(() => copies++ == 0 ? model : makeModel(), options, loss, optimizer)
+                   : new Pipeline(model, options, loss, optimizer))
         {
             foreach (var (x, y) in batches) pipe.TrainStep(x, y);
             drift = pipe.SharedParameterDrift();
+            // The pieces held here (with MPI, this process's stages), by model name, against the reference.
+            var trained = pipe.StateDict();
+            try
+            {
+                using var scope = NewDisposeScope();
+                difference = 0;
+                foreach (var (name, p) in reference.named_parameters())
+                    if (trained.TryGetValue(name, out var t))
+                        difference = Math.Max(difference, (p.detach().cpu() - t).abs().max().item<float>());
+            }
+            finally
+            {
+                foreach (var t in trained.Values) t.Dispose();
+            }
+            if (options.Cluster is { } cluster)
+            {
+                var all = new double[cluster.Size];
+                all[cluster.Rank] = difference;
+                difference = cluster.AllReduceSum(all).Max();
+            }
         }
-        // The model's own parameter objects hold the first copy of every shared parameter.
-        return (MaxDifference(reference, model), drift);
+        return (difference, drift);
     }
 
     /// <summary>Copies every parameter of <paramref name="from"/> into the same-named parameter of <paramref name="to"/>.</summary>

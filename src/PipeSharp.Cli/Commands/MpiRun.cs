@@ -1,0 +1,87 @@
+using System.CommandLine;
+using PipeSharp.Cli.Options;
+using PipeSharp.Cli.Output;
+using PipeSharp.Mpi;
+
+namespace PipeSharp.Cli.Commands;
+
+/// <summary>
+/// The command line's side of a run under mpirun: MPI set up for this process, only rank 0 printing to the console
+/// (every rank prints its errors, prefixed with its rank), each rank's log file on request, and, when this rank
+/// failed, a short pause before exiting so that the others can say why they stop before mpirun ends them.
+/// </summary>
+internal sealed class MpiRun : IDisposable
+{
+    private readonly TextWriter _stdout = Console.Out;
+    private readonly TextWriter _stderr = Console.Error;
+    private readonly StreamWriter? _log;
+
+    private MpiRun(MpiCluster cluster, string? logDirectory)
+    {
+        Cluster = cluster;
+        if (logDirectory != null)
+        {
+            Directory.CreateDirectory(logDirectory);
+            _log = new StreamWriter(Path.Combine(logDirectory, $"rank-{cluster.Rank}.log"), append: false) { AutoFlush = true };
+            _log.WriteLine($"rank {cluster.Rank} of {cluster.Size} on {cluster.HostName}, process {Environment.ProcessId}, started {DateTime.UtcNow:O}");
+        }
+        var console = cluster.IsRoot ? _stdout : TextWriter.Null;
+        Console.SetOut(_log == null ? console : new TeeWriter(console, _log));
+        Console.SetError(_log == null ? _stderr : new TeeWriter(_stderr, _log));
+        Errors.Prefix = $"rank {cluster.Rank}: ";
+    }
+
+    public MpiCluster Cluster { get; }
+
+    /// <summary>Sets up MPI if this process was started by mpirun; null otherwise.</summary>
+    public static MpiRun? Start(ParseResult args)
+    {
+        string? logs = args.GetValue(ClusterOptions.LogDirectory);
+        if (!MpiCluster.IsLaunchedByMpirun)
+        {
+            if (logs != null) throw new ArgumentException("--log-dir is for runs under mpirun (one log per rank); without mpirun everything prints here.");
+            return null;
+        }
+        var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(args.GetValue(ClusterOptions.PeerTimeout)));
+        return new MpiRun(cluster, logs);
+    }
+
+    /// <summary>
+    /// Runs a command's body, under mpirun inside MPI's set-up; errors are reported while this rank's log is still open.
+    /// </summary>
+    public static int Execute(ParseResult args, Func<MpiRun?, int> body)
+    {
+        using var run = Start(args);
+        try
+        {
+            return body(run);
+        }
+        catch (Exception e) when (run != null && Errors.IsExpected(e))
+        {
+            return Errors.Report(e);
+        }
+    }
+
+    /// <summary>Writes a line to this rank's log (not the console).</summary>
+    public void Log(string line) => _log?.WriteLine(line);
+
+    public void Dispose()
+    {
+        // This rank failed: give the others a moment to report the notice before mpirun tears the job down.
+        if (Cluster.Failure is RankFailedException failed && failed.Rank == Cluster.Rank) Thread.Sleep(1000);
+        _log?.WriteLine($"rank {Cluster.Rank} {(Cluster.Failure == null ? "finished" : "stopped after a failure")} {DateTime.UtcNow:O}");
+        Cluster.Dispose();
+        Console.SetOut(_stdout);
+        Console.SetError(_stderr);
+        _log?.Dispose();
+    }
+
+    private sealed class TeeWriter(TextWriter first, TextWriter second) : TextWriter
+    {
+        public override System.Text.Encoding Encoding => first.Encoding;
+        public override void Write(char value) { first.Write(value); second.Write(value); }
+        public override void Write(string? value) { first.Write(value); second.Write(value); }
+        public override void WriteLine(string? value) { first.WriteLine(value); second.WriteLine(value); }
+        public override void Flush() { first.Flush(); second.Flush(); }
+    }
+}

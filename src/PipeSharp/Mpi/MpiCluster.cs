@@ -96,6 +96,15 @@ public sealed class MpiCluster : IDisposable
         return buffer.data<double>().ToArray();
     }
 
+    /// <summary>Sums <paramref name="values"/> element-wise over all ranks, exactly (64-bit integers); every rank gets the sums.</summary>
+    public long[] AllReduceSum(long[] values, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        using var buffer = torch.tensor(values, ScalarType.Int64);
+        Wait(World.AllReduceSum(buffer), cancellation);
+        return buffer.data<long>().ToArray();
+    }
+
     /// <summary>Waits until every rank gets here.</summary>
     public void Barrier(CancellationToken cancellation = default) => AllReduceSum([0.0], cancellation);
 

@@ -56,6 +56,16 @@ internal sealed class MpiEngine : IDisposable
     public TimeSpan PeerTimeout { get; }
     public TimeSpan HeartbeatInterval { get; }
 
+    /// <summary>
+    /// How long the engine polls without pausing after its last progress while a thread of this process waits for
+    /// MPI (that thread's core is idle meanwhile); after that, and while transfers are in flight with nobody waiting,
+    /// it pauses <see cref="PollPause"/> between polls; with nothing to do it sleeps until work is queued (at most 1 ms).
+    /// </summary>
+    public static TimeSpan SpinTime { get; } = TimeSpan.FromMilliseconds(50);
+
+    /// <summary>The pause between polls when not spinning.</summary>
+    public static TimeSpan PollPause { get; } = TimeSpan.FromMicroseconds(50);
+
     /// <summary>Describes a rank for messages (its stage and replica, once a pipeline has said so).</summary>
     public Func<int, string> DescribeRank { get; set; } = r => $"rank {r}";
 
@@ -84,6 +94,21 @@ internal sealed class MpiEngine : IDisposable
 
     /// <summary>Adds a poller, called on every turn of the engine loop; it returns true if it made progress.</summary>
     public void AddPoller(Func<bool> poll) => Call(() => { _pollers.Add(poll); return 0; });
+
+    /// <summary>Removes a poller (and runs <paramref name="then"/> on the engine thread, e.g. to free a communicator).</summary>
+    public void RemovePoller(Func<bool> poll, Action? then = null)
+    {
+        if (Failure != null || _stop) return;
+        Call(() => { _pollers.Remove(poll); then?.Invoke(); return 0; });
+    }
+
+    [DllImport("libc", EntryPoint = "usleep")]
+    private static extern int Usleep(uint microseconds);
+
+    [DllImport("libc", EntryPoint = "mallopt")]
+    private static extern int Mallopt(int parameter, int value);
+
+    private static void Pause(TimeSpan time) => Usleep((uint)Math.Max(1, time.TotalMicroseconds));
 
     /// <summary>Notes that <paramref name="rank"/> was heard from (any message counts as a heartbeat).</summary>
     public void Heard(int rank) => Volatile.Write(ref _lastHeard[rank], Stopwatch.GetTimestamp());
@@ -132,8 +157,8 @@ internal sealed class MpiEngine : IDisposable
             return;
         }
         _ready.SetResult();
-        long nextBeat = 0;
-        int idleTurns = 0;
+        long nextBeat = 0, lastProgress = 0;
+        long spinTicks = (long)(SpinTime.TotalSeconds * Stopwatch.Frequency);
         while (!_stop)
         {
             bool progress = false;
@@ -180,10 +205,10 @@ internal sealed class MpiEngine : IDisposable
                 CheckPeers(now);
                 nextBeat = now + (long)(HeartbeatInterval.TotalSeconds * Stopwatch.Frequency);
             }
-            if (progress) { idleTurns = 0; continue; }
-            idleTurns++;
-            // Spin while someone waits or transfers are in flight; otherwise sleep a little.
-            if (Volatile.Read(ref _waiters) > 0 || (_active.Count > 0 && idleTurns < 20000)) { Thread.Yield(); continue; }
+            if (progress) { lastProgress = now; continue; }
+            bool waited = Volatile.Read(ref _waiters) > 0;
+            if (waited && now - lastProgress < spinTicks) { Thread.Yield(); continue; }
+            if (waited || _active.Count > 0) { Pause(PollPause); continue; }
             _wake.Wait(1);
             _wake.Reset();
         }
@@ -217,7 +242,25 @@ internal sealed class MpiEngine : IDisposable
         Size = size;
         _lastHeard = Enumerable.Repeat(Stopwatch.GetTimestamp(), size).ToArray();
         _beat = Marshal.AllocHGlobal(sizeof(int));
+        KeepLargeBlocks();
         Marshal.WriteInt32(_beat, rank);
+    }
+
+    // Received activations are new tensors. glibc serves blocks above its mmap threshold (at most 32 MB by default)
+    // with fresh pages from the kernel, which must be faulted in and zeroed on every receive: a 64 MB activation then
+    // costs more to allocate than to transfer. Raising the threshold (and the trim threshold with it) keeps freed
+    // large blocks in the heap for the next message of the same size. Best effort: other C libraries ignore it.
+    private static void KeepLargeBlocks()
+    {
+        const int TrimThreshold = -1, MmapThreshold = -3;
+        try
+        {
+            Mallopt(MmapThreshold, 512 << 20);
+            Mallopt(TrimThreshold, 1024 << 20);
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+        }
     }
 
     private void SendHeartbeats()

@@ -166,7 +166,9 @@ internal sealed class MpiCollectives : ICollectives
             {
                 if (r == _cluster.Rank) continue;
                 for (int i = 0; i < m; i++)
-                    _transport.SendTo(r, new MessageKey(MessageKind.Output, 0, _replica.Index * m + i), mine.Outputs[i]!.clone());
+                {
+                        _transport.SendTo(r, new MessageKey(MessageKind.Output, 0, _replica.Index * m + i), mine.Outputs[i]!.clone());
+                }
             }
         }
         var parts = new List<Tensor>();

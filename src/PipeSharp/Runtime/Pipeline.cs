@@ -500,7 +500,12 @@ public sealed partial class Pipeline : IDisposable
             r.Transport.Clear();
         }
         Exception failure = step.Failure
-            ?? (_cluster?.Failure is RankFailedException lost ? new RankFailedException(lost.Rank, lost.Message) : null)
+            ?? (_cluster?.Failure switch
+            {
+                RankFailedException lost => (Exception)new RankFailedException(lost.Rank, lost.Message),
+                { } other => new MpiException(other.Message, other),
+                null => null,
+            })
             ?? (Exception)new OperationCanceledException("The pipeline step was cancelled; no parameter was changed.", step.Cancellation);
         if (_cluster != null)
         {

@@ -30,7 +30,8 @@ internal sealed class MpiTransport : ITransport
     private readonly int _stages;
     private readonly Func<MessageKey, int> _destination;
     private readonly object _gate = new();
-    private readonly Dictionary<MessageKey, Tensor> _mail = new();
+    // Several messages may wait under one key (e.g. a fast rank's outputs of the next forward pass): kept in send order.
+    private readonly Dictionary<MessageKey, Queue<Tensor>> _mail = new();
     private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), long[]?[]> _sent = new();
     private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), int> _nextSlot = new();
     private readonly Dictionary<(int Peer, int Kind, int Stage, int Slot), long[]> _received = new();
@@ -55,8 +56,11 @@ internal sealed class MpiTransport : ITransport
             MpiNative.Check(MpiNative.MPI_Comm_dup(MpiNative.CommWorld, out int comm), "MPI_Comm_dup");
             return comm;
         });
-        engine.AddPoller(PollIncoming);
+        _poll = PollIncoming;
+        engine.AddPoller(_poll);
     }
+
+    private readonly Func<bool> _poll;
 
     private int Tag(MessageKind kind, int stage, int microBatch, int slot) =>
         1 + (((microBatch * _stages + stage) * 3 + (int)kind) * Slots + slot);
@@ -67,7 +71,10 @@ internal sealed class MpiTransport : ITransport
     /// <summary>Sends <paramref name="tensor"/> to MPI rank <paramref name="rank"/> under <paramref name="key"/>; takes ownership.</summary>
     public void SendTo(int rank, MessageKey key, Tensor tensor)
     {
+        // The transport owns what it sends until MPI is done with the memory: out of any dispose scope, or the
+        // caller's scope could free it (and the next tensor reuse it) before the engine thread has sent it.
         var data = tensor.device_type == DeviceType.CPU && tensor.is_contiguous() ? tensor : tensor.cpu().contiguous();
+        data.DetachFromDisposeScope();
         if (!ReferenceEquals(data, tensor)) tensor.Dispose();
         long[] header = [(long)key.Kind, key.Stage, 0, (long)data.dtype, .. data.shape];
         int slot;
@@ -102,37 +109,47 @@ internal sealed class MpiTransport : ITransport
         using var waiting = _engine.Waiting();
         using var wake = cancellation.Register(Wake);
         using var failed = _engine.FailureToken.Register(Wake);
-        lock (_gate)
+        while (true)
         {
-            while (true)
+            long seen;
+            lock (_gate)
             {
-                if (_mail.Remove(key, out var tensor)) return tensor;
+                if (_mail.TryGetValue(key, out var queue))
+                {
+                    var tensor = queue.Dequeue();
+                    if (queue.Count == 0) _mail.Remove(key);
+                            return tensor;
+                }
                 if (_engine.Failure is RankFailedException f) throw new RankFailedException(f.Rank, f.Message);
                 if (_engine.Failure is { } e) throw new MpiException(e.Message, e);
                 cancellation.ThrowIfCancellationRequested();
-                Monitor.Wait(_gate);
+                seen = _deliveries;
+            }
+            // A message is often only microseconds away: spin briefly before blocking (and paying for a wake-up).
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _deliveries) == seen && spin.Count < 50) spin.SpinOnce(sleep1Threshold: -1);
+            lock (_gate)
+            {
+                if (_deliveries == seen) Monitor.Wait(_gate);
             }
         }
     }
 
+    private long _deliveries;
+
     private void Wake()
     {
-        lock (_gate) Monitor.PulseAll(_gate);
+        lock (_gate)
+        {
+            _deliveries++; // not a message, but waiters must look again (cancellation, failure)
+            Monitor.PulseAll(_gate);
+        }
     }
 
     // Engine thread: takes every message that has arrived, and completes receives in flight.
     private bool PollIncoming()
     {
-        bool progress = false;
-        for (int i = _incoming.Count - 1; i >= 0; i--)
-        {
-            var (key, tensor, request) = _incoming[i];
-            MpiNative.Check(MpiNative.MPI_Test(ref request, out int flag, out _), "MPI_Test");
-            if (flag == 0) { _incoming[i] = (key, tensor, request); continue; }
-            _incoming.RemoveAt(i);
-            Deliver(key, tensor);
-            progress = true;
-        }
+        bool progress = CompleteIncoming();
         while (true)
         {
             MpiNative.Check(MpiNative.MPI_Improbe(MpiNative.AnySource, MpiNative.AnyTag, _comm, out int flag, out int message, out var status), "MPI_Improbe");
@@ -159,18 +176,41 @@ internal sealed class MpiTransport : ITransport
                 throw new MpiException($"rank {status.Source} sent {bytes} bytes for a tensor of shape [{string.Join(",", shape[4..])}].");
             MpiNative.Check(MpiNative.MPI_Imrecv(Pointer(tensor), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
             _incoming.Add((new MessageKey((MessageKind)kind, stage, microBatch), tensor, request));
+            CompleteIncoming(); // a small (eager) message is usually complete at once
         }
+    }
+
+    // Hands over the receives that have completed, in arrival order: a message never overtakes an earlier one with the
+    // same key (e.g. a fast rank's outputs of the next forward pass behind those of this one).
+    private bool CompleteIncoming()
+    {
+        bool progress = false;
+        HashSet<MessageKey>? blocked = null;
+        for (int i = 0; i < _incoming.Count; i++)
+        {
+            var (key, tensor, request) = _incoming[i];
+            int flag = 0;
+            if (request != MpiNative.RequestNull) MpiNative.Check(MpiNative.MPI_Test(ref request, out flag, out _), "MPI_Test");
+            _incoming[i] = (key, tensor, request);
+            if (request != MpiNative.RequestNull || blocked?.Contains(key) == true)
+            {
+                (blocked ??= new()).Add(key);
+                continue;
+            }
+            _incoming.RemoveAt(i--);
+            Deliver(key, tensor);
+            progress = true;
+        }
+        return progress;
     }
 
     private void Deliver(MessageKey key, Tensor tensor)
     {
         lock (_gate)
         {
-            if (!_mail.TryAdd(key, tensor))
-            {
-                tensor.Dispose();
-                throw new MpiException($"A message ({key}) arrived twice.");
-            }
+            if (!_mail.TryGetValue(key, out var queue)) _mail[key] = queue = new Queue<Tensor>();
+            queue.Enqueue(tensor);
+            _deliveries++;
             Monitor.PulseAll(_gate);
         }
     }
@@ -202,13 +242,21 @@ internal sealed class MpiTransport : ITransport
     {
         lock (_gate)
         {
-            foreach (var t in _mail.Values) t.Dispose();
+            foreach (var t in _mail.Values.SelectMany(q => q)) t.Dispose();
             _mail.Clear();
         }
     }
 
     /// <inheritdoc />
-    public void Dispose() => Clear();
+    public void Dispose()
+    {
+        Clear();
+        _engine.RemovePoller(_poll, () =>
+        {
+            int comm = _comm;
+            MpiNative.MPI_Comm_free(ref comm);
+        });
+    }
 
     // Header (if the shape is new on this channel) then data, from the tensor's memory; the tensor is disposed when sent.
     private sealed class SendOperation(int comm, int rank, int tag, long[]? header, Tensor data, int bytes) : MpiOperation

@@ -1,0 +1,84 @@
+using PipeSharp.Mpi;
+using PipeSharp.Transport;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Bench.Mpi;
+
+/// <summary>
+/// Measurement 1: ping-pong bandwidth of activation-sized float32 messages, raw MPI against <see cref="MpiTransport"/>,
+/// in the same run. Every round measures each size with both variants, the first variant alternating from size to size
+/// and round to round; the table gives medians over rounds. Bandwidth = 2 x bytes x iterations / seconds.
+/// </summary>
+internal static class BandwidthBench
+{
+    public const double Target = 0.80;
+
+    /// <summary>Returns the lowest transport/raw ratio of medians over the sizes (every rank gets it; rank 0's is printed).</summary>
+    public static double Run(MpiCluster cluster, MpiBenchOptions options, TextWriter log)
+    {
+        var engine = cluster.Engine;
+        int rank = cluster.Rank;
+        var sizes = options.Sizes;
+        log.WriteLine($"1. ping-pong bandwidth, rank 0 <-> rank 1: {options.Rounds} rounds, medians; per measurement 1 untimed exchange, then " +
+                      $"{MpiBenchOptions.FormatSize(options.VolumePerMeasurement)} each way (at least {MpiBenchOptions.MinIterations} exchanges)");
+        log.WriteLine("   raw: MPI_Isend + MPI_Improbe/MPI_Imrecv + MPI_Test polling, on the engine thread, own communicator, buffers allocated once");
+        log.WriteLine("   transport: MpiTransport.Send / Receive from the main thread; the received tensor is what goes back");
+
+        // Collective calls in the same order on both ranks: the raw communicator, then the transport's (it dups its own).
+        int comm = engine.Call(() =>
+        {
+            MpiNative.Check(MpiNative.MPI_Comm_dup(MpiNative.CommWorld, out int c), "MPI_Comm_dup");
+            return c;
+        });
+        using var transport = new MpiTransport(engine, stages: 2, microBatches: 1, key => key.Stage);
+        // Raw buffers, written once so that no page is first touched inside a timed loop.
+        var buffers = sizes.Select(s => (zeros(s / sizeof(float)), zeros(s / sizeof(float)))).ToList();
+
+        var raw = sizes.Select(_ => new List<double>()).ToList();
+        var piped = sizes.Select(_ => new List<double>()).ToList();
+        try
+        {
+            for (int round = 0; round < options.Rounds; round++)
+            {
+                for (int k = 0; k < sizes.Count; k++)
+                {
+                    int bytes = sizes[k], iterations = options.Iterations(bytes);
+                    double Rate(double seconds) => 2.0 * bytes * iterations / seconds / 1e9;
+                    void MeasureRaw()
+                    {
+                        cluster.Barrier();
+                        raw[k].Add(Rate(PingPong.Raw(engine, comm, rank, buffers[k].Item1, buffers[k].Item2, bytes, iterations)));
+                    }
+                    void MeasureTransport()
+                    {
+                        cluster.Barrier();
+                        piped[k].Add(Rate(PingPong.Transport(transport, rank, bytes, iterations)));
+                    }
+                    if ((round + k) % 2 == 0) { MeasureRaw(); MeasureTransport(); }
+                    else { MeasureTransport(); MeasureRaw(); }
+                }
+                log.WriteLine($"   round {round + 1}/{options.Rounds} done (load {Machine.LoadAverage()})");
+            }
+        }
+        finally
+        {
+            foreach (var (a, b) in buffers) { a.Dispose(); b.Dispose(); }
+            // After a failure the engine takes no more calls (and the process is going down anyway).
+            if (cluster.Failure == null) engine.Call(() => MpiNative.MPI_Comm_free(ref comm));
+        }
+
+        log.WriteLine();
+        log.WriteLine($"   {"size",8} {"exchanges",9} {"raw GB/s",9} {"min",6} {"max",6} {"transport GB/s",15} {"min",6} {"max",6} {"transport/raw",14}");
+        double lowest = double.PositiveInfinity;
+        for (int k = 0; k < sizes.Count; k++)
+        {
+            double r = Stats.Median(raw[k]), t = Stats.Median(piped[k]), ratio = t / r;
+            lowest = Math.Min(lowest, ratio);
+            log.WriteLine($"   {MpiBenchOptions.FormatSize(sizes[k]),8} {options.Iterations(sizes[k]),9} {r,9:F2} {raw[k].Min(),6:F2} {raw[k].Max(),6:F2} " +
+                          $"{t,15:F2} {piped[k].Min(),6:F2} {piped[k].Max(),6:F2} {ratio,14:F3}{(ratio >= Target ? "" : "  < target")}");
+        }
+        log.WriteLine();
+        if (rank == 0) FreshTensorCost.Print(sizes, log);
+        return lowest;
+    }
+}

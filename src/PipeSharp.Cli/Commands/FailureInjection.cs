@@ -5,16 +5,34 @@ namespace PipeSharp.Cli.Commands;
 
 /// <summary>
 /// <c>--inject-failure R:S</c>, for testing failure handling: the pieces of pipeline rank R throw in their forward
-/// during step S (1-based), as a real fault in a stage would.
+/// during step S (1-based), as a real fault in a stage would. <c>R:S:checkpoint</c>: rank R fails while the checkpoint
+/// of step S is being saved (the others are inside the save, waiting for it).
 /// </summary>
 internal static class FailureInjection
 {
+    private static (int Rank, int Step, bool Checkpoint) Parse(string spec)
+    {
+        var parts = spec.Split(':');
+        if (parts.Length is < 2 or > 3 || !int.TryParse(parts[0], out int rank) || !int.TryParse(parts[1], out int step)
+            || (parts.Length == 3 && parts[2] != "checkpoint"))
+            throw new ArgumentException($"--inject-failure: '{spec}' is not R:S or R:S:checkpoint (a rank and a step, e.g. 1:3).");
+        return (rank, step, parts.Length == 3);
+    }
+
+    /// <summary>For R:S:checkpoint: throws if this process is rank R and <paramref name="step"/> is S.</summary>
+    public static void BeforeCheckpoint(string? spec, Mpi.MpiCluster? cluster, int step)
+    {
+        if (spec is null) return;
+        var (rank, at, checkpoint) = Parse(spec);
+        if (checkpoint && at == step && (cluster?.Rank ?? 0) == rank)
+            throw new IOException($"injected failure (--inject-failure {spec}) while saving the checkpoint of step {step}");
+    }
+
     public static void Arm(string? spec, Pipeline pipe, Func<int> currentStep)
     {
         if (spec is null) return;
-        var parts = spec.Split(':');
-        if (parts.Length != 2 || !int.TryParse(parts[0], out int rank) || !int.TryParse(parts[1], out int step))
-            throw new ArgumentException($"--inject-failure: '{spec}' is not R:S (a pipeline rank and a step, e.g. 1:3).");
+        var (rank, step, checkpoint) = Parse(spec);
+        if (checkpoint) return;
         int ranks = pipe.Schedule.RankCount;
         int? here = pipe.Options.Cluster is { } cluster ? cluster.Rank : null;
         foreach (var piece in pipe.Stages)

@@ -56,8 +56,13 @@ internal sealed class MpiRun : IDisposable
         {
             return body(run);
         }
-        catch (Exception e) when (run != null && Errors.IsExpected(e))
+        catch (Exception e) when (run != null)
         {
+            // Whatever failed here, the other ranks must not wait for this one (a pipeline does this itself for its
+            // steps; this covers the rest, such as saving a checkpoint).
+            run.Log($"failure noticed {DateTime.UtcNow:O}");
+            run.Cluster.ReportFailure(e);
+            if (!Errors.IsExpected(e)) throw;
             return Errors.Report(e);
         }
     }
@@ -67,8 +72,9 @@ internal sealed class MpiRun : IDisposable
 
     public void Dispose()
     {
-        // This rank failed: give the others a moment to report the notice before mpirun tears the job down.
-        if (Cluster.Failure is RankFailedException failed && failed.Rank == Cluster.Rank) Thread.Sleep(1000);
+        // After a failure, wait a little before exiting: the first rank to exit makes mpirun kill the rest at once, and
+        // the others (told by a notice, or finding the same lost peer within a heartbeat) should first say why they stop.
+        if (Cluster.Failure != null) Thread.Sleep(TimeSpan.FromSeconds(1.5));
         _log?.WriteLine($"rank {Cluster.Rank} {(Cluster.Failure == null ? "finished" : "stopped after a failure")} {DateTime.UtcNow:O}");
         Cluster.Dispose();
         Console.SetOut(_stdout);

@@ -69,7 +69,7 @@ internal static class TrainGptCommand
 
         using var history = new LossHistory(args.GetValue(GptOptions.Log), firstStep);
         var tokenizer = (task as CorpusTask)?.Corpus.Tokenizer.Spec;
-        var (summary, lastTrainStep) = Train(args, trainer, taskSpec, tokenizer, directory, output, history);
+        var (summary, lastTrainStep) = Train(args, trainer, taskSpec, tokenizer, directory, output, history, cluster);
         bool interrupted = trainer.Step < steps;
         double? accuracy = null;
         if (task is SortingLanguageTask sorting && trainer.Step > firstStep)
@@ -89,13 +89,15 @@ internal static class TrainGptCommand
     /// statistics of the last step that did not measure the validation loss (which replaces the pipeline's last step).
     /// </summary>
     private static (TrainingSummary?, (StepStatistics Stats, int Step)?) Train(ParseResult args, LanguageModelTrainer trainer,
-        LanguageModelTaskSpec taskSpec, TokenizerSpec? tokenizer, string? directory, ILanguageModelOutput output, LossHistory history)
+        LanguageModelTaskSpec taskSpec, TokenizerSpec? tokenizer, string? directory, ILanguageModelOutput output, LossHistory history,
+        Mpi.MpiCluster? cluster)
     {
         int every = args.GetValue(GptOptions.CheckpointEvery), saved = trainer.Step;
         (StepStatistics, int)? lastTrainStep = null;
         void Save()
         {
             if (directory is null || trainer.Step == saved) return;
+            FailureInjection.BeforeCheckpoint(args.GetValue(ClusterOptions.InjectFailure), cluster, trainer.Step);
             LanguageModelCheckpoint.Save(directory, trainer, taskSpec, tokenizer);
             saved = trainer.Step;
             output.Note($"saved checkpoint {Path.Combine(directory, CheckpointStore.FolderName(saved))}");

@@ -82,7 +82,7 @@ public sealed class MpiCluster : IDisposable
     public void ReportFailure(Exception error)
     {
         ArgumentNullException.ThrowIfNull(error);
-        if (error is RankFailedException) return; // another rank's failure: that rank has told everyone
+        if (error is RankFailedException) return; // another rank's failure (or this one's, already told): everyone knows
         string text = $"rank {Rank} on {HostName} ({_engine.DescribeRank(Rank)}) failed: {error.Message}";
         _engine.NotifyFailure(text, TimeSpan.FromSeconds(2));
     }

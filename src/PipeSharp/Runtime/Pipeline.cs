@@ -262,6 +262,9 @@ public sealed partial class Pipeline : IDisposable
                 foreach (var group in s.Optimizer.ParamGroups) group.LearningRate = learningRate;
     }
 
+    /// <summary>The replicas held by this process.</summary>
+    internal IReadOnlyList<ReplicaRuntime> Replicas => _replicas;
+
     /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
     internal int LiveWorkerThreads => _workers.Count(w => w.Worker.IsAlive);
 

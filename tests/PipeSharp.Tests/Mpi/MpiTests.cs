@@ -1,0 +1,180 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace PipeSharp.Tests.Mpi;
+
+/// <summary>
+/// Pipelines across MPI processes on this machine (4 ranks on however many cores): the same results as in one
+/// process, failures that stop every rank quickly and name the rank at fault, and checkpoints written by several
+/// ranks that resume with another rank count.
+/// </summary>
+[Collection(MpiCollection.Name)]
+public class MpiTests
+{
+    private static readonly TimeSpan Long = TimeSpan.FromMinutes(4);
+
+    [MpiFact]
+    public void Two_stages_by_two_replicas_on_four_ranks_match_single_device_training_with_the_tied_embedding_identical()
+    {
+        var run = MpiJob.Run(4, "verify --data-parallel 2 --steps 3", Long);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("4 MPI processes: 2 replicas x 2 stages", run.Output);
+        Assert.Matches(@"\d+ checks, 0 mismatches", run.Output);
+        var gpt = GptLines(run.Output);
+        Assert.Equal(15, gpt.Count); // 5 schedules x micro-batches 2, 4, 8
+        Assert.All(gpt, line => Assert.EndsWith("ok  tied copies differ by 0e+00", line));
+    }
+
+    [MpiFact]
+    public void Four_stages_on_four_ranks_match_single_device_training_with_interleaved_and_zero_bubble_schedules()
+    {
+        var run = MpiJob.Run(4, "verify --steps 3", Long);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("4 MPI processes: 1 replica x 4 stages", run.Output);
+        foreach (var schedule in new[] { "interleaved", "zb-h1", "zb-v" })
+            Assert.Matches(new Regex($@"^mlp\s+adam\s+{schedule}\s+4\s+8\s+\S+\s+ok$", RegexOptions.Multiline), run.Output);
+        Assert.All(GptLines(run.Output), line => Assert.EndsWith("ok  tied copies differ by 0e+00", line));
+        Assert.Matches(@"\d+ checks, 0 mismatches", run.Output);
+    }
+
+    [MpiFact]
+    public void A_rank_that_throws_stops_every_rank_within_seconds_and_each_names_it_with_its_stage_and_micro_batch()
+    {
+        using var logs = new TempFolder();
+        var run = MpiJob.Run(4, $"train --model mlp --stages 4 --steps 1000 --inject-failure 2:3 --log-dir {logs.Path}", TimeSpan.FromSeconds(60));
+        Assert.NotEqual(0, run.ExitCode);
+        Assert.True(run.Elapsed < TimeSpan.FromSeconds(30), $"the job took {run.Elapsed.TotalSeconds:F1} s to end");
+        Assert.Contains("rank 2: error: Stage 2 failed in the forward of micro-batch 0 (action 2F0)", run.Output);
+        foreach (int rank in new[] { 0, 1, 3 })
+        {
+            string log = File.ReadAllText(Path.Combine(logs.Path, $"rank-{rank}.log"));
+            Assert.Contains($"rank {rank}: error: rank 2 on ", log);
+            Assert.Contains("(replica 0, stage 2) failed: Stage 2 failed in the forward of micro-batch 0", log);
+            Assert.DoesNotContain("step 3 ", log); // nobody finished the failed step
+            var delay = Noticed(log) - Noticed(File.ReadAllText(Path.Combine(logs.Path, "rank-2.log")));
+            Assert.True(delay < TimeSpan.FromSeconds(10), $"rank {rank} stopped {delay.TotalSeconds:F1} s after rank 2 failed:\n{log}");
+        }
+        Assert.Empty(MpiJob.Processes(logs.Path));
+    }
+
+    [MpiFact]
+    public void A_killed_rank_brings_every_rank_down_within_seconds_and_the_job_names_it()
+    {
+        using var logs = new TempFolder();
+        var output = new StringBuilder();
+        using var job = MpiJob.Start(4, $"train --model mlp --stages 4 --steps 1000000 --log-dir {logs.Path}", output);
+        try
+        {
+            string victimLog = Path.Combine(logs.Path, "rank-2.log");
+            var started = Stopwatch.StartNew();
+            while (!(File.Exists(victimLog) && File.ReadAllText(victimLog).Contains("step ")))
+            {
+                Assert.True(started.Elapsed < TimeSpan.FromSeconds(60), $"the job did not start training:\n{output}");
+                Thread.Sleep(100);
+            }
+            int pid = int.Parse(Regex.Match(File.ReadAllText(victimLog), @"process (\d+)").Groups[1].Value);
+            var clock = Stopwatch.StartNew();
+            Process.GetProcessById(pid).Kill();
+            Assert.True(job.WaitForExit(TimeSpan.FromSeconds(10)), $"mpirun was still running 10 s after rank 2 was killed:\n{output}");
+            job.WaitForExit();
+            Assert.Empty(MpiJob.Processes(logs.Path)); // every rank is gone
+            Assert.NotEqual(0, job.ExitCode);
+            Assert.Contains("BAD TERMINATION", output.ToString());
+            Assert.Contains($"rank 2 of 4 on", File.ReadAllText(victimLog)); // the log names the rank of that process
+        }
+        finally
+        {
+            if (!job.HasExited) job.Kill(entireProcessTree: true);
+        }
+    }
+
+    [MpiFact]
+    public void A_failed_run_resumes_from_its_last_checkpoint_with_another_rank_layout_and_ends_as_an_uninterrupted_run()
+    {
+        using var folder = new TempFolder();
+        string ck = Path.Combine(folder.Path, "ck");
+        const string Gpt = "train --model gpt --steps 30 --eval-batches 4";
+        // 2 stages x 2 replicas; checkpoints at 15; rank 1 fails in step 22.
+        var failed = MpiJob.Run(4, $"{Gpt} --stages 2 --data-parallel 2 --checkpoint {ck} --checkpoint-every 15 --inject-failure 1:22", Long);
+        Assert.NotEqual(0, failed.ExitCode);
+        Assert.Equal(["step-000015"], Directory.GetDirectories(ck).Select(Path.GetFileName).Order());
+        // Resumed as 4 stages x 1 replica.
+        var resumed = MpiJob.Run(4, $"{Gpt} --stages 4 --checkpoint {ck} --resume", Long);
+        Assert.True(resumed.ExitCode == 0, resumed.Output);
+        Assert.Contains("resumed from step 15", resumed.Output);
+        // The same run without MPI or interruption, in one process.
+        var straight = InProcess($"{Gpt} --stages 2");
+        Assert.Equal(FinalLoss(straight), FinalLoss(resumed.Output));
+    }
+
+    [MpiFact]
+    public void A_rank_failing_while_a_checkpoint_is_saved_leaves_the_previous_checkpoint_as_the_newest_and_loadable()
+    {
+        using var folder = new TempFolder();
+        string ck = Path.Combine(folder.Path, "ck");
+        var failed = MpiJob.Run(4, $"train --model gpt --steps 30 --eval-batches 2 --stages 2 --data-parallel 2 --checkpoint {ck} --checkpoint-every 10 --inject-failure 0:20:checkpoint", Long);
+        Assert.NotEqual(0, failed.ExitCode);
+        Assert.Contains("while saving the checkpoint of step 20", failed.Output);
+        Assert.Equal(["step-000010"], Directory.GetDirectories(ck).Select(Path.GetFileName).Order());
+        var resumed = MpiJob.Run(2, $"train --model gpt --steps 12 --eval-batches 2 --stages 2 --checkpoint {ck} --resume", Long);
+        Assert.True(resumed.ExitCode == 0, resumed.Output);
+        Assert.Contains("resumed from step 10", resumed.Output);
+    }
+
+    [MpiFact]
+    public void A_rank_count_that_is_not_stages_times_replicas_is_refused_before_training()
+    {
+        var run = MpiJob.Run(3, "train --model mlp --stages 2 --data-parallel 2 --steps 5", TimeSpan.FromSeconds(60));
+        Assert.NotEqual(0, run.ExitCode); // each rank exits with 2; mpirun reports whichever ended first (or was ended by it)
+        Assert.Contains("the MPI job has 3 processes but the pipeline needs 2 stages x 2 replicas = 4: start it with mpirun -np 4", run.Output);
+        Assert.DoesNotContain("step 1", run.Output);
+    }
+
+    [MpiFact]
+    public void Every_model_of_the_cli_trains_across_processes_with_the_losses_of_one_process()
+    {
+        foreach (var (model, args) in new[] { ("mlp", "--schedule zb-v --stages 2"), ("cnn", "--schedule interleaved --stages 2"), ("gpt", "--stages 2 --eval-batches 2") })
+        {
+            string common = $"train --model {model} --steps 4 {args}";
+            var mpi = MpiJob.Run(4, $"{common} --data-parallel 2", Long);
+            Assert.True(mpi.ExitCode == 0, mpi.Output);
+            var local = InProcess($"{common} --data-parallel 2");
+            Assert.Equal(StepLosses(local), StepLosses(mpi.Output));
+        }
+    }
+
+    private static List<string> GptLines(string output) =>
+        output.Split('\n').Select(l => l.TrimEnd()).Where(l => l.StartsWith("gpt ")).ToList();
+
+    // "training 0.4968 (step 30" and "validation 0.4500" of the summary.
+    private static string FinalLoss(string output)
+    {
+        var line = Regex.Match(output, @"^loss\s+training (\S+) \(step (\d+).*validation (\S+)", RegexOptions.Multiline);
+        Assert.True(line.Success, output);
+        return $"step {line.Groups[2]}: training {line.Groups[1]}, validation {line.Groups[3]}";
+    }
+
+    private static List<string> StepLosses(string output) =>
+        Regex.Matches(output, @"^step\s+(\d+)\s+loss\s+(\S+)", RegexOptions.Multiline).Select(m => $"{m.Groups[1]} {m.Groups[2]}").ToList();
+
+    // When a rank's log says it saw the failure (its own, or another rank's notice).
+    private static DateTime Noticed(string log) =>
+        DateTime.Parse(Regex.Match(log, @"failure noticed (\S+)").Groups[1].Value, null, System.Globalization.DateTimeStyles.RoundtripKind);
+
+    private static string InProcess(string arguments)
+    {
+        var info = new ProcessStartInfo("dotnet", $"{MpiJob.Cli} {arguments}") { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var process = Process.Start(info)!;
+        string output = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        Assert.True(process.ExitCode == 0, output);
+        return output;
+    }
+
+    private sealed class TempFolder : IDisposable
+    {
+        public string Path { get; } = Directory.CreateTempSubdirectory("pipesharp-mpi-").FullName;
+        public void Dispose() { try { Directory.Delete(Path, true); } catch (IOException) { } }
+    }
+}

@@ -31,6 +31,9 @@ internal interface ICollectives : IDisposable
     /// <summary>The last stage's outputs of a forward pass, for the whole batch, on every rank.</summary>
     Tensor CollectOutputs(StepContext step, CancellationToken cancellation);
 
+    /// <summary>Each stage's busy time of one replica, on every rank (across processes each holds only its own).</summary>
+    double[] StageBusy(StepContext step, CancellationToken cancellation);
+
     /// <summary>The largest difference between copies of a shared parameter.</summary>
     double SharedCopyDifference();
 

@@ -58,6 +58,8 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
     public Tensor CollectOutputs(StepContext step, CancellationToken cancellation) =>
         torch.cat(step.Replicas.SelectMany(r => r!.Outputs).Select(o => o!).ToArray(), 0);
 
+    public double[] StageBusy(StepContext step, CancellationToken cancellation) => step.StageBusy.ToArray();
+
     public double SharedCopyDifference() => replicas.Max(r => r.Shared.MaxCopyDifference());
 
     public void ReportFailure(Exception failure)

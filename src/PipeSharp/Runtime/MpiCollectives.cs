@@ -155,6 +155,13 @@ internal sealed class MpiCollectives : ICollectives
         return _cluster.AllReduceSum(losses, cancellation).Sum();
     }
 
+    public double[] StageBusy(StepContext step, CancellationToken cancellation)
+    {
+        double[] mine;
+        lock (step.StageBusy) mine = _replica.Index == 0 ? step.StageBusy.ToArray() : new double[step.StageBusy.Length];
+        return _cluster.AllReduceSum(mine, cancellation);
+    }
+
     public Tensor CollectOutputs(StepContext step, CancellationToken cancellation)
     {
         var mine = step.Replicas[_replica.Index]!;

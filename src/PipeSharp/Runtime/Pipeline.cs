@@ -318,7 +318,9 @@ public sealed partial class Pipeline : IDisposable
                     lock (step.StageBusy) step.StageBusy[s.Module.Index] += step.Seconds(Stopwatch.GetTimestamp()) - step.Seconds(t0);
             }
         });
-        LastStep = Statistics(step);
+        double[] busy = step.StageBusy;
+        Collective(step, () => busy = _collectives.StageBusy(step, step.Cancellation));
+        LastStep = Statistics(step, busy);
         return (float)loss;
     }
 
@@ -335,7 +337,7 @@ public sealed partial class Pipeline : IDisposable
         try
         {
             RunOnWorkers(step, (replica, rank) => RunActions(replica, rank, step));
-            LastForward = Statistics(step);
+            LastForward = Statistics(step, step.StageBusy);
             Tensor? output = null;
             Collective(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
             return output!;
@@ -527,11 +529,12 @@ public sealed partial class Pipeline : IDisposable
                 "and resume from the last checkpoint.", _broken);
     }
 
-    private static StepStatistics Statistics(StepContext step)
+    // With MPI the timeline and messages are this process's own; the busy times are every stage's.
+    private static StepStatistics Statistics(StepContext step, double[] stageBusy)
     {
         double wall = step.Seconds(Stopwatch.GetTimestamp());
         var timeline = step.Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
-        return new StepStatistics(wall, step.StageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList());
+        return new StepStatistics(wall, stageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList());
     }
 
     /// <summary>Stops the worker threads and releases the optimizers and any tensors still held.</summary>

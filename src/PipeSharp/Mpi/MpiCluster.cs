@@ -83,7 +83,7 @@ public sealed class MpiCluster : IDisposable
     {
         ArgumentNullException.ThrowIfNull(error);
         if (error is RankFailedException) return; // another rank's failure (or this one's, already told): everyone knows
-        string text = $"rank {Rank} on {HostName} ({_engine.DescribeRank(Rank)}) failed: {error.Message}";
+        string text = $"{_engine.DescribeRank(Rank)} failed: {error.Message}";
         _engine.NotifyFailure(text, TimeSpan.FromSeconds(2));
     }
 
@@ -108,11 +108,7 @@ public sealed class MpiCluster : IDisposable
     /// <summary>Waits until every rank gets here.</summary>
     public void Barrier(CancellationToken cancellation = default) => AllReduceSum([0.0], cancellation);
 
-    internal void Wait(MpiOperation operation, CancellationToken cancellation)
-    {
-        using var waiting = _engine.Waiting();
-        operation.Wait(cancellation);
-    }
+    internal void Wait(MpiOperation operation, CancellationToken cancellation) => _engine.Wait(operation, cancellation);
 
     /// <summary>
     /// Waits for every rank to finish, then shuts MPI down. After a failure it leaves MPI as it is (finalising could

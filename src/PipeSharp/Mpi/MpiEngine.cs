@@ -57,17 +57,22 @@ internal sealed class MpiEngine : IDisposable
     public TimeSpan HeartbeatInterval { get; }
 
     /// <summary>
-    /// How long the engine polls without pausing after its last progress while a thread of this process waits for
-    /// MPI (that thread's core is idle meanwhile); after that, and while transfers are in flight with nobody waiting,
-    /// it pauses <see cref="PollPause"/> between polls; with nothing to do it sleeps until work is queued (at most 1 ms).
+    /// How long a waiting thread polls MPI itself, without blocking, after the last progress when no transfer is in
+    /// flight; then it blocks in slices of a millisecond while this engine's thread polls every <see cref="PollPause"/>.
     /// </summary>
-    public static TimeSpan SpinTime { get; } = TimeSpan.FromMilliseconds(50);
+    public static TimeSpan SpinTime { get; } = TimeSpan.FromMilliseconds(1);
 
-    /// <summary>The pause between polls when not spinning.</summary>
+    /// <summary>The engine thread's pause between polls while transfers are in flight or a thread waits.</summary>
     public static TimeSpan PollPause { get; } = TimeSpan.FromMicroseconds(50);
 
-    /// <summary>Describes a rank for messages (its stage and replica, once a pipeline has said so).</summary>
-    public Func<int, string> DescribeRank { get; set; } = r => $"rank {r}";
+    /// <summary>A rank's role, for messages (e.g. "replica 0, stage 2"), once a pipeline has said so.</summary>
+    public Func<int, string>? RoleOf { get; set; }
+
+    /// <summary>"rank 2 on node2 (replica 0, stage 2)": a rank, its host and its role.</summary>
+    public string DescribeRank(int rank) =>
+        $"rank {rank} on {(_hosts.Length > rank ? _hosts[rank] : "?")}" + (RoleOf is { } role ? $" ({role(rank)})" : "");
+
+    private string[] _hosts = [];
 
     /// <summary>The first failure (this rank's or another's); null while all is well.</summary>
     public Exception? Failure => Volatile.Read(ref _failure);
@@ -84,12 +89,32 @@ internal sealed class MpiEngine : IDisposable
         return operation;
     }
 
-    /// <summary>Runs <paramref name="call"/> on the engine thread and waits for it (for setup calls such as MPI_Comm_split).</summary>
+    /// <summary>Runs <paramref name="call"/> with MPI to itself (serialised with every other MPI call) and waits for it.</summary>
     public T Call<T>(Func<T> call)
     {
         var op = new CallOperation<T>(call);
-        Submit(op).Wait(CancellationToken.None);
+        Wait(Submit(op), CancellationToken.None);
         return op.Result!;
+    }
+
+    /// <summary>
+    /// Waits for <paramref name="operation"/>, polling MPI on this thread while no other thread does (for up to
+    /// <see cref="SpinTime"/> after the last progress), then blocking in 1 ms slices while the engine thread polls.
+    /// </summary>
+    /// <exception cref="RankFailedException">Another rank failed or was lost.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled.</exception>
+    public void Wait(MpiOperation operation, CancellationToken cancellation)
+    {
+        using var waiting = Waiting();
+        long spin = (long)(SpinTime.TotalSeconds * Stopwatch.Frequency), last = Stopwatch.GetTimestamp();
+        while (!operation.IsCompleted)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            if (TryProgress()) { last = Stopwatch.GetTimestamp(); continue; }
+            if (InFlight || Stopwatch.GetTimestamp() - last < spin) { Thread.Yield(); continue; }
+            operation.Wait(TimeSpan.FromMilliseconds(1), cancellation);
+        }
+        operation.ThrowIfFailed();
     }
 
     /// <summary>Adds a poller, called on every turn of the engine loop; it returns true if it made progress.</summary>
@@ -105,15 +130,23 @@ internal sealed class MpiEngine : IDisposable
     [DllImport("libc", EntryPoint = "usleep")]
     private static extern int Usleep(uint microseconds);
 
-    [DllImport("libc", EntryPoint = "mallopt")]
-    private static extern int Mallopt(int parameter, int value);
-
     private static void Pause(TimeSpan time) => Usleep((uint)Math.Max(1, time.TotalMicroseconds));
 
     /// <summary>Notes that <paramref name="rank"/> was heard from (any message counts as a heartbeat).</summary>
     public void Heard(int rank) => Volatile.Write(ref _lastHeard[rank], Stopwatch.GetTimestamp());
 
-    /// <summary>Marks that a thread waits for a message: the engine then polls without sleeping.</summary>
+    /// <summary>True while sends, receives or collectives are in flight (they need progress calls to complete).</summary>
+    public bool InFlight => _active.Count > 0 || Volatile.Read(ref _pendingReceives) > 0;
+
+    /// <summary>Counts receives in flight outside the engine's own operations (the transport's).</summary>
+    public void ReceiveStarted() => Interlocked.Increment(ref _pendingReceives);
+
+    /// <summary>See <see cref="ReceiveStarted"/>.</summary>
+    public void ReceiveEnded() => Interlocked.Decrement(ref _pendingReceives);
+
+    private int _pendingReceives;
+
+    /// <summary>Marks that a thread waits for MPI: the engine thread then keeps polling.</summary>
     public IDisposable Waiting()
     {
         Interlocked.Increment(ref _waiters);
@@ -142,7 +175,9 @@ internal sealed class MpiEngine : IDisposable
         var op = new NoticeOperation(this, handle, bytes.Length);
         _queue.Enqueue(op); // even after a failure: a notice must still go out
         _wake.Set();
-        op.Wait(timeout);
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        while (!op.IsCompleted && Stopwatch.GetTimestamp() < deadline)
+            if (!TryProgress()) op.Wait(TimeSpan.FromMilliseconds(1), CancellationToken.None);
         if (first) Fail(new RankFailedException(Rank, text));
     }
 
@@ -158,67 +193,99 @@ internal sealed class MpiEngine : IDisposable
             return;
         }
         _ready.SetResult();
-        long nextBeat = 0, lastProgress = 0;
-        long spinTicks = (long)(SpinTime.TotalSeconds * Stopwatch.Frequency);
         while (!_stop)
         {
-            bool progress = false;
-            while (_queue.TryDequeue(out var op))
-            {
-                progress = true;
-                if (Failure is { } failure && op is not NoticeOperation) { op.Complete(failure); continue; }
-                try { op.Start(); _active.Add(op); }
-                catch (Exception e) { op.Complete(e); }
-            }
-            for (int i = _active.Count - 1; i >= 0; i--)
-            {
-                var op = _active[i];
-                bool done;
-                try { done = op.Test(); }
-                catch (Exception e) { _active.RemoveAt(i); op.Complete(e); progress = true; continue; }
-                if (!done) continue;
-                _active.RemoveAt(i);
-                op.Complete(null);
-                progress = true;
-            }
-            if (Failure is { } f)
-            {
-                for (int i = _active.Count - 1; i >= 0; i--)
-                {
-                    if (_active[i] is NoticeOperation) continue;
-                    _active[i].Complete(f);
-                    _active.RemoveAt(i);
-                }
-            }
-            try
-            {
-                foreach (var poll in _pollers) progress |= poll();
-                progress |= PollControl();
-            }
-            catch (Exception e)
-            {
-                Fail(e);
-            }
-            long now = Stopwatch.GetTimestamp();
-            if (now >= nextBeat)
-            {
-                SendHeartbeats();
-                CheckPeers(now);
-                nextBeat = now + (long)(HeartbeatInterval.TotalSeconds * Stopwatch.Frequency);
-            }
-            if (progress) { lastProgress = now; continue; }
-            bool waited = Volatile.Read(ref _waiters) > 0;
-            if (waited && now - lastProgress < spinTicks) { Thread.Yield(); continue; }
-            if (waited || _active.Count > 0) { Pause(PollPause); continue; }
+            bool progress;
+            lock (_progress) progress = Turn();
+            if (progress) continue;
+            // Transfers in flight need MPI to be called to move on (a large message goes in fragments, each moved on
+            // by a progress call): keep polling without sleeping until they are done. With only waiters (which poll
+            // themselves) pause briefly; with nothing at all, sleep until work is queued.
+            if (InFlight) { Thread.Yield(); continue; }
+            if (Volatile.Read(ref _waiters) > 0) { Pause(PollPause); continue; }
             _wake.Wait(1);
             _wake.Reset();
         }
         if (_finalize)
         {
             _finalizing.Set();
-            MpiNative.MPI_Finalize();
+            lock (_progress) MpiNative.MPI_Finalize();
         }
     }
+
+    /// <summary>
+    /// Makes progress on the calling thread if no other thread is doing so: a thread that waits for MPI polls it
+    /// itself, so a message it waits for is taken the moment it arrives, without a hand-over between threads.
+    /// </summary>
+    /// <returns>True if anything progressed.</returns>
+    public bool TryProgress()
+    {
+        if (!_initialised || !Monitor.TryEnter(_progress)) return false;
+        try
+        {
+            return !_stop && Turn();
+        }
+        finally
+        {
+            Monitor.Exit(_progress);
+        }
+    }
+
+    // One turn of progress: start queued operations, test active ones, run the pollers (incoming messages, control
+    // messages), send heartbeats and check peers when due. The caller holds _progress: MPI is initialised
+    // MPI_THREAD_SERIALIZED, and this lock is what serialises every call into it.
+    private bool Turn()
+    {
+        bool progress = false;
+        while (_queue.TryDequeue(out var op))
+        {
+            progress = true;
+            if (Failure is { } failure && op is not NoticeOperation) { op.Complete(failure); continue; }
+            try { op.Start(); _active.Add(op); }
+            catch (Exception e) { op.Complete(e); }
+        }
+        for (int i = _active.Count - 1; i >= 0; i--)
+        {
+            var op = _active[i];
+            bool done;
+            try { done = op.Test(); }
+            catch (Exception e) { _active.RemoveAt(i); op.Complete(e); progress = true; continue; }
+            if (!done) continue;
+            _active.RemoveAt(i);
+            op.Complete(null);
+            progress = true;
+        }
+        if (Failure is { } f)
+        {
+            for (int i = _active.Count - 1; i >= 0; i--)
+            {
+                if (_active[i] is NoticeOperation) continue;
+                _active[i].Complete(f);
+                _active.RemoveAt(i);
+            }
+        }
+        try
+        {
+            foreach (var poll in _pollers) progress |= poll();
+            progress |= PollControl();
+        }
+        catch (Exception e)
+        {
+            Fail(e);
+        }
+        long now = Stopwatch.GetTimestamp();
+        if (now >= _nextBeat)
+        {
+            SendHeartbeats();
+            _nextBeat = now + (long)(HeartbeatInterval.TotalSeconds * Stopwatch.Frequency);
+        }
+        CheckPeers(now);
+        return progress;
+    }
+
+    private readonly object _progress = new();
+    private long _nextBeat;
+    private volatile bool _initialised;
 
     private void Initialise()
     {
@@ -226,7 +293,11 @@ internal sealed class MpiEngine : IDisposable
         {
             MpiNative.Check(MpiNative.MPI_Initialized(out int initialised), "MPI_Initialized");
             if (initialised == 0)
-                MpiNative.Check(MpiNative.MPI_Init_thread(IntPtr.Zero, IntPtr.Zero, MpiNative.ThreadFunneled, out _), "MPI_Init_thread");
+            {
+                MpiNative.Check(MpiNative.MPI_Init_thread(IntPtr.Zero, IntPtr.Zero, MpiNative.ThreadSerialized, out int provided), "MPI_Init_thread");
+                if (provided < MpiNative.ThreadSerialized)
+                    throw new MpiException($"this MPI library provides thread level {provided}, but PipeSharp needs MPI_THREAD_SERIALIZED ({MpiNative.ThreadSerialized}).");
+            }
         }
         catch (DllNotFoundException e)
         {
@@ -245,27 +316,36 @@ internal sealed class MpiEngine : IDisposable
         MpiNative.Check(MpiNative.MPI_Comm_dup(MpiNative.CommWorld, out _control), "MPI_Comm_dup");
         Rank = rank;
         Size = size;
+        _hosts = GatherHostNames(size);
         _lastHeard = Enumerable.Repeat(Stopwatch.GetTimestamp(), size).ToArray();
         _beat = Marshal.AllocHGlobal(sizeof(int));
-        KeepLargeBlocks();
         Marshal.WriteInt32(_beat, rank);
+        _initialised = true;
     }
 
-    // Received activations are new tensors. glibc serves blocks above its mmap threshold (at most 32 MB by default)
-    // with fresh pages from the kernel, which must be faulted in and zeroed on every receive: a 64 MB activation then
-    // costs more to allocate than to transfer. Raising the threshold (and the trim threshold with it) keeps freed
-    // large blocks in the heap for the next message of the same size. Best effort: other C libraries ignore it.
-    private static void KeepLargeBlocks()
+    // Every rank's host name, for messages that name a lost peer (one all-gather at start-up).
+    private string[] GatherHostNames(int size)
     {
-        const int TrimThreshold = -1, MmapThreshold = -3;
+        const int Width = 64;
+        var mine = new byte[Width];
+        var bytes = Encoding.UTF8.GetBytes(HostName);
+        Array.Copy(bytes, mine, Math.Min(bytes.Length, Width));
+        var all = new byte[Width * size];
+        var send = GCHandle.Alloc(mine, GCHandleType.Pinned);
+        var receive = GCHandle.Alloc(all, GCHandleType.Pinned);
         try
         {
-            Mallopt(MmapThreshold, 512 << 20);
-            Mallopt(TrimThreshold, 1024 << 20);
+            MpiNative.Check(MpiNative.MPI_Iallgather(send.AddrOfPinnedObject(), Width, MpiNative.Byte,
+                receive.AddrOfPinnedObject(), Width, MpiNative.Byte, _control, out int request), "MPI_Iallgather");
+            int done;
+            do MpiNative.Check(MpiNative.MPI_Test(ref request, out done, out _), "MPI_Test"); while (done == 0);
         }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        finally
         {
+            send.Free();
+            receive.Free();
         }
+        return Enumerable.Range(0, size).Select(r => Encoding.UTF8.GetString(all, r * Width, Width).TrimEnd('\0')).ToArray();
     }
 
     private void SendHeartbeats()
@@ -286,9 +366,12 @@ internal sealed class MpiEngine : IDisposable
             if (r == Rank) continue;
             double silent = (now - Volatile.Read(ref _lastHeard[r])) / (double)Stopwatch.Frequency;
             if (silent <= PeerTimeout.TotalSeconds) continue;
-            Fail(new RankFailedException(r,
-                $"rank {Rank} on {HostName}: {DescribeRank(r)} has sent nothing for {silent:F1} s (peer timeout " +
-                $"{PeerTimeout.TotalSeconds:F0} s): that process stopped or the network link to it is down."));
+            string text = $"rank {Rank} on {HostName} lost {DescribeRank(r)}: it has sent nothing for {silent:F1} s (peer timeout " +
+                          $"{PeerTimeout.TotalSeconds:F0} s), so that process stopped or the network link to it is down.";
+            Fail(new RankFailedException(r, text));
+            // Tell the ranks still reachable (those on this host first of all), so that they stop now too rather than
+            // find out for themselves up to a heartbeat later, and say why.
+            _queue.Enqueue(new NoticeOperation(this, GCHandle.Alloc(Encoding.UTF8.GetBytes(text), GCHandleType.Pinned), Encoding.UTF8.GetByteCount(text)));
             return;
         }
     }
@@ -336,7 +419,7 @@ internal sealed class MpiEngine : IDisposable
             }));
             try
             {
-                using (Waiting()) barrier.Wait(CancellationToken.None);
+                Wait(barrier, CancellationToken.None);
                 _finalize = true;
             }
             catch (Exception)

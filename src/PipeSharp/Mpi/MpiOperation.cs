@@ -28,10 +28,12 @@ internal abstract class MpiOperation
         finally { _done.Set(); }
     }
 
-    /// <summary>Waits for completion; throws the engine's failure, or the operation's own error.</summary>
-    public void Wait(CancellationToken cancellation)
+    /// <summary>Blocks until completion or for at most <paramref name="timeout"/>; true if complete.</summary>
+    public bool Wait(TimeSpan timeout, CancellationToken cancellation) => _done.Wait(timeout, cancellation);
+
+    /// <summary>After completion: throws the engine's failure, or the operation's own error.</summary>
+    public void ThrowIfFailed()
     {
-        _done.Wait(cancellation);
         if (_error is RankFailedException failed) throw new RankFailedException(failed.Rank, failed.Message);
         if (_error is not null) throw new MpiException(_error.Message, _error);
     }

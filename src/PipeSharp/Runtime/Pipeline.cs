@@ -174,7 +174,7 @@ public sealed partial class Pipeline : IDisposable
             if (_cluster != null)
             {
                 var placement = Schedule.StageToRank;
-                _cluster.Engine.DescribeRank = r =>
+                _cluster.Engine.RoleOf = r =>
                     $"replica {r / ranks}, stage {string.Join("+", Enumerable.Range(0, placement.Count).Where(s => placement[s] == r % ranks))}";
                 _collectives = new MpiCollectives(_cluster, _replicas[0], (MpiTransport)_replicas[0].Transport, ranks, replicas);
             }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using PipeSharp.Mpi;
 using TorchSharp;
@@ -109,6 +110,7 @@ internal sealed class MpiTransport : ITransport
         using var waiting = _engine.Waiting();
         using var wake = cancellation.Register(Wake);
         using var failed = _engine.FailureToken.Register(Wake);
+        long spin = (long)(MpiEngine.SpinTime.TotalSeconds * Stopwatch.Frequency), last = Stopwatch.GetTimestamp();
         while (true)
         {
             long seen;
@@ -125,12 +127,13 @@ internal sealed class MpiTransport : ITransport
                 cancellation.ThrowIfCancellationRequested();
                 seen = _deliveries;
             }
-            // A message is often only microseconds away: spin briefly before blocking (and paying for a wake-up).
-            var spin = new SpinWait();
-            while (Volatile.Read(ref _deliveries) == seen && spin.Count < 50) spin.SpinOnce(sleep1Threshold: -1);
+            // Poll MPI on this thread while no other thread does, so the message is taken the moment it arrives;
+            // after SpinTime without progress, block in 1 ms slices (the engine thread keeps polling meanwhile).
+            if (_engine.TryProgress()) { last = Stopwatch.GetTimestamp(); continue; }
+            if (_engine.InFlight || Stopwatch.GetTimestamp() - last < spin) { Thread.Yield(); continue; }
             lock (_gate)
             {
-                if (_deliveries == seen) Monitor.Wait(_gate);
+                if (_deliveries == seen) Monitor.Wait(_gate, 1);
             }
         }
     }
@@ -171,11 +174,13 @@ internal sealed class MpiTransport : ITransport
             int microBatch = t / Slots / 3 / _stages;
             if (!_received.TryGetValue((status.Source, kind, stage, slot), out var shape))
                 throw new MpiException($"rank {status.Source} sent a message (tag {status.Tag}) whose shape was never announced.");
-            var tensor = torch.empty(shape[4..], (ScalarType)shape[3]);
+            // Out of any dispose scope: this may run on a worker thread that polls while it waits, inside its action's scope.
+            var tensor = torch.empty(shape[4..], (ScalarType)shape[3]).DetachFromDisposeScope();
             if (tensor.NumberOfElements * tensor.ElementSize != bytes)
                 throw new MpiException($"rank {status.Source} sent {bytes} bytes for a tensor of shape [{string.Join(",", shape[4..])}].");
             MpiNative.Check(MpiNative.MPI_Imrecv(Pointer(tensor), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
             _incoming.Add((new MessageKey((MessageKind)kind, stage, microBatch), tensor, request));
+            _engine.ReceiveStarted();
             CompleteIncoming(); // a small (eager) message is usually complete at once
         }
     }
@@ -190,7 +195,11 @@ internal sealed class MpiTransport : ITransport
         {
             var (key, tensor, request) = _incoming[i];
             int flag = 0;
-            if (request != MpiNative.RequestNull) MpiNative.Check(MpiNative.MPI_Test(ref request, out flag, out _), "MPI_Test");
+            if (request != MpiNative.RequestNull)
+            {
+                MpiNative.Check(MpiNative.MPI_Test(ref request, out flag, out _), "MPI_Test");
+                if (flag != 0) _engine.ReceiveEnded();
+            }
             _incoming[i] = (key, tensor, request);
             if (request != MpiNative.RequestNull || blocked?.Contains(key) == true)
             {

@@ -67,10 +67,11 @@ public class MultiHostTests(ITestOutputHelper output)
                 int? saved = NewestCheckpoint(ck);
                 stepDone = LastStep(ReadLog(logs, 0));
                 if (saved is { } s && stepDone > s) break;
-                Assert.True(!mpirun.HasExited, $"mpirun ended before the link was cut (exit code {mpirun.ExitCode}):\n{Diagnostics()}");
+                if (mpirun.HasExited) Assert.Fail($"mpirun ended before the link was cut (exit code {mpirun.ExitCode}):\n{Diagnostics()}");
                 Assert.True(clock.Elapsed < TimeSpan.FromSeconds(40), $"no checkpoint and later step within 40 s:\n{Diagnostics()}");
                 Thread.Sleep(100);
             }
+            output.WriteLine($"training past a checkpoint {clock.Elapsed.TotalSeconds:F1} s after mpirun started");
             var ranks = Enumerable.Range(0, 4).Select(r => RankInfo.Parse(r, ReadLog(logs, r))).ToArray();
             Assert.Equal([hosts.Name1, hosts.Name1, hosts.Name2, hosts.Name2], ranks.Select(r => r.Host));
 
@@ -113,28 +114,42 @@ public class MultiHostTests(ITestOutputHelper output)
                 output.WriteLine($"rank {rank.Rank}: noticed {delay.TotalSeconds:F1} s after the cut: {ErrorLine(log, rank.Rank)}");
                 Assert.True(delay >= TimeSpan.Zero && delay <= TimeSpan.FromSeconds(PeerTimeout) + Margin,
                     $"rank {rank.Rank} noticed the failure {delay.TotalSeconds:F1} s after the cut:\n{log}");
-                var lost = Regex.Match(log, $@"^rank {rank.Rank}: error: rank {rank.Rank} on {Regex.Escape(rank.Host)}: replica 0, stage (\d+) " +
-                    $@"has sent nothing for (\d+\.\d) s \(peer timeout {PeerTimeout} s\): that process stopped or the network link to it is down\.$", RegexOptions.Multiline);
+                // "rank 1: error: rank 1 on ps-t1-X lost rank 2 on ps-t2-X (replica 0, stage 2): it has sent nothing for 5.3 s
+                // (...)": the rank that found the peer silent is this one, or another rank of this host that told it.
+                var lost = Regex.Match(log, $@"^rank {rank.Rank}: error: rank (\d+) on (\S+) lost rank (\d+) on (\S+) \(replica 0, stage (\d+)\): " +
+                    $@"it has sent nothing for (\d+\.\d) s \(peer timeout {PeerTimeout} s\), so that process stopped or the network link to it is down\.$",
+                    RegexOptions.Multiline);
                 Assert.True(lost.Success, $"rank {rank.Rank} did not report a lost peer:\n{log}");
-                // One replica of 4 stages, one stage per rank (1F1B): stage s runs on rank s.
-                var peer = ranks[int.Parse(lost.Groups[1].Value)];
+                var finder = ranks[int.Parse(lost.Groups[1].Value)];
+                Assert.True(finder.Host == lost.Groups[2].Value && finder.Host == rank.Host, $"wrong rank or host in the report of rank {rank.Rank} on {rank.Host}:\n{log}");
+                var peer = ranks[int.Parse(lost.Groups[3].Value)];
+                Assert.Equal(peer.Host, lost.Groups[4].Value);
+                Assert.Equal(peer.Rank, int.Parse(lost.Groups[5].Value)); // one replica of 4 stages (1F1B): stage s runs on rank s
                 Assert.True(peer.Host != rank.Host, $"rank {rank.Rank} on {rank.Host} named rank {peer.Rank}, on the same host, as lost:\n{log}");
-                Assert.True(double.Parse(lost.Groups[2].Value, CultureInfo.InvariantCulture) > PeerTimeout, lost.Value);
-                Assert.Contains($"rank {rank.Rank} stopped after a failure ", log);
+                Assert.True(double.Parse(lost.Groups[6].Value, CultureInfo.InvariantCulture) >= PeerTimeout, lost.Value); // printed to 0.1 s
+                // Not asserted: "rank N stopped after a failure" (the end of the 1.5 s pause before exiting). When the
+                // first rank of a host exits, that host's Hydra proxy kills its other ranks (SIGKILL to their process
+                // groups), and one that noticed the loss later may still be pausing.
+                if (!log.Contains($"rank {rank.Rank} stopped after a failure "))
+                    output.WriteLine($"rank {rank.Rank}: killed by its host's proxy before the end of its pause (no 'stopped after a failure')");
             }
             lastCheckpoint = NewestCheckpoint(ck) ?? 0;
         }
         finally
         {
+            // mpirun never ends by itself: it waits for the proxy of host 2, which it can no longer reach.
             if (mpirun is { HasExited: false }) mpirun.Kill(entireProcessTree: true);
             hosts.Dispose();
-            mpirun?.Dispose();
+            mpirun?.WaitForExit(5000);
         }
+        Assert.True(mpirun.HasExited, "mpirun still runs");
+        mpirun.Dispose();
         Assert.Empty(TwoHosts.Leftovers(hosts));
         Assert.Empty(MpiJob.Processes(folder.Path));
 
         // The newest checkpoint (written by ranks on both hosts) resumes on one host, with 2 stages.
         var resumed = MpiJob.Run(2, $"{Gpt} --stages 2 --steps {lastCheckpoint + 5} --checkpoint {ck} --resume", TimeSpan.FromMinutes(2));
+        output.WriteLine($"resumed from step {lastCheckpoint} with 2 ranks: {resumed.Elapsed.TotalSeconds:F1} s, exit code {resumed.ExitCode}");
         Assert.True(resumed.ExitCode == 0, resumed.Output);
         Assert.Contains($"resumed from step {lastCheckpoint} ", resumed.Output);
         Assert.Matches($@"(?m)^step\s+{lastCheckpoint + 5}\s+loss", resumed.Output);
@@ -253,7 +268,7 @@ internal sealed class TwoHosts : IDisposable
         // Hydra runs the launcher directly: a copy that is surely executable.
         string ssh = Path.Combine(folder, "fake-ssh");
         File.Copy(Path.Combine(Scripts, "fake-ssh"), ssh, overwrite: true);
-        File.SetUnixFileMode(ssh, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        if (!OperatingSystem.IsWindows()) File.SetUnixFileMode(ssh, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
         string hostfile = Path.Combine(folder, "hosts");
         File.WriteAllText(hostfile, $"{Address1}:{perHost}\n{Address2}:{perHost}\n");
         // Host 1's ranks are forked by mpirun itself (its address is local), so mpirun needs host 1's IPC namespace too.

@@ -22,6 +22,7 @@ internal static class BandwidthBench
         log.WriteLine($"1. ping-pong bandwidth, rank 0 <-> rank 1: {options.Rounds} rounds, medians; per measurement 1 untimed exchange, then " +
                       $"{MpiBenchOptions.FormatSize(options.VolumePerMeasurement)} each way (at least {MpiBenchOptions.MinIterations} exchanges)");
         log.WriteLine("   raw: MPI_Isend + MPI_Improbe/MPI_Imrecv + MPI_Test polling, on the engine thread, own communicator, buffers allocated once");
+        log.WriteLine("   raw, fresh: the same, but every message received into a newly allocated tensor, as a pipeline needs");
         log.WriteLine("   transport: MpiTransport.Send / Receive from the main thread; the received tensor is what goes back");
 
         // Collective calls in the same order on both ranks: the raw communicator, then the transport's (it dups its own).
@@ -36,6 +37,7 @@ internal static class BandwidthBench
 
         var raw = sizes.Select(_ => new List<double>()).ToList();
         var piped = sizes.Select(_ => new List<double>()).ToList();
+        var fresh = sizes.Select(_ => new List<double>()).ToList();
         try
         {
             for (int round = 0; round < options.Rounds; round++)
@@ -54,8 +56,13 @@ internal static class BandwidthBench
                         cluster.Barrier();
                         piped[k].Add(Rate(PingPong.Transport(transport, rank, bytes, iterations)));
                     }
-                    if ((round + k) % 2 == 0) { MeasureRaw(); MeasureTransport(); }
-                    else { MeasureTransport(); MeasureRaw(); }
+                    void MeasureFresh()
+                    {
+                        cluster.Barrier();
+                        fresh[k].Add(Rate(PingPong.RawFresh(engine, comm, rank, bytes, iterations)));
+                    }
+                    if ((round + k) % 2 == 0) { MeasureRaw(); MeasureFresh(); MeasureTransport(); }
+                    else { MeasureTransport(); MeasureFresh(); MeasureRaw(); }
                 }
                 log.WriteLine($"   round {round + 1}/{options.Rounds} done (load {Machine.LoadAverage()})");
             }
@@ -68,14 +75,15 @@ internal static class BandwidthBench
         }
 
         log.WriteLine();
-        log.WriteLine($"   {"size",8} {"exchanges",9} {"raw GB/s",9} {"min",6} {"max",6} {"transport GB/s",15} {"min",6} {"max",6} {"transport/raw",14}");
+        log.WriteLine($"   {"size",8} {"exchanges",9} {"raw GB/s",9} {"min",6} {"max",6} {"transport GB/s",15} {"min",6} {"max",6} {"transport/raw",14} {"raw fresh GB/s",15} {"transport/raw fresh",20}");
         double lowest = double.PositiveInfinity;
         for (int k = 0; k < sizes.Count; k++)
         {
             double r = Stats.Median(raw[k]), t = Stats.Median(piped[k]), ratio = t / r;
             lowest = Math.Min(lowest, ratio);
             log.WriteLine($"   {MpiBenchOptions.FormatSize(sizes[k]),8} {options.Iterations(sizes[k]),9} {r,9:F2} {raw[k].Min(),6:F2} {raw[k].Max(),6:F2} " +
-                          $"{t,15:F2} {piped[k].Min(),6:F2} {piped[k].Max(),6:F2} {ratio,14:F3}{(ratio >= Target ? "" : "  < target")}");
+                          $"{t,15:F2} {piped[k].Min(),6:F2} {piped[k].Max(),6:F2} {ratio,14:F3} {Stats.Median(fresh[k]),15:F2} {t / Stats.Median(fresh[k]),20:F3}" +
+                          $"{(ratio >= Target ? "" : "  < target")}");
         }
         log.WriteLine();
         if (rank == 0) FreshTensorCost.Print(sizes, log);

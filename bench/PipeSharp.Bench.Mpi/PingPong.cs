@@ -34,6 +34,45 @@ internal static class PingPong
         });
     }
 
+    /// <summary>
+    /// Raw MPI as <see cref="Raw"/>, but every message is received into a newly allocated tensor (and the previous one
+    /// freed), as a pipeline must: a received activation is kept for the backward. This separates what fresh receive
+    /// buffers cost from what the transport itself adds.
+    /// </summary>
+    public static double RawFresh(MpiEngine engine, int comm, int rank, int bytes, int iterations)
+    {
+        int peer = 1 - rank;
+        long count = bytes / sizeof(float);
+        return engine.Call(() =>
+        {
+            var held = torch.zeros(count).DetachFromDisposeScope();
+            void One()
+            {
+                var fresh = torch.empty(count).DetachFromDisposeScope();
+                if (rank == 0)
+                {
+                    MpiNative.Check(MpiNative.MPI_Isend(MpiTransport.Pointer(held), bytes, MpiNative.Byte, peer, Tag, comm, out int send), "MPI_Isend");
+                    Receive(comm, peer, MpiTransport.Pointer(fresh), bytes);
+                    Complete(ref send);
+                }
+                else
+                {
+                    Receive(comm, peer, MpiTransport.Pointer(fresh), bytes);
+                    MpiNative.Check(MpiNative.MPI_Isend(MpiTransport.Pointer(fresh), bytes, MpiNative.Byte, peer, Tag, comm, out int send), "MPI_Isend");
+                    Complete(ref send);
+                }
+                held.Dispose();
+                held = fresh;
+            }
+            One();
+            long start = Stopwatch.GetTimestamp();
+            for (int i = 0; i < iterations; i++) One();
+            double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            held.Dispose();
+            return seconds;
+        });
+    }
+
     // Rank 0 sends from a and receives the reply into b, then swaps them (a buffer is never received into while a
     // send from it may still be in flight); rank 1 receives into a and sends it back from a.
     private static void Exchange(int comm, int rank, int peer, ref IntPtr a, ref IntPtr b, int bytes)

@@ -31,9 +31,13 @@ internal static class LanguageModelReport
         bool chunks = pipe.Schedule.StageCount > pipe.Schedule.RankCount;
         var names = pieces.Select(p => LayerNames(p, c.Layers)).ToList();
         int width = names.Max(n => n.Length);
+        if (pipe.Options.Cluster is { } cluster)
+            lines.Add($"processes  {cluster.Size} MPI ranks: {pipe.Options.DataParallel} replica{S(pipe.Options.DataParallel)} x " +
+                      $"{pipe.Schedule.RankCount} stage{S(pipe.Schedule.RankCount)}; the pieces below are rank 0's");
         for (int i = 0; i < pieces.Count; i++)
         {
-            string name = chunks ? $"piece {i,-3} stage {pipe.Schedule.StageToRank[i],-3}" : $"stage {i,-4}";
+            int index = pieces[i].Index;
+            string name = chunks ? $"piece {index,-3} stage {pipe.Schedule.StageToRank[index],-3}" : $"stage {index,-4}";
             lines.Add($"{name} {names[i].PadRight(width)}  {pipe.Devices[i]}  {Parameters(pieces[i]),10:N0} parameters");
         }
         if (c.TieEmbeddings && pieces.Count > 1)
@@ -84,12 +88,7 @@ internal static class LanguageModelReport
     }
 
     /// <summary>Distinct parameters of the model: the tied head's copy on the last stage counts once.</summary>
-    public static long TotalParameters(LanguageModelTrainer trainer)
-    {
-        var c = trainer.Config;
-        long sum = trainer.Pipeline.Stages.Sum(Parameters);
-        return c.TieEmbeddings && trainer.Pipeline.Stages.Count > 1 ? sum - (long)c.VocabularySize * c.Width : sum;
-    }
+    public static long TotalParameters(LanguageModelTrainer trainer) => trainer.ParameterCount;
 
     private static long Parameters(StageModule piece) => ParameterIdentity.Distinct(piece.parameters()).Sum(p => p.numel());
 

@@ -198,11 +198,12 @@ internal sealed class MpiEngine : IDisposable
             bool progress;
             lock (_progress) progress = Turn();
             if (progress) continue;
-            // Transfers in flight need MPI to be called to move on (a large message goes in fragments, each moved on
-            // by a progress call): keep polling without sleeping until they are done. With only waiters (which poll
-            // themselves) pause briefly; with nothing at all, sleep until work is queued.
-            if (InFlight) { Thread.Yield(); continue; }
+            // A waiting thread polls MPI itself: then this thread only pauses between polls, so that two threads of one
+            // process do not spin for the same cores (the copy of a large message is done by whichever polls). With
+            // nobody waiting, transfers in flight still need progress calls to move on (a large message goes in
+            // fragments): keep polling without sleeping. With nothing at all, sleep until work is queued.
             if (Volatile.Read(ref _waiters) > 0) { Pause(PollPause); continue; }
+            if (InFlight) { Thread.Yield(); continue; }
             _wake.Wait(1);
             _wake.Reset();
         }
@@ -218,9 +219,13 @@ internal sealed class MpiEngine : IDisposable
     /// itself, so a message it waits for is taken the moment it arrives, without a hand-over between threads.
     /// </summary>
     /// <returns>True if anything progressed.</returns>
+    /// <remarks>
+    /// If another thread is making progress, this waits for it (up to a millisecond) rather than spinning beside it:
+    /// that thread may be copying a large message, and a spinning neighbour would take half its core.
+    /// </remarks>
     public bool TryProgress()
     {
-        if (!_initialised || !Monitor.TryEnter(_progress)) return false;
+        if (!_initialised || !Monitor.TryEnter(_progress, TimeSpan.FromMilliseconds(1))) return false;
         try
         {
             return !_stop && Turn();

@@ -50,6 +50,7 @@ public sealed class LanguageModelTrainer : IDisposable
         _model = Gpt.Create(config);
         if (options.BalanceByTime && pipelineOptions.Balance is null && !File.Exists(pipelineOptions.Schedule))
             pipelineOptions = pipelineOptions with { Balance = ProfiledBalance(pipelineOptions) };
+        ParameterCount = ParameterIdentity.Distinct(_model.parameters()).Sum(p => p.numel());
         pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm };
         // Replicas in this process need a model each (they start from this one's values).
         bool replicasHere = pipelineOptions.DataParallel > 1 && pipelineOptions.Cluster is null;
@@ -61,6 +62,9 @@ public sealed class LanguageModelTrainer : IDisposable
 
     /// <summary>The model's shape.</summary>
     public GptConfig Config { get; }
+
+    /// <summary>The model's parameters (a tied embedding counted once), whichever stages this process holds.</summary>
+    public long ParameterCount { get; }
 
     /// <summary>The training options.</summary>
     public LanguageModelTrainingOptions Options { get; }

@@ -85,7 +85,15 @@ internal sealed class MpiEngine : IDisposable
     {
         if (Failure is { } failure) { operation.Complete(failure); return operation; }
         _queue.Enqueue(operation);
-        _wake.Set();
+        // Start it on this thread if MPI is free (a send leaves at once); wake the engine thread unless a waiting
+        // thread is polling anyway (waking it for every message would make it compete with that thread).
+        bool started = _initialised && !Monitor.IsEntered(_progress) && Monitor.TryEnter(_progress); // never a turn inside a turn
+        if (started)
+        {
+            try { if (!_stop) Turn(); }
+            finally { Monitor.Exit(_progress); }
+        }
+        if (!started || Volatile.Read(ref _waiters) == 0) _wake.Set();
         return operation;
     }
 
@@ -198,12 +206,11 @@ internal sealed class MpiEngine : IDisposable
             bool progress;
             lock (_progress) progress = Turn();
             if (progress) continue;
-            // A waiting thread polls MPI itself: then this thread only pauses between polls, so that two threads of one
-            // process do not spin for the same cores (the copy of a large message is done by whichever polls). With
-            // nobody waiting, transfers in flight still need progress calls to move on (a large message goes in
-            // fragments): keep polling without sleeping. With nothing at all, sleep until work is queued.
-            if (Volatile.Read(ref _waiters) > 0) { Pause(PollPause); continue; }
-            if (InFlight) { Thread.Yield(); continue; }
+            // A waiting thread polls MPI itself: then this thread only looks in every millisecond (heartbeats), so that
+            // two threads of one process do not compete for the cores (the copy of a large message is done by whichever
+            // polls). With nobody waiting, transfers in flight still need progress calls to move on (a large message
+            // goes in fragments): keep polling without sleeping. With nothing at all, sleep until work is queued.
+            if (InFlight && Volatile.Read(ref _waiters) == 0) { Thread.Yield(); continue; }
             _wake.Wait(1);
             _wake.Reset();
         }
@@ -225,7 +232,7 @@ internal sealed class MpiEngine : IDisposable
     /// </remarks>
     public bool TryProgress()
     {
-        if (!_initialised || !Monitor.TryEnter(_progress, TimeSpan.FromMilliseconds(1))) return false;
+        if (!_initialised || Monitor.IsEntered(_progress) || !Monitor.TryEnter(_progress, TimeSpan.FromMilliseconds(1))) return false;
         try
         {
             return !_stop && Turn();

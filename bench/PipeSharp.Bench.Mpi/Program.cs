@@ -32,8 +32,8 @@ try
         throw new ArgumentException($"this benchmark needs exactly 2 MPI processes (mpirun.mpich -np 2 ...), not {cluster.Size}.");
     log.WriteLine("PipeSharp.Bench.Mpi: PipeSharp over MPI (MPICH) against raw MPI and against the in-process pipeline");
     log.WriteLine($"  machine: {Machine.Describe()}; load {Machine.LoadAverage()}");
-    log.WriteLine($"  MPI: {cluster.Size} processes on {cluster.HostName}; the engine spins up to {MpiEngine.SpinTime.TotalMilliseconds:0.#} ms " +
-                  $"while a thread waits, else polls every {MpiEngine.PollPause.TotalMicroseconds:0} us while transfers are in flight");
+    log.WriteLine($"  MPI: {cluster.Size} processes on {cluster.HostName}; a waiting thread polls MPI itself " +
+                  $"(for {MpiEngine.SpinTime.TotalMilliseconds:0.#} ms after its last progress when no transfer is in flight)");
     log.WriteLine();
 
     double lowestBandwidthRatio = double.NaN, stepRatio = double.NaN;

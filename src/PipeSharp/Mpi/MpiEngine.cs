@@ -6,10 +6,12 @@ using System.Text;
 namespace PipeSharp.Mpi;
 
 /// <summary>
-/// The one thread that talks to MPI. It initialises MPI, starts and tests every non-blocking operation, receives
-/// incoming messages as soon as they arrive (through pollers such as the transport's), sends heartbeats and watches that
-/// every other rank is still heard from, and passes failure notices between ranks. Other threads only queue work
-/// and wait on managed events, so no wait ever blocks inside MPI and every wait can be cancelled.
+/// PipeSharp's side of MPI in one process. A turn of progress (<see cref="Turn"/>) starts queued non-blocking
+/// operations, tests active ones, takes incoming messages as soon as they arrive (through pollers such as the
+/// transport's), sends heartbeats, watches that every other rank is still heard from, and passes failure notices
+/// between ranks. MPI is initialised <c>MPI_THREAD_SERIALIZED</c>, and turns are serialised by one lock: the engine's
+/// own thread takes turns while nobody else does (and initialises and finalises MPI); a thread that waits for an
+/// operation or a message takes turns itself meanwhile. No call blocks inside MPI, so every wait can be cancelled.
 /// </summary>
 internal sealed class MpiEngine : IDisposable
 {
@@ -58,12 +60,9 @@ internal sealed class MpiEngine : IDisposable
 
     /// <summary>
     /// How long a waiting thread polls MPI itself, without blocking, after the last progress when no transfer is in
-    /// flight; then it blocks in slices of a millisecond while this engine's thread polls every <see cref="PollPause"/>.
+    /// flight; then it blocks in slices of a millisecond while the engine's thread looks in every millisecond.
     /// </summary>
     public static TimeSpan SpinTime { get; } = TimeSpan.FromMilliseconds(1);
-
-    /// <summary>The engine thread's pause between polls while transfers are in flight or a thread waits.</summary>
-    public static TimeSpan PollPause { get; } = TimeSpan.FromMicroseconds(50);
 
     /// <summary>A rank's role, for messages (e.g. "replica 0, stage 2"), once a pipeline has said so.</summary>
     public Func<int, string>? RoleOf { get; set; }
@@ -128,17 +127,14 @@ internal sealed class MpiEngine : IDisposable
     /// <summary>Adds a poller, called on every turn of the engine loop; it returns true if it made progress.</summary>
     public void AddPoller(Func<bool> poll) => Call(() => { _pollers.Add(poll); return 0; });
 
-    /// <summary>Removes a poller (and runs <paramref name="then"/> on the engine thread, e.g. to free a communicator).</summary>
+    /// <summary>Removes a poller (and runs <paramref name="then"/> with MPI to itself, e.g. to free a communicator).</summary>
     public void RemovePoller(Func<bool> poll, Action? then = null)
     {
         if (Failure != null || _stop) return;
         Call(() => { _pollers.Remove(poll); then?.Invoke(); return 0; });
     }
 
-    [DllImport("libc", EntryPoint = "usleep")]
-    private static extern int Usleep(uint microseconds);
 
-    private static void Pause(TimeSpan time) => Usleep((uint)Math.Max(1, time.TotalMicroseconds));
 
     /// <summary>Notes that <paramref name="rank"/> was heard from (any message counts as a heartbeat).</summary>
     public void Heard(int rank) => Volatile.Write(ref _lastHeard[rank], Stopwatch.GetTimestamp());
@@ -154,7 +150,7 @@ internal sealed class MpiEngine : IDisposable
 
     private int _pendingReceives;
 
-    /// <summary>Marks that a thread waits for MPI: the engine thread then keeps polling.</summary>
+    /// <summary>Marks that a thread waits for MPI (and polls it): the engine's thread then stays out of its way.</summary>
     public IDisposable Waiting()
     {
         Interlocked.Increment(ref _waiters);

@@ -4,7 +4,7 @@ namespace PipeSharp.Mpi;
 
 /// <summary>
 /// The few MPI functions PipeSharp calls, bound directly to MPICH's C library (<c>libmpich.so.12</c>) with MPICH's
-/// handle values. Every call is made from <see cref="MpiEngine"/>'s one communication thread.
+/// handle values. Every call is made in a turn of <see cref="MpiEngine"/>, which serialises them.
 /// </summary>
 /// <remarks>
 /// MPI.NET 1.4.0, the only MPI package on NuGet, is built for MS-MPI and has no MPI-3 calls (matched probe,

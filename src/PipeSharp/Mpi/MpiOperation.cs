@@ -1,7 +1,7 @@
 namespace PipeSharp.Mpi;
 
 /// <summary>
-/// A piece of non-blocking MPI work: started and tested on <see cref="MpiEngine"/>'s thread, waited for on any thread.
+/// A piece of non-blocking MPI work: started and tested in <see cref="MpiEngine"/>'s turns, waited for on any thread.
 /// A wait never blocks inside MPI, so it can always be cancelled, and it ends at once if the engine fails.
 /// </summary>
 internal abstract class MpiOperation
@@ -9,13 +9,13 @@ internal abstract class MpiOperation
     private readonly ManualResetEventSlim _done = new(false);
     private Exception? _error;
 
-    /// <summary>Issues the MPI calls (engine thread).</summary>
+    /// <summary>Issues the MPI calls (in a turn of the engine).</summary>
     public abstract void Start();
 
-    /// <summary>True once the MPI work is complete (engine thread).</summary>
+    /// <summary>True once the MPI work is complete (in a turn of the engine).</summary>
     public abstract bool Test();
 
-    /// <summary>Runs after completion, on the engine thread: release buffers, hand over results.</summary>
+    /// <summary>Runs after completion, in a turn of the engine: release buffers, hand over results.</summary>
     protected virtual void OnCompleted(Exception? error) { }
 
     public bool IsCompleted => _done.IsSet;

@@ -8,8 +8,8 @@ namespace PipeSharp.Transport;
 
 /// <summary>
 /// Moves activations and gradients between MPI ranks. A tensor is sent from its own native memory and received
-/// straight into the native memory of a new tensor (no managed copy), with non-blocking MPI calls made by the
-/// engine's communication thread, so transfers overlap the workers' computation. Messages are matched by key
+/// straight into the native memory of a new tensor (no managed copy), with non-blocking MPI calls; the engine keeps
+/// them moving while the workers compute, so transfers overlap computation. Messages are matched by key
 /// (kind, stage, micro-batch), which is encoded in the MPI tag, never by arrival order. Shapes and dtypes are sent
 /// once per shape: each channel (peer, kind, stage) has a few numbered shape slots, announced in a small header the
 /// first time a shape is used; later messages name their slot in the tag. A new shape (a shorter last batch, a
@@ -38,7 +38,7 @@ internal sealed class MpiTransport : ITransport
     private readonly Dictionary<(int Peer, int Kind, int Stage, int Slot), long[]> _received = new();
     private readonly List<(MessageKey Key, Tensor Tensor, int Request)> _incoming = new();
 
-    /// <param name="engine">The communication thread.</param>
+    /// <param name="engine">The process's MPI engine.</param>
     /// <param name="stages">Number of stages (for the tag encoding).</param>
     /// <param name="microBatches">Largest micro-batch count a message may carry.</param>
     /// <param name="destination">The MPI rank that consumes a message.</param>
@@ -73,7 +73,7 @@ internal sealed class MpiTransport : ITransport
     public void SendTo(int rank, MessageKey key, Tensor tensor)
     {
         // The transport owns what it sends until MPI is done with the memory: out of any dispose scope, or the
-        // caller's scope could free it (and the next tensor reuse it) before the engine thread has sent it.
+        // caller's scope could free it (and the next tensor reuse it) before MPI has sent it.
         var data = tensor.device_type == DeviceType.CPU && tensor.is_contiguous() ? tensor : tensor.cpu().contiguous();
         data.DetachFromDisposeScope();
         if (!ReferenceEquals(data, tensor)) tensor.Dispose();
@@ -128,7 +128,7 @@ internal sealed class MpiTransport : ITransport
                 seen = _deliveries;
             }
             // Poll MPI on this thread while no other thread does, so the message is taken the moment it arrives;
-            // after SpinTime without progress, block in 1 ms slices (the engine thread keeps polling meanwhile).
+            // after SpinTime without progress, block in 1 ms slices (the engine's thread keeps looking in meanwhile).
             if (_engine.TryProgress()) { last = Stopwatch.GetTimestamp(); continue; }
             if (_engine.InFlight || Stopwatch.GetTimestamp() - last < spin) { Thread.Yield(); continue; }
             lock (_gate)

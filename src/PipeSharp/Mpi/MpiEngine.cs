@@ -84,15 +84,16 @@ internal sealed class MpiEngine : IDisposable
     {
         if (Failure is { } failure) { operation.Complete(failure); return operation; }
         _queue.Enqueue(operation);
-        // Start it on this thread if MPI is free (a send leaves at once); wake the engine thread unless a waiting
-        // thread is polling anyway (waking it for every message would make it compete with that thread).
+        // Start it on this thread if MPI is free (a send leaves at once); otherwise wake the engine's thread. Waking it
+        // for every message would make it compete with this thread for MPI; if nobody waits for the operation, the
+        // engine's thread finds it in flight within a millisecond and keeps it moving.
         bool started = _initialised && !Monitor.IsEntered(_progress) && Monitor.TryEnter(_progress); // never a turn inside a turn
         if (started)
         {
             try { if (!_stop) Turn(); }
             finally { Monitor.Exit(_progress); }
         }
-        if (!started || Volatile.Read(ref _waiters) == 0) _wake.Set();
+        if (!started) _wake.Set();
         return operation;
     }
 
@@ -153,8 +154,7 @@ internal sealed class MpiEngine : IDisposable
     /// <summary>Marks that a thread waits for MPI (and polls it): the engine's thread then stays out of its way.</summary>
     public IDisposable Waiting()
     {
-        Interlocked.Increment(ref _waiters);
-        _wake.Set();
+        Interlocked.Increment(ref _waiters); // no need to wake the engine's thread: the waiter polls MPI itself
         return new Release(() => Interlocked.Decrement(ref _waiters));
     }
 

@@ -4,6 +4,7 @@
 // Usage (2 processes exactly; only rank 0 prints):
 //   dotnet build bench/PipeSharp.Bench.Mpi -c Release
 //   mpirun.mpich -np 2 dotnet bench/PipeSharp.Bench.Mpi/bin/Release/net10.0/PipeSharp.Bench.Mpi.dll [--rounds 5 --steps 10]
+using PipeSharp.Bench;
 using PipeSharp.Bench.Mpi;
 using PipeSharp.Mpi;
 using PipeSharp.Native;
@@ -31,7 +32,7 @@ try
     if (cluster.Size != 2)
         throw new ArgumentException($"this benchmark needs exactly 2 MPI processes (mpirun.mpich -np 2 ...), not {cluster.Size}.");
     log.WriteLine("PipeSharp.Bench.Mpi: PipeSharp over MPI (MPICH) against raw MPI and against the in-process pipeline");
-    log.WriteLine($"  machine: {Machine.Describe()}; load {Machine.LoadAverage()}");
+    log.WriteLine($"  machine: {Machine.Describe()}");
     log.WriteLine($"  MPI: {cluster.Size} processes on {cluster.HostName}; a waiting thread polls MPI itself " +
                   $"(for {MpiEngine.SpinTime.TotalMilliseconds:0.#} ms after its last progress when no transfer is in flight)");
     log.WriteLine();

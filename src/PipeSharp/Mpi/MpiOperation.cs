@@ -38,8 +38,6 @@ internal abstract class MpiOperation
         if (_error is not null) throw new MpiException(_error.Message, _error);
     }
 
-    /// <summary>Waits at most <paramref name="timeout"/>; true if the operation completed.</summary>
-    public bool Wait(TimeSpan timeout) => _done.Wait(timeout);
 }
 
 /// <summary>An operation made of MPI requests; complete when every request is.</summary>

@@ -20,7 +20,6 @@ internal sealed class MpiCollectives : ICollectives
     private readonly ReplicaRuntime _replica;
     private readonly MpiTransport _transport;
     private readonly int _replicas;
-    private readonly int _pipelineRanks;
     private readonly MpiCommunicator? _replicaGroup;
     private readonly List<(SharedParameters.Group Group, MpiCommunicator? Owners)> _shared = new();
     private readonly List<(IReadOnlyList<Parameter> Parameters, Tensor Flat, MpiOperation Operation)> _pending = new();
@@ -31,7 +30,6 @@ internal sealed class MpiCollectives : ICollectives
         _replica = replica;
         _transport = transport;
         _replicas = replicas;
-        _pipelineRanks = pipelineRanks;
         int rank = cluster.Rank % pipelineRanks;
         // Collective calls: every rank makes the same splits in the same order.
         _replicaGroup = MpiCommunicator.Split(cluster.Engine, rank, replica.Index);

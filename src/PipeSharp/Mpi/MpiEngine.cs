@@ -272,27 +272,34 @@ internal sealed class MpiEngine : IDisposable
                 _active.RemoveAt(i);
             }
         }
+        long now = Stopwatch.GetTimestamp();
         try
         {
             foreach (var poll in _pollers) progress |= poll();
-            progress |= PollControl();
+            // Heartbeats and failure notices need millisecond promptness, not microsecond: every MPI call runs MPI's
+            // whole progress engine, so the control communicator is polled only every ControlInterval.
+            if (now >= _nextControl)
+            {
+                progress |= PollControl();
+                CheckPeers(now);
+                _nextControl = now + ControlTicks;
+            }
         }
         catch (Exception e)
         {
             Fail(e);
         }
-        long now = Stopwatch.GetTimestamp();
         if (now >= _nextBeat)
         {
             SendHeartbeats();
             _nextBeat = now + (long)(HeartbeatInterval.TotalSeconds * Stopwatch.Frequency);
         }
-        CheckPeers(now);
         return progress;
     }
 
     private readonly object _progress = new();
-    private long _nextBeat;
+    private long _nextBeat, _nextControl;
+    private static readonly long ControlTicks = Stopwatch.Frequency / 5000; // 200 us
     private volatile bool _initialised;
 
     private void Initialise()

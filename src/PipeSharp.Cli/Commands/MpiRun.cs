@@ -29,9 +29,25 @@ internal sealed class MpiRun : IDisposable
         Console.SetOut(_log == null ? console : new TeeWriter(console, _log));
         Console.SetError(_log == null ? _stderr : new TeeWriter(_stderr, _log));
         Errors.Prefix = $"rank {cluster.Rank}: ";
+        Current = this;
     }
 
     public MpiCluster Cluster { get; }
+
+    /// <summary>The run under way in this process, if mpirun started it.</summary>
+    private static MpiRun? Current { get; set; }
+
+    /// <summary>
+    /// An output file of this rank: as given on rank 0 (or without mpirun); on other ranks, for a file of this rank's
+    /// own view (a timeline), the name with <c>.rank-N</c> before its extension, and otherwise none (rank 0 writes it).
+    /// </summary>
+    public static string? OutputFile(string? path, bool perRank)
+    {
+        if (path is null || Current is not { Cluster.IsRoot: false } run) return path;
+        if (!perRank) return null;
+        string extension = Path.GetExtension(path);
+        return path[..^extension.Length] + $".rank-{run.Cluster.Rank}" + extension;
+    }
 
     /// <summary>Sets up MPI if this process was started by mpirun; null otherwise.</summary>
     public static MpiRun? Start(ParseResult args)
@@ -77,6 +93,7 @@ internal sealed class MpiRun : IDisposable
         if (Cluster.Failure != null) Thread.Sleep(TimeSpan.FromSeconds(1.5));
         _log?.WriteLine($"rank {Cluster.Rank} {(Cluster.Failure == null ? "finished" : "stopped after a failure")} {DateTime.UtcNow:O}");
         Cluster.Dispose();
+        Current = null;
         Console.SetOut(_stdout);
         Console.SetError(_stderr);
         _log?.Dispose();

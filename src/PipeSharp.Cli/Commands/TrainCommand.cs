@@ -121,7 +121,8 @@ internal static class TrainCommand
         }
         output.Finish(interrupted);
         // With --json, stdout carries only the JSON lines.
-        TimelineFiles.WriteStep(pipe.LastStep, pipe.Schedule, done, args.GetValue(TrainOptions.Trace), args.GetValue(TrainOptions.Svg),
+        TimelineFiles.WriteStep(pipe.LastStep, pipe.Schedule, done,
+            MpiRun.OutputFile(args.GetValue(TrainOptions.Trace), perRank: true), MpiRun.OutputFile(args.GetValue(TrainOptions.Svg), perRank: true),
             args.GetValue(TrainOptions.Json) ? Console.Error : Console.Out);
         return interrupted ? ExitCodes.Interrupted : ExitCodes.Success;
     }

@@ -67,7 +67,7 @@ internal static class TrainGptCommand
             return ExitCodes.Success;
         }
 
-        using var history = new LossHistory(args.GetValue(GptOptions.Log), firstStep);
+        using var history = new LossHistory(MpiRun.OutputFile(args.GetValue(GptOptions.Log), perRank: false), firstStep);
         var tokenizer = (task as CorpusTask)?.Corpus.Tokenizer.Spec;
         var (summary, lastTrainStep) = Train(args, trainer, taskSpec, tokenizer, directory, output, history, cluster);
         bool interrupted = trainer.Step < steps;
@@ -261,8 +261,8 @@ internal static class TrainGptCommand
     private static void WriteFiles(ParseResult args, LanguageModelTrainer trainer, ILanguageModelTask task, LossHistory history,
         (StepStatistics Stats, int Step)? lastTrainStep, TextWriter notes)
     {
-        if (args.GetValue(GptOptions.Log) is { } log) notes.WriteLine($"wrote {log}");
-        if (args.GetValue(GptOptions.LossCurve) is { } svg && history.Count > 0)
+        if (MpiRun.OutputFile(args.GetValue(GptOptions.Log), perRank: false) is { } log) notes.WriteLine($"wrote {log}");
+        if (MpiRun.OutputFile(args.GetValue(GptOptions.LossCurve), perRank: false) is { } svg && history.Count > 0)
         {
             var c = trainer.Config;
             history.WriteCurve(svg, $"GPT ({c.Layers} layers, width {c.Width}) on {ShortName(task)}: " +
@@ -270,8 +270,8 @@ internal static class TrainGptCommand
             notes.WriteLine($"wrote {svg}");
         }
         if (lastTrainStep is { } last)
-            TimelineFiles.WriteStep(last.Stats, trainer.Pipeline.Schedule, last.Step, args.GetValue(TrainOptions.Trace),
-                args.GetValue(TrainOptions.Svg), notes);
+            TimelineFiles.WriteStep(last.Stats, trainer.Pipeline.Schedule, last.Step, MpiRun.OutputFile(args.GetValue(TrainOptions.Trace), perRank: true),
+                MpiRun.OutputFile(args.GetValue(TrainOptions.Svg), perRank: true), notes);
     }
 
     private static string ScheduleText(LanguageModelTrainer trainer, ScheduleChoice choice)

@@ -146,6 +146,19 @@ public class MpiTests
         }
     }
 
+    [MpiFact]
+    public void Each_rank_writes_its_own_timeline_and_rank_0_alone_the_loss_log()
+    {
+        using var folder = new TempFolder();
+        string trace = Path.Combine(folder.Path, "t.json"), log = Path.Combine(folder.Path, "loss.csv");
+        var run = MpiJob.Run(2, $"train --model gpt --stages 2 --steps 3 --eval-batches 1 --trace {trace} --log {log}", Long);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("\"traceEvents\"", File.ReadAllText(trace));
+        Assert.Contains("\"traceEvents\"", File.ReadAllText(Path.Combine(folder.Path, "t.rank-1.json")));
+        Assert.Equal(4, File.ReadAllLines(log).Length); // a header and 3 steps, written once
+        Assert.Equal(["loss.csv", "t.json", "t.rank-1.json"], Directory.GetFiles(folder.Path).Select(Path.GetFileName).Order());
+    }
+
     private static List<string> GptLines(string output) =>
         output.Split('\n').Select(l => l.TrimEnd()).Where(l => l.StartsWith("gpt ")).ToList();
 

@@ -135,8 +135,6 @@ internal sealed class MpiEngine : IDisposable
         Call(() => { _pollers.Remove(poll); then?.Invoke(); return 0; });
     }
 
-
-
     /// <summary>Notes that <paramref name="rank"/> was heard from (any message counts as a heartbeat).</summary>
     public void Heard(int rank) => Volatile.Write(ref _lastHeard[rank], Stopwatch.GetTimestamp());
 

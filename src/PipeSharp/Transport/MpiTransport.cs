@@ -174,8 +174,9 @@ internal sealed class MpiTransport : ITransport
             int microBatch = t / Slots / 3 / _stages;
             if (!_received.TryGetValue((status.Source, kind, stage, slot), out var shape))
                 throw new MpiException($"rank {status.Source} sent a message (tag {status.Tag}) whose shape was never announced.");
-            // Out of any dispose scope: this may run on a worker thread that polls while it waits, inside its action's scope.
-            var tensor = torch.empty(shape[4..], (ScalarType)shape[3]).DetachFromDisposeScope();
+            // Out of any dispose scope (this may run on a worker thread that polls while it waits, inside its action's
+            // scope); a large message in reused memory (ReceiveBuffers).
+            var tensor = ReceiveBuffers.Rent(shape[4..], (ScalarType)shape[3], ElementSize((ScalarType)shape[3]));
             if (tensor.NumberOfElements * tensor.ElementSize != bytes)
                 throw new MpiException($"rank {status.Source} sent {bytes} bytes for a tensor of shape [{string.Join(",", shape[4..])}].");
             MpiNative.Check(MpiNative.MPI_Imrecv(Pointer(tensor), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
@@ -212,6 +213,15 @@ internal sealed class MpiTransport : ITransport
         }
         return progress;
     }
+
+    private static long ElementSize(ScalarType dtype) => dtype switch
+    {
+        ScalarType.Float64 or ScalarType.Int64 or ScalarType.ComplexFloat32 => 8,
+        ScalarType.Float32 or ScalarType.Int32 => 4,
+        ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Int16 => 2,
+        ScalarType.ComplexFloat64 => 16,
+        _ => 1,
+    };
 
     private void Deliver(MessageKey key, Tensor tensor)
     {

@@ -14,8 +14,8 @@ namespace PipeSharp.Transport;
 /// </summary>
 internal static class ReceiveBuffers
 {
-    /// <summary>Smaller messages come from the C library's allocator, which reuses such blocks by itself.</summary>
-    public const long MinimumBytes = 1 << 20;
+    /// <summary>Smaller messages come from the C library's allocator, which reuses such blocks by itself (below its mmap threshold).</summary>
+    public const long MinimumBytes = 8 << 20;
 
     /// <summary>Most memory kept for reuse; a block given back beyond it is freed.</summary>
     public const long MaximumPooledBytes = 1L << 30;

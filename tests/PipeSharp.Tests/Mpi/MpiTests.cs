@@ -149,8 +149,8 @@ public class MpiTests
     [MpiFact]
     public void Large_activations_received_into_reused_memory_give_the_losses_of_one_process()
     {
-        // Micro-batches of 8 x 128 tokens x width 512: 2 MB activations and gradients, above ReceiveBuffers.MinimumBytes.
-        const string Gpt = "train --model gpt --stages 2 --steps 6 --eval-batches 2 --width 512 --heads 8 --context 128 --batch-size 16 --microbatches 2";
+        // Micro-batches of 32 x 128 tokens x width 512: 8 MB activations and gradients, at ReceiveBuffers.MinimumBytes.
+        const string Gpt = "train --model gpt --stages 2 --steps 6 --eval-batches 2 --width 512 --heads 8 --context 128 --batch-size 64 --microbatches 2";
         var mpi = MpiJob.Run(2, Gpt, Long);
         Assert.True(mpi.ExitCode == 0, mpi.Output);
         Assert.Equal(StepLosses(InProcess(Gpt)), StepLosses(mpi.Output));

@@ -8,7 +8,7 @@ namespace PipeSharp.Tests.Mpi;
 [Collection(ProcessWideCollection.Name)] // reads a process-wide pool
 public class ReceiveBuffersTests
 {
-    private static readonly long[] Shape = [512, 1024]; // 2 MB of float32
+    private static readonly long[] Shape = [2048, 1024]; // 8 MB of float32
 
     [Fact]
     public void A_large_buffer_comes_back_only_when_its_last_view_is_gone_and_is_then_used_again()
@@ -22,7 +22,7 @@ public class ReceiveBuffersTests
         Assert.Equal(before, ReceiveBuffers.PooledBytes); // the view still holds it
         using (NewDisposeScope()) Assert.Equal(3f, view[0].item<float>());
         view.Dispose();
-        Assert.Equal(before + 2 * 1024 * 1024, ReceiveBuffers.PooledBytes);
+        Assert.Equal(before + 8 * 1024 * 1024, ReceiveBuffers.PooledBytes);
 
         using var second = ReceiveBuffers.Rent(Shape, ScalarType.Float32, 4);
         Assert.Equal(memory, Pointer(second));
@@ -30,7 +30,7 @@ public class ReceiveBuffersTests
         Assert.Equal(Shape, second.shape);
         Assert.Equal(ScalarType.Float32, second.dtype);
         second.fill_(1f);
-        using (NewDisposeScope()) Assert.Equal(2 * 1024 * 1024f / 4, second.sum().item<float>());
+        using (NewDisposeScope()) Assert.Equal(8 * 1024 * 1024f / 4, second.sum().item<float>());
     }
 
     [Fact]

@@ -101,12 +101,7 @@ internal static class PingPong
         Complete(ref request);
     }
 
-    private static void Complete(ref int request)
-    {
-        int done;
-        do MpiNative.Check(MpiNative.MPI_Test(ref request, out done, out _), "MPI_Test");
-        while (done == 0);
-    }
+    private static void Complete(ref int request) => MpiNative.Complete(ref request);
 
     /// <summary>
     /// Through <see cref="MpiTransport"/>, as the pipeline uses it: rank 0 sends a float32 tensor as an activation for

@@ -350,8 +350,7 @@ internal sealed class MpiEngine : IDisposable
         {
             MpiNative.Check(MpiNative.MPI_Iallgather(send.AddrOfPinnedObject(), Width, MpiNative.Byte,
                 receive.AddrOfPinnedObject(), Width, MpiNative.Byte, _control, out int request), "MPI_Iallgather");
-            int done;
-            do MpiNative.Check(MpiNative.MPI_Test(ref request, out done, out _), "MPI_Test"); while (done == 0);
+            MpiNative.Complete(ref request);
         }
         finally
         {
@@ -403,8 +402,7 @@ internal sealed class MpiEngine : IDisposable
             try
             {
                 MpiNative.Check(MpiNative.MPI_Imrecv(handle.AddrOfPinnedObject(), count, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
-                int done;
-                do MpiNative.Check(MpiNative.MPI_Test(ref request, out done, out _), "MPI_Test"); while (done == 0);
+                MpiNative.Complete(ref request);
             }
             finally
             {

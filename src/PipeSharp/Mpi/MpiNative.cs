@@ -70,6 +70,16 @@ internal static class MpiNative
     [DllImport(Library)] public static extern int MPI_Error_string(int code, byte[] text, out int length);
     [DllImport(Library)] public static extern int MPI_Get_processor_name(byte[] name, out int length);
 
+    /// <summary>
+    /// Tests <paramref name="request"/> until it completes: only for requests that complete at once or nearly (a small
+    /// message already matched, a start-up collective), never for waits on another rank's progress in a step.
+    /// </summary>
+    public static void Complete(ref int request)
+    {
+        int done;
+        do Check(MPI_Test(ref request, out done, out _), "MPI_Test"); while (done == 0);
+    }
+
     /// <summary>Throws <see cref="MpiException"/> for an MPI error code.</summary>
     public static void Check(int code, string call)
     {

@@ -14,6 +14,7 @@ internal sealed class StepContext : IDisposable
         Schedule = schedule;
         Training = !schedule.IsForwardOnly;
         Replicas = replicas;
+        TracedReplica = Array.FindIndex(replicas, r => r != null);
         StageBusy = new double[schedule.StageCount];
         _cancel = CancellationTokenSource.CreateLinkedTokenSource(external, failure);
     }
@@ -28,7 +29,7 @@ internal sealed class StepContext : IDisposable
     public bool IsSplit(int stage, int microBatch) => Schedule.SplitBackwards.Contains((stage, microBatch));
 
     /// <summary>The replica whose messages and busy time the step's statistics show (the first one held here).</summary>
-    public int TracedReplica => Array.FindIndex(Replicas, r => r != null);
+    public int TracedReplica { get; }
 
     /// <summary>Each data-parallel replica's share of the batch (null for replicas run by other processes).</summary>
     public ReplicaStep?[] Replicas { get; }

@@ -240,8 +240,7 @@ internal sealed class MpiTransport : ITransport
         try
         {
             MpiNative.Check(MpiNative.MPI_Imrecv(handle.AddrOfPinnedObject(), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
-            int done;
-            do MpiNative.Check(MpiNative.MPI_Test(ref request, out done, out _), "MPI_Test"); while (done == 0);
+            MpiNative.Complete(ref request);
         }
         finally
         {

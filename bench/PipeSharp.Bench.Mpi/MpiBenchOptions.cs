@@ -8,6 +8,12 @@ internal sealed record MpiBenchOptions
     /// <summary>Rounds; each round measures both variants of every measurement once, in alternating order.</summary>
     public int Rounds { get; init; } = 5;
 
+    /// <summary>
+    /// Rounds of the ping-pong: three times <see cref="Rounds"/>, since a ping-pong measurement lasts tens of
+    /// milliseconds and its ratios are medians over rounds.
+    /// </summary>
+    public int PingPongRounds => 3 * Rounds;
+
     /// <summary>Timed training steps per pipeline measurement.</summary>
     public int Steps { get; init; } = 10;
 
@@ -23,7 +29,7 @@ internal sealed record MpiBenchOptions
     /// </summary>
     public long VolumePerMeasurement { get; init; } = 64L << 20;
 
-    public const int MinIterations = 4;
+    public const int MinIterations = 8;
 
     /// <summary>Micro-batches of the pipelines.</summary>
     public int MicroBatches { get; init; } = 8;
@@ -38,10 +44,11 @@ internal sealed record MpiBenchOptions
         Start it with exactly 2 processes:
           mpirun.mpich -np 2 dotnet bench/PipeSharp.Bench.Mpi/bin/Release/net10.0/PipeSharp.Bench.Mpi.dll [options]
           --rounds N        rounds; each measures both variants once, alternating which goes first; default 5
+                    (the ping-pong runs 3 x N rounds)
           --steps N         timed training steps per pipeline measurement; default 10
           --warmup N        untimed training steps per pipeline before the first round; default 3
           --sizes LIST      ping-pong message sizes, e.g. 64K,1M,64M; default 64K,256K,1M,4M,16M,64M
-          --megabytes N     data sent each way per ping-pong measurement (iterations = N MB / size, at least 4); default 64
+          --megabytes N     data sent each way per ping-pong measurement (iterations = N MB / size, at least 8); default 64
           --microbatches N  micro-batches of both pipelines; default 8
           --only WHAT       bandwidth or steps: run one of the two measurements
           --quick           smoke test (~10 s): 2 rounds, 2 steps, 1 warm-up step, 8 MB per ping-pong measurement

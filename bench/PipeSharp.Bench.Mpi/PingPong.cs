@@ -16,14 +16,14 @@ internal static class PingPong
     private const int Tag = 7;
 
     /// <summary>
-    /// Raw MPI: the whole loop is one function run on the engine thread (MPI is initialised FUNNELED there), on its
-    /// own communicator, into buffers allocated once. Receives are matched probes and receives (MPI_Improbe, then
-    /// MPI_Imrecv), as the transport receives, because PipeSharp binds no MPI_Irecv; the engine thread polls
-    /// without pause, so this is as fast as MPI goes from this thread.
+    /// Raw MPI: the whole loop is one <see cref="MpiEngine.Call{T}"/> (MPI to itself, no other thread touches it
+    /// meanwhile), on its own communicator, into buffers allocated once. Receives are matched probes and receives
+    /// (MPI_Improbe, then MPI_Imrecv), as the transport receives, because PipeSharp binds no MPI_Irecv; the loop polls
+    /// without pause, so this is as fast as MPI goes from .NET.
     /// </summary>
     public static double Raw(MpiEngine engine, int comm, int rank, Tensor first, Tensor second, int bytes, int iterations)
     {
-        IntPtr a = MpiTransport.Pointer(first), b = MpiTransport.Pointer(second);
+        IntPtr a = TensorMemory.Pointer(first), b = TensorMemory.Pointer(second);
         int peer = 1 - rank;
         return engine.Call(() =>
         {
@@ -51,14 +51,14 @@ internal static class PingPong
                 var fresh = torch.empty(count).DetachFromDisposeScope();
                 if (rank == 0)
                 {
-                    MpiNative.Check(MpiNative.MPI_Isend(MpiTransport.Pointer(held), bytes, MpiNative.Byte, peer, Tag, comm, out int send), "MPI_Isend");
-                    Receive(comm, peer, MpiTransport.Pointer(fresh), bytes);
+                    MpiNative.Check(MpiNative.MPI_Isend(TensorMemory.Pointer(held), bytes, MpiNative.Byte, peer, Tag, comm, out int send), "MPI_Isend");
+                    Receive(comm, peer, TensorMemory.Pointer(fresh), bytes);
                     Complete(ref send);
                 }
                 else
                 {
-                    Receive(comm, peer, MpiTransport.Pointer(fresh), bytes);
-                    MpiNative.Check(MpiNative.MPI_Isend(MpiTransport.Pointer(fresh), bytes, MpiNative.Byte, peer, Tag, comm, out int send), "MPI_Isend");
+                    Receive(comm, peer, TensorMemory.Pointer(fresh), bytes);
+                    MpiNative.Check(MpiNative.MPI_Isend(TensorMemory.Pointer(fresh), bytes, MpiNative.Byte, peer, Tag, comm, out int send), "MPI_Isend");
                     Complete(ref send);
                 }
                 held.Dispose();
@@ -107,7 +107,7 @@ internal static class PingPong
     /// Through <see cref="MpiTransport"/>, as the pipeline uses it: rank 0 sends a float32 tensor as an activation for
     /// stage 1 and waits for the "gradient" for stage 0; rank 1 receives and sends the very tensor it received back.
     /// Send gives the tensor to the transport (it is disposed once sent) and every receive allocates a new one, as in
-    /// a training step; the waits are on this (main) thread and every MPI call is the engine thread's.
+    /// a training step; the waits are on this (main) thread, which polls MPI itself while it waits.
     /// </summary>
     public static double Transport(MpiTransport transport, int rank, int bytes, int iterations)
     {

@@ -29,7 +29,7 @@ internal sealed class MpiEngine : IDisposable
     private Exception? _failure;
     private volatile bool _stop;
     private volatile bool _finalize;
-    private int _waiters;
+    private int _waiters, _blocked;
     private int _control = MpiNative.CommNull;
     private IntPtr _beat;
 
@@ -86,11 +86,12 @@ internal sealed class MpiEngine : IDisposable
         _queue.Enqueue(operation);
         // Start it on this thread if MPI is free (a send leaves at once); otherwise wake the engine's thread. Waking it
         // for every message would make it compete with this thread for MPI; if nobody waits for the operation, the
-        // engine's thread finds it in flight within a millisecond and keeps it moving.
+        // engine's thread finds it in flight within a millisecond and keeps it moving. Only the start: testing and
+        // polling are left to whoever waits next (a whole turn here would add a microsecond or two to every send).
         bool started = _initialised && !Monitor.IsEntered(_progress) && Monitor.TryEnter(_progress); // never a turn inside a turn
         if (started)
         {
-            try { if (!_stop) Turn(); }
+            try { if (!_stop) StartQueued(); }
             finally { Monitor.Exit(_progress); }
         }
         if (!started) _wake.Set();
@@ -114,16 +115,56 @@ internal sealed class MpiEngine : IDisposable
     public void Wait(MpiOperation operation, CancellationToken cancellation)
     {
         using var waiting = Waiting();
-        long spin = (long)(SpinTime.TotalSeconds * Stopwatch.Frequency), last = Stopwatch.GetTimestamp();
+        var spin = new SpinState();
         while (!operation.IsCompleted)
         {
             cancellation.ThrowIfCancellationRequested();
-            if (TryProgress()) { last = Stopwatch.GetTimestamp(); continue; }
-            if (InFlight || Stopwatch.GetTimestamp() - last < spin) { Thread.Yield(); continue; }
-            operation.Wait(TimeSpan.FromMilliseconds(1), cancellation);
+            if (PollOrPause(ref spin)) continue;
+            using (Blocked()) operation.Wait(TimeSpan.FromMilliseconds(1), cancellation);
         }
         operation.ThrowIfFailed();
     }
+
+    /// <summary>
+    /// One step of a waiting thread's loop: polls MPI (<see cref="TryProgress"/>); without progress, polls again at
+    /// once for <see cref="BusyPolls"/> polls (a reply is usually microseconds away, and giving the core up costs more
+    /// than that), then yields the core between polls while transfers are in flight or for about
+    /// <see cref="SpinTime"/>.
+    /// </summary>
+    /// <param name="spin">The caller's state of this wait, updated; a new one per wait.</param>
+    /// <returns>False when the caller should block (up to a millisecond) instead of polling again.</returns>
+    /// <remarks>
+    /// The busy phase counts polls rather than reading a clock: on this kind of virtual machine a precise clock read
+    /// costs as much as a poll of MPI, and it would be paid on every turn of the loop.
+    /// </remarks>
+    public bool PollOrPause(ref SpinState spin)
+    {
+        if (TryProgress())
+        {
+            spin.Idle = 0;
+            return true;
+        }
+        if (++spin.Idle < BusyPolls) return true;
+        long now = Environment.TickCount64; // coarse (a few ms at most) and cheap
+        if (spin.Idle == BusyPolls) spin.IdleSince = now;
+        if (!InFlight && now - spin.IdleSince >= (long)SpinTime.TotalMilliseconds) return false;
+        Thread.Yield();
+        return true;
+    }
+
+    /// <summary>Where a waiting thread is in <see cref="PollOrPause"/>'s phases.</summary>
+    public struct SpinState
+    {
+        internal int Idle;
+        internal long IdleSince;
+    }
+
+    /// <summary>
+    /// How many polls without progress a waiting thread makes without giving up its core (tens of microseconds).
+    /// Few, because with more threads than cores (several ranks on one machine) the thread it keeps out may be the
+    /// one that computes what it waits for.
+    /// </summary>
+    public const int BusyPolls = 64;
 
     /// <summary>Adds a poller, called on every turn of the engine loop; it returns true if it made progress.</summary>
     public void AddPoller(Func<bool> poll) => Call(() => { _pollers.Add(poll); return 0; });
@@ -136,7 +177,7 @@ internal sealed class MpiEngine : IDisposable
     }
 
     /// <summary>Notes that <paramref name="rank"/> was heard from (any message counts as a heartbeat).</summary>
-    public void Heard(int rank) => Volatile.Write(ref _lastHeard[rank], Stopwatch.GetTimestamp());
+    public void Heard(int rank) => Volatile.Write(ref _lastHeard[rank], Environment.TickCount64);
 
     /// <summary>True while sends, receives or collectives are in flight (they need progress calls to complete).</summary>
     public bool InFlight => _active.Count > 0 || Volatile.Read(ref _pendingReceives) > 0;
@@ -150,11 +191,36 @@ internal sealed class MpiEngine : IDisposable
     private int _pendingReceives;
 
     /// <summary>Marks that a thread waits for MPI (and polls it): the engine's thread then stays out of its way.</summary>
-    public IDisposable Waiting()
+    public WaitingScope Waiting()
     {
         Interlocked.Increment(ref _waiters); // no need to wake the engine's thread: the waiter polls MPI itself
-        return new Release(() => Interlocked.Decrement(ref _waiters));
+        return new WaitingScope(this);
     }
+
+    /// <summary>A thread's wait for MPI (see <see cref="Waiting"/>); a struct, as one is taken for every message.</summary>
+    public readonly struct WaitingScope(MpiEngine engine) : IDisposable
+    {
+        public void Dispose() => Interlocked.Decrement(ref engine._waiters);
+    }
+
+    /// <summary>
+    /// Marks that a waiting thread blocks (up to a millisecond, after <see cref="PollOrPause"/> said so) and does not
+    /// poll meanwhile: while every waiter blocks, the engine's thread polls for transfers in flight.
+    /// </summary>
+    public BlockedScope Blocked()
+    {
+        Interlocked.Increment(ref _blocked);
+        return new BlockedScope(this);
+    }
+
+    /// <summary>See <see cref="Blocked"/>.</summary>
+    public readonly struct BlockedScope(MpiEngine engine) : IDisposable
+    {
+        public void Dispose() => Interlocked.Decrement(ref engine._blocked);
+    }
+
+    // Waiters that poll MPI right now (rather than block).
+    private bool SomeonePolls => Volatile.Read(ref _waiters) > Volatile.Read(ref _blocked);
 
     /// <summary>Fails the engine with <paramref name="error"/>: every waiter wakes with it.</summary>
     public void Fail(Exception error)
@@ -197,6 +263,14 @@ internal sealed class MpiEngine : IDisposable
         _ready.SetResult();
         while (!_stop)
         {
+            // A waiting thread that polls MPI does everything a turn does (heartbeats included): stay out of its way,
+            // unless an operation is queued (it may be in the middle of a turn, past starting operations).
+            if (SomeonePolls && _queue.IsEmpty)
+            {
+                _wake.Wait(1);
+                _wake.Reset();
+                continue;
+            }
             bool progress;
             lock (_progress) progress = Turn();
             if (progress) continue;
@@ -204,7 +278,7 @@ internal sealed class MpiEngine : IDisposable
             // two threads of one process do not compete for the cores (the copy of a large message is done by whichever
             // polls). With nobody waiting, transfers in flight still need progress calls to move on (a large message
             // goes in fragments): keep polling without sleeping. With nothing at all, sleep until work is queued.
-            if (InFlight && Volatile.Read(ref _waiters) == 0) { Thread.Yield(); continue; }
+            if (InFlight && !SomeonePolls) { Thread.Yield(); continue; }
             _wake.Wait(1);
             _wake.Reset();
         }
@@ -242,14 +316,7 @@ internal sealed class MpiEngine : IDisposable
     // MPI_THREAD_SERIALIZED, and this lock is what serialises every call into it.
     private bool Turn()
     {
-        bool progress = false;
-        while (_queue.TryDequeue(out var op))
-        {
-            progress = true;
-            if (Failure is { } failure && op is not NoticeOperation) { op.Complete(failure); continue; }
-            try { op.Start(); _active.Add(op); }
-            catch (Exception e) { op.Complete(e); }
-        }
+        bool progress = StartQueued();
         for (int i = _active.Count - 1; i >= 0; i--)
         {
             var op = _active[i];
@@ -270,17 +337,19 @@ internal sealed class MpiEngine : IDisposable
                 _active.RemoveAt(i);
             }
         }
-        long now = Stopwatch.GetTimestamp();
+        // Milliseconds from the coarse clock: a precise read on every turn would cost as much as a poll of MPI.
+        long now = Environment.TickCount64;
         try
         {
             foreach (var poll in _pollers) progress |= poll();
             // Heartbeats and failure notices need millisecond promptness, not microsecond: every MPI call runs MPI's
-            // whole progress engine, so the control communicator is polled only every ControlInterval.
+            // whole progress engine, so the control communicator is polled only when the coarse clock has moved on
+            // (every 1 to 4 ms, by the kernel's tick).
             if (now >= _nextControl)
             {
                 progress |= PollControl();
                 CheckPeers(now);
-                _nextControl = now + ControlTicks;
+                _nextControl = now + 1;
             }
         }
         catch (Exception e)
@@ -290,14 +359,27 @@ internal sealed class MpiEngine : IDisposable
         if (now >= _nextBeat)
         {
             SendHeartbeats();
-            _nextBeat = now + (long)(HeartbeatInterval.TotalSeconds * Stopwatch.Frequency);
+            _nextBeat = now + (long)HeartbeatInterval.TotalMilliseconds;
         }
         return progress;
     }
 
+    // Starts the queued operations (the caller holds _progress); true if there were any.
+    private bool StartQueued()
+    {
+        bool started = false;
+        while (_queue.TryDequeue(out var op))
+        {
+            started = true;
+            if (Failure is { } failure && op is not NoticeOperation) { op.Complete(failure); continue; }
+            try { op.Start(); _active.Add(op); }
+            catch (Exception e) { op.Complete(e); }
+        }
+        return started;
+    }
+
     private readonly object _progress = new();
-    private long _nextBeat, _nextControl;
-    private static readonly long ControlTicks = Stopwatch.Frequency / 5000; // 200 us
+    private long _nextBeat, _nextControl; // Environment.TickCount64
     private volatile bool _initialised;
 
     private void Initialise()
@@ -330,7 +412,7 @@ internal sealed class MpiEngine : IDisposable
         Rank = rank;
         Size = size;
         _hosts = GatherHostNames(size);
-        _lastHeard = Enumerable.Repeat(Stopwatch.GetTimestamp(), size).ToArray();
+        _lastHeard = Enumerable.Repeat(Environment.TickCount64, size).ToArray();
         _beat = Marshal.AllocHGlobal(sizeof(int));
         Marshal.WriteInt32(_beat, rank);
         _initialised = true;
@@ -376,7 +458,7 @@ internal sealed class MpiEngine : IDisposable
         for (int r = 0; r < Size; r++)
         {
             if (r == Rank) continue;
-            double silent = (now - Volatile.Read(ref _lastHeard[r])) / (double)Stopwatch.Frequency;
+            double silent = (now - Volatile.Read(ref _lastHeard[r])) / 1000.0;
             if (silent <= PeerTimeout.TotalSeconds) continue;
             string text = $"rank {Rank} on {HostName} lost {DescribeRank(r)}: it has sent nothing for {silent:F1} s (peer timeout " +
                           $"{PeerTimeout.TotalSeconds:F0} s), so that process stopped or the network link to it is down.";
@@ -453,12 +535,6 @@ internal sealed class MpiEngine : IDisposable
 
     /// <summary>How long <see cref="Dispose"/> waits for MPI_Finalize.</summary>
     public static TimeSpan FinalizeTimeout { get; } = TimeSpan.FromSeconds(5);
-
-    private sealed class Release(Action release) : IDisposable
-    {
-        private int _done;
-        public void Dispose() { if (Interlocked.Exchange(ref _done, 1) == 0) release(); }
-    }
 
     private sealed class CallOperation<T>(Func<T> call) : MpiOperation
     {

@@ -35,7 +35,9 @@ internal sealed class MpiTransport : ITransport
     private readonly Dictionary<MessageKey, Queue<Tensor>> _mail = new();
     private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), long[]?[]> _sent = new();
     private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), int> _nextSlot = new();
-    private readonly Dictionary<(int Peer, int Kind, int Stage, int Slot), long[]> _received = new();
+    private readonly Dictionary<(int Peer, int Kind, int Stage, int Slot), ReceiveSlot> _received = new();
+    // Slots whose spare tensor was used, to be made again when the poller finds nothing to do.
+    private readonly Stack<ReceiveSlot> _refill = new();
     private readonly List<(MessageKey Key, Tensor Tensor, int Request)> _incoming = new();
 
     /// <param name="engine">The process's MPI engine.</param>
@@ -77,14 +79,22 @@ internal sealed class MpiTransport : ITransport
         var data = tensor.device_type == DeviceType.CPU && tensor.is_contiguous() ? tensor : tensor.cpu().contiguous();
         data.DetachFromDisposeScope();
         if (!ReferenceEquals(data, tensor)) tensor.Dispose();
-        long[] header = [(long)key.Kind, key.Stage, 0, (long)data.dtype, .. data.shape];
+        // The header: kind, stage, slot, dtype, then the dimensions (read one by one: Tensor.shape costs a microsecond).
+        int dimensions = (int)data.Dimensions;
+        var header = new long[4 + dimensions];
+        header[0] = (long)key.Kind;
+        header[1] = key.Stage;
+        header[3] = (long)data.dtype;
+        for (int d = 0; d < dimensions; d++) header[4 + d] = data.size(d);
         int slot;
         bool announce;
         lock (_gate)
         {
             var channel = (rank, key.Kind, key.Stage);
             if (!_sent.TryGetValue(channel, out var slots)) _sent[channel] = slots = new long[]?[Slots];
-            slot = Array.FindIndex(slots, s => s != null && s.AsSpan(3).SequenceEqual(header.AsSpan(3)));
+            slot = -1;
+            for (int i = 0; i < Slots && slot < 0; i++)
+                if (slots[i] is { } known && known.AsSpan(3).SequenceEqual(header.AsSpan(3))) slot = i;
             announce = slot < 0;
             if (announce)
             {
@@ -108,33 +118,45 @@ internal sealed class MpiTransport : ITransport
     public Tensor Receive(MessageKey key, CancellationToken cancellation)
     {
         using var waiting = _engine.Waiting();
-        using var wake = cancellation.Register(Wake);
-        using var failed = _engine.FailureToken.Register(Wake);
-        long spin = (long)(MpiEngine.SpinTime.TotalSeconds * Stopwatch.Frequency), last = Stopwatch.GetTimestamp();
-        while (true)
+        // Registered only before the first block: most messages arrive while this thread still polls.
+        CancellationTokenRegistration wake = default, failed = default;
+        bool registered = false;
+        var spin = new MpiEngine.SpinState();
+        try
         {
-            long seen;
-            lock (_gate)
+            while (true)
             {
-                if (_mail.TryGetValue(key, out var queue))
+                long seen;
+                lock (_gate)
                 {
-                    var tensor = queue.Dequeue();
-                    if (queue.Count == 0) _mail.Remove(key);
-                            return tensor;
+                    // Queues stay once made (a key's queue is used again by every step), so a message costs no allocation.
+                    if (_mail.TryGetValue(key, out var queue) && queue.TryDequeue(out var tensor)) return tensor;
+                    if (_engine.Failure is RankFailedException f) throw new RankFailedException(f.Rank, f.Message);
+                    if (_engine.Failure is { } e) throw new MpiException(e.Message, e);
+                    cancellation.ThrowIfCancellationRequested();
+                    seen = _deliveries;
                 }
-                if (_engine.Failure is RankFailedException f) throw new RankFailedException(f.Rank, f.Message);
-                if (_engine.Failure is { } e) throw new MpiException(e.Message, e);
-                cancellation.ThrowIfCancellationRequested();
-                seen = _deliveries;
+                // Poll MPI on this thread while no other thread does, so the message is taken the moment it arrives;
+                // after SpinTime without progress, block in 1 ms slices (the engine's thread keeps looking in meanwhile).
+                if (_engine.PollOrPause(ref spin)) continue;
+                if (!registered)
+                {
+                    wake = cancellation.Register(Wake);
+                    failed = _engine.FailureToken.Register(Wake);
+                    registered = true;
+                    continue; // look again: a cancellation or failure before the registration wakes nobody
+                }
+                using (_engine.Blocked())
+                lock (_gate)
+                {
+                    if (_deliveries == seen) Monitor.Wait(_gate, 1);
+                }
             }
-            // Poll MPI on this thread while no other thread does, so the message is taken the moment it arrives;
-            // after SpinTime without progress, block in 1 ms slices (the engine's thread keeps looking in meanwhile).
-            if (_engine.TryProgress()) { last = Stopwatch.GetTimestamp(); continue; }
-            if (_engine.InFlight || Stopwatch.GetTimestamp() - last < spin) { Thread.Yield(); continue; }
-            lock (_gate)
-            {
-                if (_deliveries == seen) Monitor.Wait(_gate, 1);
-            }
+        }
+        finally
+        {
+            wake.Dispose();
+            failed.Dispose();
         }
     }
 
@@ -156,7 +178,12 @@ internal sealed class MpiTransport : ITransport
         while (true)
         {
             MpiNative.Check(MpiNative.MPI_Improbe(MpiNative.AnySource, MpiNative.AnyTag, _comm, out int flag, out int message, out var status), "MPI_Improbe");
-            if (flag == 0) return progress;
+            if (flag == 0)
+            {
+                // Nothing has arrived: a good time to make a spare tensor (one per poll, to stay quick).
+                if (!progress && _refill.TryPop(out var refill)) refill.Refill();
+                return progress;
+            }
             progress = true;
             _engine.Heard(status.Source);
             MpiNative.Check(MpiNative.MPI_Get_count(ref status, MpiNative.Byte, out int bytes), "MPI_Get_count");
@@ -164,7 +191,9 @@ internal sealed class MpiTransport : ITransport
             {
                 var header = new long[bytes / sizeof(long)];
                 ReceiveNow(header, bytes, ref message);
-                _received[(status.Source, (int)header[0], (int)header[1], (int)header[2])] = header;
+                var key = (status.Source, (int)header[0], (int)header[1], (int)header[2]);
+                if (_received.TryGetValue(key, out var replaced)) replaced.Retire();
+                _received[key] = ReceiveSlot.FromHeader(header, ElementSize);
                 continue;
             }
             int t = status.Tag - 1;
@@ -172,17 +201,21 @@ internal sealed class MpiTransport : ITransport
             int kind = t / Slots % 3;
             int stage = t / Slots / 3 % _stages;
             int microBatch = t / Slots / 3 / _stages;
-            if (!_received.TryGetValue((status.Source, kind, stage, slot), out var shape))
+            if (!_received.TryGetValue((status.Source, kind, stage, slot), out var announced))
                 throw new MpiException($"rank {status.Source} sent a message (tag {status.Tag}) whose shape was never announced.");
+            if (announced.Bytes != bytes)
+                throw new MpiException($"rank {status.Source} sent {bytes} bytes for a tensor of shape [{string.Join(",", announced.Shape)}] " +
+                                       $"and type {announced.Dtype} ({announced.Bytes} bytes).");
             // Out of any dispose scope (this may run on a worker thread that polls while it waits, inside its action's
-            // scope); a large message in reused memory (ReceiveBuffers).
-            var tensor = ReceiveBuffers.Rent(shape[4..], (ScalarType)shape[3], ElementSize((ScalarType)shape[3]));
-            if (tensor.NumberOfElements * tensor.ElementSize != bytes)
-                throw new MpiException($"rank {status.Source} sent {bytes} bytes for a tensor of shape [{string.Join(",", shape[4..])}].");
-            MpiNative.Check(MpiNative.MPI_Imrecv(Pointer(tensor), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
+            // scope): a spare made ahead, or a new tensor; a large message in reused memory (ReceiveBuffers).
+            var tensor = announced.Take(out bool wantsSpare);
+            if (wantsSpare) _refill.Push(announced);
+            MpiNative.Check(MpiNative.MPI_Imrecv(TensorMemory.Pointer(tensor), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
             _incoming.Add((new MessageKey((MessageKind)kind, stage, microBatch), tensor, request));
             _engine.ReceiveStarted();
-            CompleteIncoming(); // a small (eager) message is usually complete at once
+            // A small (eager) message is usually complete at once: then hand it over now, and leave any later arrival
+            // to the next turn, so that the thread waiting for this one gets it without another poll of MPI first.
+            if (CompleteIncoming()) return true;
         }
     }
 
@@ -248,13 +281,6 @@ internal sealed class MpiTransport : ITransport
         }
     }
 
-    /// <summary>The address of a CPU tensor's first element.</summary>
-    internal static unsafe IntPtr Pointer(Tensor tensor)
-    {
-        if (tensor.NumberOfElements == 0) return IntPtr.Zero;
-        fixed (byte* p = tensor.bytes) return (IntPtr)p;
-    }
-
     /// <inheritdoc />
     public void Clear()
     {
@@ -273,6 +299,7 @@ internal sealed class MpiTransport : ITransport
         {
             int comm = _comm;
             MpiNative.MPI_Comm_free(ref comm);
+            foreach (var slot in _received.Values) slot.Retire();
         });
     }
 
@@ -290,7 +317,7 @@ internal sealed class MpiTransport : ITransport
                 _header = GCHandle.Alloc(header, GCHandleType.Pinned);
                 MpiNative.Check(MpiNative.MPI_Isend(_header.AddrOfPinnedObject(), header.Length * sizeof(long), MpiNative.Byte, rank, HeaderTag, comm, out _headerRequest), "MPI_Isend");
             }
-            MpiNative.Check(MpiNative.MPI_Isend(Pointer(data), bytes, MpiNative.Byte, rank, tag, comm, out _dataRequest), "MPI_Isend");
+            MpiNative.Check(MpiNative.MPI_Isend(TensorMemory.Pointer(data), bytes, MpiNative.Byte, rank, tag, comm, out _dataRequest), "MPI_Isend");
         }
 
         public override bool Test()

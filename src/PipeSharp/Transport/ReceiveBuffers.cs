@@ -25,14 +25,7 @@ internal static class ReceiveBuffers
     private static long _pooled;
 
     // Called by libtorch when a tensor's storage is released; kept alive for the life of the process.
-    private static readonly Deleter GiveBack = Return;
-
-    [UnmanagedFunctionPointer(CallingConvention.Cdecl)]
-    private delegate void Deleter(IntPtr memory);
-
-    [DllImport("LibTorchSharp", EntryPoint = "THSTensor_new")]
-    private static extern IntPtr NewTensor(IntPtr data, Deleter deleter, IntPtr dimensions, int dimensionCount,
-        sbyte type, sbyte dtype, int deviceType, int deviceIndex, [MarshalAs(UnmanagedType.U1)] bool requiresGrad);
+    private static readonly TensorMemory.Deleter GiveBack = Return;
 
     /// <summary>An uninitialised CPU tensor of <paramref name="shape"/> and <paramref name="dtype"/>, outside any dispose scope.</summary>
     public static unsafe Tensor Rent(long[] shape, ScalarType dtype, long elementSize)
@@ -48,15 +41,15 @@ internal static class ReceiveBuffers
             block = (IntPtr)NativeMemory.AlignedAlloc((nuint)bytes, 64);
             Sizes[block] = bytes;
         }
-        IntPtr handle;
-        fixed (long* dims = shape)
-            handle = NewTensor(block, GiveBack, (IntPtr)dims, shape.Length, (sbyte)dtype, (sbyte)dtype, (int)DeviceType.CPU, -1, false);
-        if (handle == IntPtr.Zero)
+        try
+        {
+            return TensorMemory.Wrap(block, shape, dtype, GiveBack);
+        }
+        catch
         {
             Return(block);
-            torch.CheckForErrors();
+            throw;
         }
-        return Tensor.UnsafeCreateTensor(handle);
     }
 
     /// <summary>Bytes held for reuse right now (for tests).</summary>

@@ -19,30 +19,33 @@ public sealed class MpiFactAttribute : FactAttribute
     }
 }
 
-/// <summary>Runs <c>pipesharp</c> (the CLI of this build) under <c>mpirun.mpich</c> and collects what it printed.</summary>
+/// <summary>
+/// Runs <c>pipesharp</c> (the CLI of this build), or another program of this build, under <c>mpirun.mpich</c> and
+/// collects what it printed.
+/// </summary>
 internal static class MpiJob
 {
     public static readonly string? Launcher = new[] { "/usr/bin/mpirun.mpich", "/usr/local/bin/mpirun.mpich" }.FirstOrDefault(File.Exists);
 
     /// <summary>The CLI assembly built next to this test assembly (same configuration).</summary>
-    public static string Cli
+    public static string Cli => Built("src", "PipeSharp.Cli");
+
+    /// <summary>The assembly of project <paramref name="project"/> in folder <paramref name="folder"/>, built in this configuration.</summary>
+    public static string Built(string folder, string project)
     {
-        get
-        {
-            // tests/PipeSharp.Tests/bin/<Configuration>/<tfm>/ -> src/PipeSharp.Cli/bin/<Configuration>/<tfm>/
-            var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
-            string tfm = here.Name, configuration = here.Parent!.Name;
-            string root = here.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
-            return Path.Combine(root, "src", "PipeSharp.Cli", "bin", configuration, tfm, "PipeSharp.Cli.dll");
-        }
+        // tests/PipeSharp.Tests/bin/<Configuration>/<tfm>/ -> <folder>/<project>/bin/<Configuration>/<tfm>/<project>.dll
+        var here = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar));
+        string tfm = here.Name, configuration = here.Parent!.Name;
+        string root = here.Parent!.Parent!.Parent!.Parent!.Parent!.FullName;
+        return Path.Combine(root, folder, project, "bin", configuration, tfm, project + ".dll");
     }
 
     public sealed record Result(int ExitCode, string Output, TimeSpan Elapsed);
 
     /// <summary>Starts the job; the caller waits for it (and may kill ranks meanwhile).</summary>
-    public static Process Start(int processes, string arguments, StringBuilder output, string launcherOptions = "")
+    public static Process Start(int processes, string arguments, StringBuilder output, string launcherOptions = "", string? program = null)
     {
-        var info = new ProcessStartInfo(Launcher!, $"{launcherOptions} -np {processes} dotnet {Cli} {arguments}")
+        var info = new ProcessStartInfo(Launcher!, $"{launcherOptions} -np {processes} dotnet {program ?? Cli} {arguments}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -59,16 +62,16 @@ internal static class MpiJob
     }
 
     /// <summary>Runs the job to the end; kills it (and fails) if it takes longer than <paramref name="timeout"/>.</summary>
-    public static Result Run(int processes, string arguments, TimeSpan timeout, string launcherOptions = "")
+    public static Result Run(int processes, string arguments, TimeSpan timeout, string launcherOptions = "", string? program = null)
     {
         var output = new StringBuilder();
         var clock = Stopwatch.StartNew();
-        using var process = Start(processes, arguments, output, launcherOptions);
+        using var process = Start(processes, arguments, output, launcherOptions, program);
         if (!process.WaitForExit(timeout))
         {
             process.Kill(entireProcessTree: true);
             process.WaitForExit();
-            Assert.Fail($"mpirun -np {processes} pipesharp {arguments} did not finish within {timeout.TotalSeconds:F0} s:\n{output}");
+            Assert.Fail($"mpirun -np {processes} {Path.GetFileName(program ?? "pipesharp")} {arguments} did not finish within {timeout.TotalSeconds:F0} s:\n{output}");
         }
         process.WaitForExit(); // the output readers
         return new Result(process.ExitCode, output.ToString(), clock.Elapsed);

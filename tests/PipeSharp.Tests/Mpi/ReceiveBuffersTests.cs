@@ -45,5 +45,5 @@ public class ReceiveBuffersTests
         Assert.Equal(before, ReceiveBuffers.PooledBytes);
     }
 
-    private static IntPtr Pointer(Tensor t) => MpiTransport.Pointer(t);
+    private static IntPtr Pointer(Tensor t) => TensorMemory.Pointer(t);
 }

@@ -34,7 +34,8 @@ try
     log.WriteLine("PipeSharp.Bench.Mpi: PipeSharp over MPI (MPICH) against raw MPI and against the in-process pipeline");
     log.WriteLine($"  machine: {Machine.Describe()}");
     log.WriteLine($"  MPI: {cluster.Size} processes on {cluster.HostName}; a waiting thread polls MPI itself " +
-                  $"(for {MpiEngine.SpinTime.TotalMilliseconds:0.#} ms after its last progress when no transfer is in flight)");
+                  $"({MpiEngine.BusyPolls} polls without pause, then yielding its core between polls, for " +
+                  $"{MpiEngine.SpinTime.TotalMilliseconds:0.#} ms after its last progress when no transfer is in flight)");
     log.WriteLine();
 
     double lowestBandwidthRatio = double.NaN, stepRatio = double.NaN;

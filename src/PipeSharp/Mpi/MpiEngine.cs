@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 
@@ -12,12 +11,10 @@ namespace PipeSharp.Mpi;
 /// between ranks. MPI is initialised <c>MPI_THREAD_SERIALIZED</c>, and turns are serialised by one lock: the engine's
 /// own thread takes turns while nobody else does (and initialises and finalises MPI); a thread that waits for an
 /// operation or a message takes turns itself meanwhile. No call blocks inside MPI, so every wait can be cancelled.
+/// How threads wait is in MpiEngine.Waiting.cs; heartbeats, lost peers and failure notices in MpiEngine.Peers.cs.
 /// </summary>
-internal sealed class MpiEngine : IDisposable
+internal sealed partial class MpiEngine : IDisposable
 {
-    private const int HeartbeatTag = 1;
-    private const int FailureTag = 2;
-
     private readonly ConcurrentQueue<MpiOperation> _queue = new();
     private readonly List<MpiOperation> _active = new();
     private readonly List<Func<bool>> _pollers = new();
@@ -25,13 +22,9 @@ internal sealed class MpiEngine : IDisposable
     private readonly ManualResetEventSlim _wake = new(false);
     private readonly CancellationTokenSource _failed = new();
     private readonly TaskCompletionSource _ready = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private long[] _lastHeard = [];
     private Exception? _failure;
     private volatile bool _stop;
     private volatile bool _finalize;
-    private int _waiters, _blocked;
-    private int _control = MpiNative.CommNull;
-    private IntPtr _beat;
 
     public MpiEngine(TimeSpan peerTimeout, TimeSpan heartbeatInterval)
     {
@@ -57,21 +50,6 @@ internal sealed class MpiEngine : IDisposable
     public string HostName { get; private set; } = "";
     public TimeSpan PeerTimeout { get; }
     public TimeSpan HeartbeatInterval { get; }
-
-    /// <summary>
-    /// How long a waiting thread polls MPI itself, without blocking, after the last progress when no transfer is in
-    /// flight; then it blocks in slices of a millisecond while the engine's thread looks in every millisecond.
-    /// </summary>
-    public static TimeSpan SpinTime { get; } = TimeSpan.FromMilliseconds(1);
-
-    /// <summary>A rank's role, for messages (e.g. "replica 0, stage 2"), once a pipeline has said so.</summary>
-    public Func<int, string>? RoleOf { get; set; }
-
-    /// <summary>"rank 2 on node2 (replica 0, stage 2)": a rank, its host and its role.</summary>
-    public string DescribeRank(int rank) =>
-        $"rank {rank} on {(_hosts.Length > rank ? _hosts[rank] : "?")}" + (RoleOf is { } role ? $" ({role(rank)})" : "");
-
-    private string[] _hosts = [];
 
     /// <summary>The first failure (this rank's or another's); null while all is well.</summary>
     public Exception? Failure => Volatile.Read(ref _failure);
@@ -106,66 +84,6 @@ internal sealed class MpiEngine : IDisposable
         return op.Result!;
     }
 
-    /// <summary>
-    /// Waits for <paramref name="operation"/>, polling MPI on this thread while no other thread does (for up to
-    /// <see cref="SpinTime"/> after the last progress), then blocking in 1 ms slices while the engine thread polls.
-    /// </summary>
-    /// <exception cref="RankFailedException">Another rank failed or was lost.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellation"/> was cancelled.</exception>
-    public void Wait(MpiOperation operation, CancellationToken cancellation)
-    {
-        using var waiting = Waiting();
-        var spin = new SpinState();
-        while (!operation.IsCompleted)
-        {
-            cancellation.ThrowIfCancellationRequested();
-            if (PollOrPause(ref spin)) continue;
-            using (Blocked()) operation.Wait(TimeSpan.FromMilliseconds(1), cancellation);
-        }
-        operation.ThrowIfFailed();
-    }
-
-    /// <summary>
-    /// One step of a waiting thread's loop: polls MPI (<see cref="TryProgress"/>); without progress, polls again at
-    /// once for <see cref="BusyPolls"/> polls (a reply is usually microseconds away, and giving the core up costs more
-    /// than that), then yields the core between polls while transfers are in flight or for about
-    /// <see cref="SpinTime"/>.
-    /// </summary>
-    /// <param name="spin">The caller's state of this wait, updated; a new one per wait.</param>
-    /// <returns>False when the caller should block (up to a millisecond) instead of polling again.</returns>
-    /// <remarks>
-    /// The busy phase counts polls rather than reading a clock: on this kind of virtual machine a precise clock read
-    /// costs as much as a poll of MPI, and it would be paid on every turn of the loop.
-    /// </remarks>
-    public bool PollOrPause(ref SpinState spin)
-    {
-        if (TryProgress())
-        {
-            spin.Idle = 0;
-            return true;
-        }
-        if (++spin.Idle < BusyPolls) return true;
-        long now = Environment.TickCount64; // coarse (a few ms at most) and cheap
-        if (spin.Idle == BusyPolls) spin.IdleSince = now;
-        if (!InFlight && now - spin.IdleSince >= (long)SpinTime.TotalMilliseconds) return false;
-        Thread.Yield();
-        return true;
-    }
-
-    /// <summary>Where a waiting thread is in <see cref="PollOrPause"/>'s phases.</summary>
-    public struct SpinState
-    {
-        internal int Idle;
-        internal long IdleSince;
-    }
-
-    /// <summary>
-    /// How many polls without progress a waiting thread makes without giving up its core (tens of microseconds).
-    /// Few, because with more threads than cores (several ranks on one machine) the thread it keeps out may be the
-    /// one that computes what it waits for.
-    /// </summary>
-    public const int BusyPolls = 64;
-
     /// <summary>Adds a poller, called on every turn of the engine loop; it returns true if it made progress.</summary>
     public void AddPoller(Func<bool> poll) => Call(() => { _pollers.Add(poll); return 0; });
 
@@ -175,9 +93,6 @@ internal sealed class MpiEngine : IDisposable
         if (Failure != null || _stop) return;
         Call(() => { _pollers.Remove(poll); then?.Invoke(); return 0; });
     }
-
-    /// <summary>Notes that <paramref name="rank"/> was heard from (any message counts as a heartbeat).</summary>
-    public void Heard(int rank) => Volatile.Write(ref _lastHeard[rank], Environment.TickCount64);
 
     /// <summary>True while sends, receives or collectives are in flight (they need progress calls to complete).</summary>
     public bool InFlight => _active.Count > 0 || Volatile.Read(ref _pendingReceives) > 0;
@@ -190,63 +105,12 @@ internal sealed class MpiEngine : IDisposable
 
     private int _pendingReceives;
 
-    /// <summary>Marks that a thread waits for MPI (and polls it): the engine's thread then stays out of its way.</summary>
-    public WaitingScope Waiting()
-    {
-        Interlocked.Increment(ref _waiters); // no need to wake the engine's thread: the waiter polls MPI itself
-        return new WaitingScope(this);
-    }
-
-    /// <summary>A thread's wait for MPI (see <see cref="Waiting"/>); a struct, as one is taken for every message.</summary>
-    public readonly struct WaitingScope(MpiEngine engine) : IDisposable
-    {
-        public void Dispose() => Interlocked.Decrement(ref engine._waiters);
-    }
-
-    /// <summary>
-    /// Marks that a waiting thread blocks (up to a millisecond, after <see cref="PollOrPause"/> said so) and does not
-    /// poll meanwhile: while every waiter blocks, the engine's thread polls for transfers in flight.
-    /// </summary>
-    public BlockedScope Blocked()
-    {
-        Interlocked.Increment(ref _blocked);
-        return new BlockedScope(this);
-    }
-
-    /// <summary>See <see cref="Blocked"/>.</summary>
-    public readonly struct BlockedScope(MpiEngine engine) : IDisposable
-    {
-        public void Dispose() => Interlocked.Decrement(ref engine._blocked);
-    }
-
-    // Waiters that poll MPI right now (rather than block).
-    private bool SomeonePolls => Volatile.Read(ref _waiters) > Volatile.Read(ref _blocked);
-
     /// <summary>Fails the engine with <paramref name="error"/>: every waiter wakes with it.</summary>
     public void Fail(Exception error)
     {
         if (Interlocked.CompareExchange(ref _failure, error, null) != null) return;
         try { _failed.Cancel(); } catch (ObjectDisposedException) { }
         _wake.Set();
-    }
-
-    /// <summary>
-    /// Tells every other rank that this rank failed (the text says how) and fails this engine. Waits up to
-    /// <paramref name="timeout"/> for the notices to leave.
-    /// </summary>
-    public void NotifyFailure(string text, TimeSpan timeout)
-    {
-        if (Failure is RankFailedException own && own.Rank == Rank) return; // told them already
-        bool first = Failure is null;
-        var bytes = Encoding.UTF8.GetBytes(text);
-        var handle = GCHandle.Alloc(bytes, GCHandleType.Pinned);
-        var op = new NoticeOperation(this, handle, bytes.Length);
-        _queue.Enqueue(op); // even after a failure: a notice must still go out
-        _wake.Set();
-        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
-        while (!op.IsCompleted && Stopwatch.GetTimestamp() < deadline)
-            if (!TryProgress()) op.Wait(TimeSpan.FromMilliseconds(1), CancellationToken.None);
-        if (first) Fail(new RankFailedException(Rank, text));
     }
 
     private void Loop()
@@ -442,60 +306,6 @@ internal sealed class MpiEngine : IDisposable
         return Enumerable.Range(0, size).Select(r => Encoding.UTF8.GetString(all, r * Width, Width).TrimEnd('\0')).ToArray();
     }
 
-    private void SendHeartbeats()
-    {
-        for (int r = 0; r < Size; r++)
-        {
-            if (r == Rank) continue;
-            MpiNative.Check(MpiNative.MPI_Isend(_beat, 1, MpiNative.Byte, r, HeartbeatTag, _control, out int request), "MPI_Isend");
-            MpiNative.MPI_Request_free(ref request);
-        }
-    }
-
-    private void CheckPeers(long now)
-    {
-        if (Failure != null) return;
-        for (int r = 0; r < Size; r++)
-        {
-            if (r == Rank) continue;
-            double silent = (now - Volatile.Read(ref _lastHeard[r])) / 1000.0;
-            if (silent <= PeerTimeout.TotalSeconds) continue;
-            string text = $"rank {Rank} on {HostName} lost {DescribeRank(r)}: it has sent nothing for {silent:F1} s (peer timeout " +
-                          $"{PeerTimeout.TotalSeconds:F0} s), so that process stopped or the network link to it is down.";
-            Fail(new RankFailedException(r, text));
-            // Tell the ranks still reachable (those on this host first of all), so that they stop now too rather than
-            // find out for themselves up to a heartbeat later, and say why.
-            _queue.Enqueue(new NoticeOperation(this, GCHandle.Alloc(Encoding.UTF8.GetBytes(text), GCHandleType.Pinned), Encoding.UTF8.GetByteCount(text)));
-            return;
-        }
-    }
-
-    private bool PollControl()
-    {
-        bool progress = false;
-        while (true)
-        {
-            MpiNative.Check(MpiNative.MPI_Improbe(MpiNative.AnySource, MpiNative.AnyTag, _control, out int flag, out int message, out var status), "MPI_Improbe");
-            if (flag == 0) return progress;
-            progress = true;
-            MpiNative.Check(MpiNative.MPI_Get_count(ref status, MpiNative.Byte, out int count), "MPI_Get_count");
-            var bytes = new byte[Math.Max(count, 1)];
-            var handle = GCHandle.Alloc(bytes, GCHandleType.Pinned);
-            try
-            {
-                MpiNative.Check(MpiNative.MPI_Imrecv(handle.AddrOfPinnedObject(), count, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
-                MpiNative.Complete(ref request);
-            }
-            finally
-            {
-                handle.Free();
-            }
-            Heard(status.Source);
-            if (status.Tag == FailureTag && Failure == null)
-                Fail(new RankFailedException(status.Source, Encoding.UTF8.GetString(bytes, 0, count)));
-        }
-    }
-
     /// <summary>
     /// Stops the engine. If all is well, first waits (up to the peer timeout) until every rank gets here, then
     /// finalises MPI; after a failure it does not finalise (that could wait for a rank that is gone).
@@ -543,39 +353,4 @@ internal sealed class MpiEngine : IDisposable
         public override bool Test() => true;
     }
 
-    // A failure notice to every other rank on the control communicator.
-    private sealed class NoticeOperation(MpiEngine engine, GCHandle text, int length) : MpiOperation
-    {
-        private readonly List<int> _requests = new();
-        private readonly long _deadline = Stopwatch.GetTimestamp() + 5 * Stopwatch.Frequency;
-
-        public override void Start()
-        {
-            for (int r = 0; r < engine.Size; r++)
-            {
-                if (r == engine.Rank) continue;
-                MpiNative.Check(MpiNative.MPI_Isend(text.AddrOfPinnedObject(), length, MpiNative.Byte, r, FailureTag, engine._control, out int request), "MPI_Isend");
-                _requests.Add(request);
-            }
-        }
-
-        public override bool Test()
-        {
-            for (int i = 0; i < _requests.Count; i++)
-            {
-                int request = _requests[i];
-                if (request == MpiNative.RequestNull) continue;
-                MpiNative.MPI_Test(ref request, out int flag, out _);
-                _requests[i] = request;
-                if (flag == 0 && Stopwatch.GetTimestamp() < _deadline) return false;
-            }
-            return true;
-        }
-
-        // A notice still in flight at the deadline keeps its buffer: MPI may yet read it.
-        protected override void OnCompleted(Exception? error)
-        {
-            if (_requests.All(r => r == MpiNative.RequestNull)) text.Free();
-        }
-    }
 }

@@ -1,4 +1,3 @@
-
 namespace PipeSharp.Mpi;
 
 /// <summary>

@@ -17,9 +17,10 @@ internal static class TensorMemory
     public delegate void Deleter(IntPtr memory);
 
     /// <summary>
-    /// The address of a contiguous CPU tensor's first element (its storage offset included); zero for an empty tensor.
+    /// The address of a CPU tensor's first element (its storage offset included); zero for an empty tensor. Only for
+    /// contiguous CPU tensors, which the callers make sure of: the address of another tensor is not where its elements
+    /// lie one after another.
     /// </summary>
-    /// <exception cref="ArgumentException">The tensor is not a contiguous CPU tensor.</exception>
     public static IntPtr Pointer(Tensor tensor)
     {
         if (tensor.NumberOfElements == 0) return IntPtr.Zero;

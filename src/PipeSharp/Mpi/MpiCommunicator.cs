@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -44,7 +45,7 @@ internal sealed class MpiCommunicator
     /// <summary>Sums <paramref name="buffer"/> over the group, in place.</summary>
     public MpiOperation AllReduceSum(Tensor buffer) => Start(buffer, () =>
     {
-        MpiNative.Check(MpiNative.MPI_Iallreduce(MpiNative.InPlace, Transport.TensorMemory.Pointer(buffer), (int)buffer.NumberOfElements,
+        MpiNative.Check(MpiNative.MPI_Iallreduce(MpiNative.InPlace, TensorMemory.Pointer(buffer), (int)buffer.NumberOfElements,
             DataType(buffer), MpiNative.OpSum, Handle, out int request), "MPI_Iallreduce");
         return [request];
     });
@@ -53,8 +54,8 @@ internal sealed class MpiCommunicator
     public MpiOperation AllGather(Tensor send, Tensor receive) => Start(send, () =>
     {
         int count = (int)send.NumberOfElements;
-        MpiNative.Check(MpiNative.MPI_Iallgather(Transport.TensorMemory.Pointer(send), count, DataType(send),
-            Transport.TensorMemory.Pointer(receive), count, DataType(receive), Handle, out int request), "MPI_Iallgather");
+        MpiNative.Check(MpiNative.MPI_Iallgather(TensorMemory.Pointer(send), count, DataType(send),
+            TensorMemory.Pointer(receive), count, DataType(receive), Handle, out int request), "MPI_Iallgather");
         return [request];
     });
 
@@ -62,7 +63,7 @@ internal sealed class MpiCommunicator
     public MpiOperation Broadcast(Tensor buffer, int root) => Start(buffer, () =>
     {
         long bytes = buffer.NumberOfElements * buffer.ElementSize;
-        MpiNative.Check(MpiNative.MPI_Ibcast(Transport.TensorMemory.Pointer(buffer), checked((int)bytes), MpiNative.Byte, root, Handle, out int request), "MPI_Ibcast");
+        MpiNative.Check(MpiNative.MPI_Ibcast(TensorMemory.Pointer(buffer), checked((int)bytes), MpiNative.Byte, root, Handle, out int request), "MPI_Ibcast");
         return [request];
     });
 

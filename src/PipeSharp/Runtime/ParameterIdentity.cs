@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using static TorchSharp.torch;
 
 namespace PipeSharp.Runtime;
@@ -11,17 +12,7 @@ public static class ParameterIdentity
 {
     /// <summary>A key equal for two tensors exactly when they are the same tensor.</summary>
     public static (IntPtr Data, string Shape, ScalarType Type, string Device) Key(Tensor t) =>
-        (DataAddress(t), $"{string.Join(",", t.shape)}/{string.Join(",", t.stride())}@{t.storage_offset()}", t.dtype, t.device.ToString());
-
-    private static IntPtr DataAddress(Tensor t) => t.dtype switch
-    {
-        ScalarType.Float32 => t.storage<float>().data_ptr(),
-        ScalarType.Float64 => t.storage<double>().data_ptr(),
-        ScalarType.Float16 => t.storage<Half>().data_ptr(),
-        ScalarType.Int64 => t.storage<long>().data_ptr(),
-        ScalarType.Int32 => t.storage<int>().data_ptr(),
-        _ => t.Handle, // other types: fall back to the wrapper's handle
-    };
+        (TensorMemory.StorageAddress(t), $"{string.Join(",", t.shape)}/{string.Join(",", t.stride())}@{t.storage_offset()}", t.dtype, t.device.ToString());
 
     /// <summary>The parameters with every parameter listed once (an optimizer must not step a shared one twice).</summary>
     public static List<T> Distinct<T>(IEnumerable<T> parameters) where T : Tensor => parameters.DistinctBy(Key).ToList();

@@ -19,7 +19,10 @@ namespace PipeSharp.Runtime;
 /// With <see cref="PipelineOptions.DataParallel"/> = D, D copies of the pipeline each take 1/D of every batch and
 /// their gradients are summed before the step. With <see cref="PipelineOptions.Cluster"/> set, each MPI process runs
 /// one pipeline rank of one replica (start <c>Stages x DataParallel</c> processes with mpirun); every process builds
-/// the same model, passes the same batches, and gets the same loss back.
+/// the same model, passes the same batches, and gets the same loss back. The pipeline trains the model's own
+/// layers in place; with a cluster it frees the parameters and buffers of the stages other processes train as soon
+/// as it is built, so that each process holds only its share of the model: after that, use the model through the
+/// pipeline (<see cref="StateDict"/>, checkpoints), not directly.
 /// </remarks>
 /// <example>
 /// <code>
@@ -158,6 +161,7 @@ public sealed partial class Pipeline : IDisposable
                     var opt = optimizer(ParameterIdentity.Distinct(modules[s].parameters()));
                     stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt));
                 }
+                if (localRank >= 0) ReleaseOtherStages(modules, IsLocal);
                 var shared = localRank < 0 ? untied : untied.KeepLocal(IsLocal);
                 ITransport transport = _cluster == null
                     ? new InProcessTransport()
@@ -191,6 +195,21 @@ public sealed partial class Pipeline : IDisposable
             throw;
         }
         _gradientsDoneAfter = GradientsDoneAfter(Schedule);
+    }
+
+    // With MPI this process trains only its own stages. The others' parameters and buffers are freed now: left to the
+    // garbage collector, their native memory (which it does not see) could stay for the whole run, and every rank
+    // would hold the whole model. A tensor the process's own stages also use is kept.
+    private static void ReleaseOtherStages(IReadOnlyList<StageModule> modules, Func<int, bool> isLocal)
+    {
+        static IEnumerable<Tensor> Tensors(StageModule m) => m.parameters().Cast<Tensor>().Concat(m.buffers());
+        var kept = modules.Where((_, s) => isLocal(s)).SelectMany(Tensors).Select(t => t.Handle).ToHashSet();
+        for (int s = 0; s < modules.Count; s++)
+        {
+            if (isLocal(s)) continue;
+            foreach (var t in Tensors(modules[s]).ToList())
+                if (!kept.Contains(t.Handle)) t.Dispose();
+        }
     }
 
     // Intra-op threads per worker: this host's cores shared by the workers on it (Hydra says how many ranks share it).

@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using PipeSharp.Mpi;

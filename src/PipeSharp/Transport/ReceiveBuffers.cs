@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
 using TorchSharp;

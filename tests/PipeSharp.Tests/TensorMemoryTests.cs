@@ -1,9 +1,10 @@
+using PipeSharp.Native;
 using System.Runtime.InteropServices;
 using PipeSharp.Transport;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace PipeSharp.Tests.Mpi;
+namespace PipeSharp.Tests;
 
 /// <summary>MPI reads and writes tensors at the address TensorMemory gives: it must be the first element's.</summary>
 public class TensorMemoryTests

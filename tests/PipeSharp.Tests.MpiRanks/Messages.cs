@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace PipeSharp.Tests.TransportRanks;
+namespace PipeSharp.Tests.MpiRanks;
 
 /// <summary>The messages of the check: each is worked out from its index and its sender, so the receiver knows what to expect.</summary>
 internal static class Messages

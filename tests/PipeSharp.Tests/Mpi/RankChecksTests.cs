@@ -1,0 +1,38 @@
+namespace PipeSharp.Tests.Mpi;
+
+/// <summary>
+/// Checks made inside the ranks of 2-process MPI jobs (the program PipeSharp.Tests.MpiRanks), where only a rank can see
+/// the outcome.
+/// </summary>
+[Collection(MpiCollection.Name)]
+public class RankChecksTests
+{
+    private static readonly string Program = MpiJob.Built("tests", "PipeSharp.Tests.MpiRanks");
+
+    /// <summary>
+    /// Every message arrives with its shape, dtype and values, whatever the shapes (more than a channel's slots, a
+    /// shorter batch, empty), dtypes (1 to 8 bytes), sizes (up to the receive-buffer pool) and layout (a
+    /// non-contiguous view), in send order under one key, and matched by key when received in another order.
+    /// </summary>
+    [MpiFact]
+    public void Every_message_arrives_whole_under_its_key_whatever_its_shape_dtype_size_or_layout()
+    {
+        var run = MpiJob.Run(2, "transport", TimeSpan.FromMinutes(2), program: Program);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("rank 0: 38 messages checked", run.Output);
+        Assert.Contains("rank 1: 38 messages checked", run.Output);
+    }
+
+    /// <summary>
+    /// Each process builds the whole model, then keeps its own stages: the others' memory is freed when the pipeline
+    /// is built, not left to the garbage collector, so a rank holds its share of the model, not all of it.
+    /// </summary>
+    [MpiFact]
+    public void A_rank_frees_the_stages_it_does_not_train_when_the_pipeline_is_built()
+    {
+        var run = MpiJob.Run(2, "memory", TimeSpan.FromMinutes(2), program: Program);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("rank 0: holds its own stages only", run.Output);
+        Assert.Contains("rank 1: holds its own stages only", run.Output);
+    }
+}

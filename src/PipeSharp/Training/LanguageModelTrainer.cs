@@ -117,12 +117,10 @@ public sealed class LanguageModelTrainer : IDisposable
                 Options.BatchSize * Config.ContextLength / stats.WallSeconds, rankBusy, stats.GradientNorm, report));
             afterStep?.Invoke(Step);
         }
-        IReadOnlyList<StageMemory>? memory = null;
-        if (Pipeline.Options.Cluster is null) // measuring runs every stage in turn, in this process
-        {
-            using var sample = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed).Input;
-            memory = Pipeline.MeasureMemory(sample);
-        }
+        IReadOnlyList<StageMemory> memory;
+        using (var sample = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed).Input)
+            memory = Pipeline.MeasureMemory(sample); // with MPI, every process takes part
+
         return new TrainingSummary(Step - first, clock.Elapsed, busyWall > 0 ? tokens / busyWall : 0,
             busy.Select(b => busyWall > 0 ? b / busyWall : 0).ToList(), memory, lastLoss, validation);
     }

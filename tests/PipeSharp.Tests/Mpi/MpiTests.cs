@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -146,13 +147,33 @@ public class MpiTests
             Assert.Equal(StepLosses(local), StepLosses(mpi.Output));
             // gpt's closing accuracy decodes greedily: forwards whose sequence grows by one token each time.
             Assert.Equal(Regex.Match(local, "^accuracy.*$", RegexOptions.Multiline).Value, Regex.Match(mpi.Output, "^accuracy.*$", RegexOptions.Multiline).Value);
+            if (model == "gpt") AssertSameMemory(local, mpi.Output);
+        }
+    }
+
+    // gpt's memory table, measured by the processes that hold the stages: the same parameters and peak micro-batch
+    // counts as in one process, and activations of about the same size (each is a heap reading in its own process).
+    private static void AssertSameMemory(string local, string mpi)
+    {
+        static List<(int Piece, string Parameters, double Activations, int Peak)> Pieces(string output) =>
+            Regex.Matches(output, @"piece (\d+): parameters ([\d.]+) MB, activations ([\d.]+) MB \((\d+) micro-batch")
+                .Select(m => (int.Parse(m.Groups[1].Value), m.Groups[2].Value, double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), int.Parse(m.Groups[4].Value)))
+                .ToList();
+        var one = Pieces(local);
+        var many = Pieces(mpi);
+        Assert.Equal(2, one.Count);
+        Assert.Equal(one.Select(p => (p.Piece, p.Parameters, p.Peak)), many.Select(p => (p.Piece, p.Parameters, p.Peak)));
+        foreach (var (a, b) in one.Zip(many))
+        {
+            Assert.True(b.Activations > 0, mpi);
+            Assert.InRange(b.Activations / a.Activations, 0.7, 1.3);
         }
     }
 
     [MpiFact]
     public void Large_activations_received_into_reused_memory_give_the_losses_of_one_process()
     {
-        // Micro-batches of 32 x 128 tokens x width 512: 8 MB activations and gradients, at ReceiveBuffers.MinimumBytes.
+        // Micro-batches of 32 x 128 tokens x width 512: 8 MB activations and gradients, received into ReceiveBuffers' pool.
         const string Gpt = "train --model gpt --stages 2 --steps 6 --eval-batches 2 --width 512 --heads 8 --context 128 --batch-size 64 --microbatches 2";
         var mpi = MpiJob.Run(2, Gpt, Long);
         Assert.True(mpi.ExitCode == 0, mpi.Output);

@@ -86,16 +86,7 @@ internal sealed partial class MpiEngine
             progress = true;
             MpiNative.Check(MpiNative.MPI_Get_count(ref status, MpiNative.Byte, out int count), "MPI_Get_count");
             var bytes = new byte[Math.Max(count, 1)];
-            var handle = GCHandle.Alloc(bytes, GCHandleType.Pinned);
-            try
-            {
-                MpiNative.Check(MpiNative.MPI_Imrecv(handle.AddrOfPinnedObject(), count, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
-                MpiNative.Complete(ref request);
-            }
-            finally
-            {
-                handle.Free();
-            }
+            MpiNative.ReceiveNow(bytes, count, ref message);
             Heard(status.Source);
             if (status.Tag == FailureTag && Failure == null)
                 Fail(new RankFailedException(status.Source, Encoding.UTF8.GetString(bytes, 0, count)));

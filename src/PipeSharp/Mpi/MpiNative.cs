@@ -80,6 +80,24 @@ internal static class MpiNative
         do Check(MPI_Test(ref request, out done, out _), "MPI_Test"); while (done == 0);
     }
 
+    /// <summary>
+    /// Receives a matched message (from <c>MPI_Improbe</c>) of <paramref name="bytes"/> bytes into
+    /// <paramref name="buffer"/> now: for small messages only (headers, heartbeats, notices), which are complete at once.
+    /// </summary>
+    public static void ReceiveNow(Array buffer, int bytes, ref int message)
+    {
+        var handle = GCHandle.Alloc(buffer, GCHandleType.Pinned);
+        try
+        {
+            Check(MPI_Imrecv(handle.AddrOfPinnedObject(), bytes, Byte, ref message, out int request), "MPI_Imrecv");
+            Complete(ref request);
+        }
+        finally
+        {
+            handle.Free();
+        }
+    }
+
     /// <summary>Throws <see cref="MpiException"/> for an MPI error code.</summary>
     public static void Check(int code, string call)
     {

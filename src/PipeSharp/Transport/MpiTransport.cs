@@ -191,7 +191,7 @@ internal sealed class MpiTransport : ITransport
             if (status.Tag == HeaderTag)
             {
                 var header = new long[bytes / sizeof(long)];
-                ReceiveNow(header, bytes, ref message);
+                MpiNative.ReceiveNow(header, bytes, ref message);
                 var key = (status.Source, (int)header[0], (int)header[1], (int)header[2]);
                 if (_received.TryGetValue(key, out var replaced)) replaced.Retire();
                 _received[key] = ReceiveSlot.FromHeader(header, ElementSize);
@@ -265,20 +265,6 @@ internal sealed class MpiTransport : ITransport
             queue.Enqueue(tensor);
             _deliveries++;
             Monitor.PulseAll(_gate);
-        }
-    }
-
-    private static void ReceiveNow(long[] buffer, int bytes, ref int message)
-    {
-        var handle = GCHandle.Alloc(buffer, GCHandleType.Pinned);
-        try
-        {
-            MpiNative.Check(MpiNative.MPI_Imrecv(handle.AddrOfPinnedObject(), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
-            MpiNative.Complete(ref request);
-        }
-        finally
-        {
-            handle.Free();
         }
     }
 

@@ -52,6 +52,12 @@ internal static class MpiJob
             UseShellExecute = false,
         };
         info.Environment["CI"] = "true";
+        return StartCollecting(info, output);
+    }
+
+    /// <summary>Starts <paramref name="info"/> (streams redirected) with its output and errors appended to <paramref name="output"/>.</summary>
+    public static Process StartCollecting(ProcessStartInfo info, StringBuilder output)
+    {
         var process = new Process { StartInfo = info };
         process.OutputDataReceived += (_, e) => { if (e.Data != null) lock (output) output.AppendLine(e.Data); };
         process.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (output) output.AppendLine(e.Data); };

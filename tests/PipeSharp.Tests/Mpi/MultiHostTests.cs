@@ -283,13 +283,7 @@ internal sealed class TwoHosts : IDisposable
             info.ArgumentList.Add(arg);
         info.Environment["CI"] = "true";
         info.Environment["PIPESHARP_NETNS_HOSTS"] = $"{Address1}={Name1} {Address2}={Name2}";
-        var process = new Process { StartInfo = info };
-        process.OutputDataReceived += (_, e) => { if (e.Data != null) lock (output) output.AppendLine(e.Data); };
-        process.ErrorDataReceived += (_, e) => { if (e.Data != null) lock (output) output.AppendLine(e.Data); };
-        process.Start();
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        return process;
+        return MpiJob.StartCollecting(info, output);
     }
 
     /// <summary>Bytes received and sent by host 1's end of the veth link.</summary>

@@ -78,8 +78,7 @@ int Arg(string name, int fallback)
 
 static string FindCorpus()
 {
-    var dir = new DirectoryInfo(AppContext.BaseDirectory);
-    while (dir != null && !File.Exists(Path.Combine(dir.FullName, "PipeSharp.slnx"))) dir = dir.Parent;
-    var path = Path.Combine(dir?.FullName ?? ".", "..", "shared", "data", "tinyshakespeare.txt");
-    return File.Exists(path) ? path : throw new FileNotFoundException("tiny Shakespeare is expected at ../shared/data/tinyshakespeare.txt beside the repository.", path);
+    // The repository's data/tinyshakespeare.txt, copied beside this program by the build.
+    var path = Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt");
+    return File.Exists(path) ? path : throw new FileNotFoundException("tiny Shakespeare is expected beside the program (data/tinyshakespeare.txt, copied by the build).", path);
 }

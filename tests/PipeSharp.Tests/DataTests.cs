@@ -363,16 +363,15 @@ public class DataTests
 
     internal static string Shakespeare() => s_shakespeare ??= File.ReadAllText(ShakespearePath());
 
-    /// <summary>The shared corpus, <c>../shared/data/tinyshakespeare.txt</c> from the repository root; fails (not skips) if absent.</summary>
+    /// <summary>
+    /// The repository's corpus (<c>data/tinyshakespeare.txt</c>), which the build copies beside this test assembly;
+    /// fails (not skips) if absent.
+    /// </summary>
     internal static string ShakespearePath()
     {
-        var dir = new DirectoryInfo(AppContext.BaseDirectory);
-        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "PipeSharp.slnx"))) dir = dir.Parent;
-        if (dir is null)
-            Assert.Fail($"no folder above {AppContext.BaseDirectory} holds PipeSharp.slnx, so the shared corpus cannot be found.");
-        string path = Path.GetFullPath(Path.Combine(dir.FullName, "..", "shared", "data", "tinyshakespeare.txt"));
+        string path = Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt");
         if (!File.Exists(path))
-            Assert.Fail($"the Shakespeare corpus is missing: expected {path} (shared/data/tinyshakespeare.txt beside the repository).");
+            Assert.Fail($"the Shakespeare corpus is missing: expected {path}, copied there from the repository's data/tinyshakespeare.txt by the build.");
         return path;
     }
 

@@ -26,6 +26,25 @@ public class PipelineBehaviourTests
         Assert.False(actual.requires_grad);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void Forward_takes_a_batch_smaller_than_the_micro_batch_count(int samples)
+    {
+        manual_seed(5);
+        using var model = Mlp.Create(16, 32, 6, 5);
+        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 4, Schedule = "zb-v" },
+            EquivalenceTests.CrossEntropy, TestModels.Sgd);
+        var x = randn(samples, 16);
+        var actual = pipe.Forward(x);
+        Tensor expected;
+        using (no_grad()) expected = model.forward(x);
+        Assert.Equal(expected.shape, actual.shape);
+        Assert.True((expected - actual).abs().max().item<float>() < 1e-6);
+        // Training still needs a sample per micro-batch.
+        Assert.Throws<ArgumentException>(() => pipe.TrainStep(x, zeros(samples, dtype: ScalarType.Int64)));
+    }
+
     [Fact]
     public void Uneven_micro_batches_match_single_device()
     {

@@ -27,11 +27,12 @@ internal static class TrainGptCommand
         var clock = Stopwatch.StartNew();
         bool json = args.GetValue(TrainOptions.Json);
         var notes = json ? Console.Error : Console.Out;
-        int steps = args.Given(TrainOptions.Steps) ?? 1000, batchSize = args.Given(TrainOptions.BatchSize) ?? 16;
+        var taskSpec = TaskSpec(args);
+        bool sorting = taskSpec.Kind == "sorting";
+        int steps = args.Given(TrainOptions.Steps) ?? (sorting ? 1000 : 500), batchSize = args.Given(TrainOptions.BatchSize) ?? (sorting ? 16 : 32);
         var choice = TrainOptions.ReadSchedule(args, batchSize);
         string? directory = CheckpointFolder(args);
-        var training = TrainingOptions(args, steps, batchSize);
-        var taskSpec = args.GetValue(GptOptions.Data) is { } data ? LanguageModelTaskSpec.Text(data) : LanguageModelTaskSpec.Sorting();
+        var training = TrainingOptions(args, steps, batchSize, sorting);
 
         TorchNative.EnsureLoaded();
         LanguageModelCheckpointInfo? info = null;
@@ -72,14 +73,16 @@ internal static class TrainGptCommand
         var (summary, lastTrainStep) = Train(args, trainer, taskSpec, tokenizer, directory, output, history, cluster);
         bool interrupted = trainer.Step < steps;
         double? accuracy = null;
-        if (task is SortingLanguageTask sorting && trainer.Step > firstStep)
+        if (task is SortingLanguageTask sortingTask && trainer.Step > firstStep)
         {
             foreach (var piece in trainer.Pipeline.Stages) piece.eval(); // training is over: no dropout
-            accuracy = sorting.Task.Accuracy(ids => trainer.Logits(ids), AccuracyProblems, training.Seed);
+            accuracy = sortingTask.Task.Accuracy(ids => trainer.Logits(ids), AccuracyProblems, training.Seed);
         }
         output.Finish(LanguageModelReport.Summary(trainer, summary, firstStep, clock.Elapsed, history.Recent,
             accuracy is { } a ? (a, AccuracyProblems) : null));
         WriteFiles(args, trainer, task, history, lastTrainStep, notes);
+        if (task is CorpusTask corpus && !interrupted && args.GetValue(GptOptions.SampleTokens) is > 0 and var sampleTokens)
+            WriteSample(trainer, corpus, sampleTokens, training.Seed, directory, json ? Console.Error : Console.Out);
         return interrupted ? ExitCodes.Interrupted : ExitCodes.Success;
     }
 
@@ -128,6 +131,42 @@ internal static class TrainGptCommand
         return (summary, lastTrainStep);
     }
 
+    /// <summary>--task and --data: a text file (tiny Shakespeare unless --data names another) or the sorting task.</summary>
+    private static LanguageModelTaskSpec TaskSpec(ParseResult args)
+    {
+        string? data = args.GetValue(GptOptions.Data);
+        if (args.GetValue(GptOptions.Task) == "sorting")
+        {
+            if (data is not null) throw new ArgumentException("--data is for --task text: the sorting task makes its own problems.");
+            return LanguageModelTaskSpec.Sorting();
+        }
+        if (data is null && !File.Exists(GptOptions.BundledCorpus))
+            throw new ArgumentException($"the corpus that comes with PipeSharp is missing ({GptOptions.BundledCorpus}): rebuild PipeSharp.Cli, or give a text file with --data.");
+        return LanguageModelTaskSpec.Text(data ?? GptOptions.BundledCorpus);
+    }
+
+    /// <summary>
+    /// After training: a sample of generated text under a line that starts with "sample", continuing a newline with
+    /// the seeded sampler that <c>generate</c> uses by default, so the same command prints the same text.
+    /// </summary>
+    private static void WriteSample(LanguageModelTrainer trainer, CorpusTask task, int tokens, long seed, string? directory, TextWriter output)
+    {
+        foreach (var piece in trainer.Pipeline.Stages) piece.eval(); // no dropout when generating
+        var tokenizer = task.Corpus.Tokenizer;
+        int[] prompt;
+        try { prompt = tokenizer.Encode("\n"); }
+        catch (ArgumentException) { prompt = []; } // a text without line breaks
+        if (prompt.Length == 0) prompt = [0];
+        const double temperature = 0.8;
+        const int topK = 40;
+        var sampler = new PipeSharp.Generation.TokenSampler(temperature, topK, unchecked((int)seed));
+        var generated = PipeSharp.Generation.TextGenerator.Generate(trainer.Logits, prompt, tokens, trainer.Config.ContextLength, sampler);
+        output.WriteLine();
+        output.WriteLine($"sample ({tokens} tokens, temperature {temperature}, top-k {topK}, seed {seed}" +
+                         (directory is null ? "):" : $"; more with: pipesharp generate --checkpoint {directory} --prompt TEXT --tokens N):"));
+        output.WriteLine(tokenizer.Decode(generated));
+    }
+
     /// <summary>The text corpus or the sorting problems; when resuming, checked against the checkpoint's task and tokenizer.</summary>
     private static ILanguageModelTask CreateTask(ParseResult args, LanguageModelTaskSpec spec, LanguageModelCheckpointInfo? info,
         string? checkpointPath, TextWriter notes)
@@ -167,7 +206,7 @@ internal static class TrainGptCommand
         }
         else
         {
-            context = args.Given(GptOptions.Context) ?? 128;
+            context = args.Given(GptOptions.Context) ?? 64;
             ((CorpusTask)task).Corpus.CheckContextLength(context);
         }
         var config = new GptConfig(task.VocabularySize, context,
@@ -180,9 +219,9 @@ internal static class TrainGptCommand
         return config;
     }
 
-    private static LanguageModelTrainingOptions TrainingOptions(ParseResult args, int steps, int batchSize)
+    private static LanguageModelTrainingOptions TrainingOptions(ParseResult args, int steps, int batchSize, bool sorting)
     {
-        double lr = args.Given(TrainOptions.LearningRate) ?? 1e-3, minLr = args.GetValue(GptOptions.MinLearningRate), clip = args.GetValue(GptOptions.Clip);
+        double lr = args.Given(TrainOptions.LearningRate) ?? (sorting ? 1e-3 : 6e-3), minLr = args.GetValue(GptOptions.MinLearningRate), clip = args.GetValue(GptOptions.Clip);
         if (minLr > lr)
             throw new ArgumentException($"--min-lr {minLr:G} is above the peak learning rate --lr {lr:G}: the cosine decay goes down to --min-lr.");
         return new LanguageModelTrainingOptions
@@ -191,7 +230,7 @@ internal static class TrainGptCommand
             BatchSize = batchSize,
             LearningRate = lr,
             MinLearningRate = minLr,
-            WarmupSteps = args.GetValue(GptOptions.Warmup),
+            WarmupSteps = args.Given(GptOptions.Warmup) ?? (sorting ? 100 : 40),
             WeightDecay = args.GetValue(GptOptions.WeightDecay),
             MaxGradNorm = clip > 0 ? clip : null,
             EvalEvery = args.GetValue(GptOptions.EvalEvery),

@@ -7,13 +7,25 @@ namespace PipeSharp.Cli.Options;
 /// <summary>The options of <c>train</c> that only <c>--model gpt</c> uses (the others are <see cref="TrainOptions"/>).</summary>
 internal static class GptOptions
 {
+    /// <summary>The corpus that comes with PipeSharp (the repository's data/tinyshakespeare.txt), beside this program.</summary>
+    public static string BundledCorpus => Path.Combine(AppContext.BaseDirectory, "data", "tinyshakespeare.txt");
+
+    public static readonly Option<string> Task = new Option<string>("--task")
+    {
+        Description = "(gpt) text: learn a text file (--data; next-token prediction, the last 10% is the validation " +
+                      "split, a generated sample at the end). sorting: the built-in sorting task, read 6 digits from " +
+                      "0..2 and write them sorted (context 11, no data; accuracy on 500 validation problems at the end).",
+        DefaultValueFactory = _ => "text",
+    }.AcceptOnlyFromAmong("text", "sorting");
+
     public static readonly Option<string?> Data = new("--data")
     {
-        Description = "(gpt) UTF-8 text file to learn (next-token prediction; the last 10% is the validation split). " +
-                      "Without it, gpt learns the built-in sorting task: read 6 digits from 0..2, write them sorted " +
-                      "(context 11, no data needed; accuracy on 500 validation problems at the end).",
+        Description = "(gpt) UTF-8 text file to learn [default: tiny Shakespeare, 1.1 MB, which comes with PipeSharp].",
         HelpName = "FILE",
     };
+
+    public static readonly Option<int> SampleTokens = Int("--sample", 0, "N",
+        "(gpt, text) Tokens of text to generate after training, printed under 'sample'; 0 for none.", 500);
 
     public static readonly Option<string?> Tokenizer = new Option<string?>("--tokenizer")
     {
@@ -25,11 +37,11 @@ internal static class GptOptions
     public static readonly Option<int> Width = Int("--width", 1, "D", "(gpt) Embedding width, a multiple of --heads [default: 128; sorting task: 64].");
     public static readonly Option<int> Heads = Int("--heads", 1, "H", "(gpt) Attention heads.", 4);
     public static readonly Option<int> Context = Int("--context", 1, "T",
-        "(gpt) Context length: tokens per training sequence [default: 128]. The sorting task always uses 11.");
+        "(gpt) Context length: tokens per training sequence [default: 64]. The sorting task always uses 11.");
     public static readonly Option<double> Dropout = Real("--dropout", "P", "(gpt) Dropout probability, in [0, 1). " +
         "With 0, a resumed run prints exactly the losses of an uninterrupted one.", 0);
     public static readonly Option<double> MinLearningRate = Real("--min-lr", "X", "(gpt) Learning rate at the end of the cosine decay.", 1e-4);
-    public static readonly Option<int> Warmup = Int("--warmup", 0, "N", "(gpt) Steps of linear learning-rate warm-up.", 100);
+    public static readonly Option<int> Warmup = Int("--warmup", 0, "N", "(gpt) Steps of linear learning-rate warm-up [default: 40; sorting task: 100].");
     public static readonly Option<double> WeightDecay = Real("--weight-decay", "X", "(gpt) AdamW weight decay (matrices and embeddings only).", 0.1);
     public static readonly Option<double> Clip = Real("--clip", "X", "(gpt) Clip the global gradient norm (over all stages) to this; 0 for no clipping.", 1.0);
     public static readonly Option<int> EvalEvery = Int("--eval-every", 0, "N", "(gpt) Measure the validation loss every N steps (and always at the end); 0 for only at the end.", 100);
@@ -68,7 +80,7 @@ internal static class GptOptions
     /// <summary>Every option above, in help order.</summary>
     public static IReadOnlyList<Option> All { get; } =
     [
-        Data, Tokenizer, Layers, Width, Heads, Context, Dropout, MinLearningRate, Warmup, WeightDecay, Clip, EvalEvery,
+        Task, Data, SampleTokens, Tokenizer, Layers, Width, Heads, Context, Dropout, MinLearningRate, Warmup, WeightDecay, Clip, EvalEvery,
         EvalBatches, BalanceByTime, Checkpoint, CheckpointEvery, Resume, Log, LossCurve,
     ];
 

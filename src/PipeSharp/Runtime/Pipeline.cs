@@ -39,6 +39,7 @@ public sealed partial class Pipeline : IDisposable
     private readonly (ReplicaRuntime Replica, int Rank, RankWorker Worker)[] _workers;
     private readonly ICollectives _collectives;
     private readonly Schedule _forwardSchedule;
+    private readonly Dictionary<int, Schedule> _smallForwardSchedules = new();
     private readonly int[][] _gradientsDoneAfter;
     private readonly MpiCluster? _cluster;
     private readonly IReadOnlyList<IReadOnlyList<string>> _stageStateNames;
@@ -345,13 +346,15 @@ public sealed partial class Pipeline : IDisposable
 
     /// <summary>
     /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
+    /// The batch is split into <see cref="PipelineOptions.MicroBatches"/> micro-batches, or into one per sample when it
+    /// has fewer (so a single sequence can be continued with the training pipeline).
     /// </summary>
     /// <returns>The last stage's output for the whole batch, on the last stage's device (on the CPU, and on every rank, with MPI).</returns>
     public Tensor Forward(Tensor input, CancellationToken cancellation = default)
     {
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
-        using var step = NewStep(_forwardSchedule, input, null, cancellation);
+        using var step = NewStep(ForwardScheduleFor(input), input, null, cancellation);
         foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
         {
@@ -367,10 +370,26 @@ public sealed partial class Pipeline : IDisposable
         }
     }
 
-    // Splits the batch among the replicas held here, then into micro-batches; loss weights are shares of the whole batch.
+    // The forward-only schedule for this batch: a batch with fewer samples per replica than MicroBatches (one
+    // sequence when generating text) runs as that many micro-batches, so inference takes any batch size.
+    private Schedule ForwardScheduleFor(Tensor input)
+    {
+        long perReplica = input.dim() > 0 ? input.shape[0] / Options.DataParallel : Options.MicroBatches;
+        if (perReplica >= Options.MicroBatches || perReplica < 1) return _forwardSchedule;
+        int m = (int)perReplica;
+        lock (_smallForwardSchedules)
+        {
+            if (!_smallForwardSchedules.TryGetValue(m, out var schedule))
+                _smallForwardSchedules[m] = schedule = ScheduleGenerators.ForwardOnly(Schedule.StageCount, m, Schedule.StageToRank);
+            return schedule;
+        }
+    }
+
+    // Splits the batch among the replicas held here, then into the schedule's micro-batches; loss weights are shares
+    // of the whole batch.
     private StepContext NewStep(Schedule schedule, Tensor input, Tensor? target, CancellationToken cancellation)
     {
-        int replicas = Options.DataParallel, m = Options.MicroBatches;
+        int replicas = Options.DataParallel, m = schedule.MicroBatchCount;
         if (input.dim() > 0 && input.shape[0] < (long)replicas * m && replicas > 1)
             throw new ArgumentException(
                 $"input has {input.shape[0]} samples but each of the {replicas} data-parallel replicas splits its share into {m} micro-batches: " +

@@ -98,7 +98,7 @@ public class MpiTests
     {
         using var folder = new TempFolder();
         string ck = Path.Combine(folder.Path, "ck");
-        const string Gpt = "train --model gpt --steps 30 --eval-batches 4";
+        const string Gpt = "train --model gpt --task sorting --steps 30 --eval-batches 4";
         // 2 stages x 2 replicas; checkpoints at 15; rank 1 fails in step 22.
         var failed = MpiJob.Run(4, $"{Gpt} --stages 2 --data-parallel 2 --checkpoint {ck} --checkpoint-every 15 --inject-failure 1:22", Long);
         Assert.NotEqual(0, failed.ExitCode);
@@ -117,11 +117,11 @@ public class MpiTests
     {
         using var folder = new TempFolder();
         string ck = Path.Combine(folder.Path, "ck");
-        var failed = MpiJob.Run(4, $"train --model gpt --steps 30 --eval-batches 2 --stages 2 --data-parallel 2 --checkpoint {ck} --checkpoint-every 10 --inject-failure 0:20:checkpoint", Long);
+        var failed = MpiJob.Run(4, $"train --model gpt --task sorting --steps 30 --eval-batches 2 --stages 2 --data-parallel 2 --checkpoint {ck} --checkpoint-every 10 --inject-failure 0:20:checkpoint", Long);
         Assert.NotEqual(0, failed.ExitCode);
         Assert.Contains("while saving the checkpoint of step 20", failed.Output);
         Assert.Equal(["step-000010"], Directory.GetDirectories(ck).Select(Path.GetFileName).Order());
-        var resumed = MpiJob.Run(2, $"train --model gpt --steps 12 --eval-batches 2 --stages 2 --checkpoint {ck} --resume", Long);
+        var resumed = MpiJob.Run(2, $"train --model gpt --task sorting --steps 12 --eval-batches 2 --stages 2 --checkpoint {ck} --resume", Long);
         Assert.True(resumed.ExitCode == 0, resumed.Output);
         Assert.Contains("resumed from step 10", resumed.Output);
     }
@@ -138,7 +138,7 @@ public class MpiTests
     [MpiFact]
     public void Every_model_of_the_cli_trains_across_processes_with_the_losses_of_one_process()
     {
-        foreach (var (model, args) in new[] { ("mlp", "--schedule zb-v --stages 2"), ("cnn", "--schedule interleaved --stages 2"), ("gpt", "--stages 2 --eval-batches 2") })
+        foreach (var (model, args) in new[] { ("mlp", "--schedule zb-v --stages 2"), ("cnn", "--schedule interleaved --stages 2"), ("gpt", "--task sorting --stages 2 --eval-batches 2") })
         {
             string common = $"train --model {model} --steps 4 {args}";
             var mpi = MpiJob.Run(4, $"{common} --data-parallel 2", Long);
@@ -174,7 +174,7 @@ public class MpiTests
     public void Large_activations_received_into_reused_memory_give_the_losses_of_one_process()
     {
         // Micro-batches of 32 x 128 tokens x width 512: 8 MB activations and gradients, received into ReceiveBuffers' pool.
-        const string Gpt = "train --model gpt --stages 2 --steps 6 --eval-batches 2 --width 512 --heads 8 --context 128 --batch-size 64 --microbatches 2";
+        const string Gpt = "train --model gpt --task sorting --stages 2 --steps 6 --eval-batches 2 --width 512 --heads 8 --context 128 --batch-size 64 --microbatches 2";
         var mpi = MpiJob.Run(2, Gpt, Long);
         Assert.True(mpi.ExitCode == 0, mpi.Output);
         Assert.Equal(StepLosses(InProcess(Gpt)), StepLosses(mpi.Output));
@@ -185,7 +185,7 @@ public class MpiTests
     {
         using var folder = new TempFolder();
         string trace = Path.Combine(folder.Path, "t.json"), log = Path.Combine(folder.Path, "loss.csv");
-        var run = MpiJob.Run(2, $"train --model gpt --stages 2 --steps 3 --eval-batches 1 --trace {trace} --log {log}", Long);
+        var run = MpiJob.Run(2, $"train --model gpt --task sorting --stages 2 --steps 3 --eval-batches 1 --trace {trace} --log {log}", Long);
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.Contains("\"traceEvents\"", File.ReadAllText(trace));
         Assert.Contains("\"traceEvents\"", File.ReadAllText(Path.Combine(folder.Path, "t.rank-1.json")));

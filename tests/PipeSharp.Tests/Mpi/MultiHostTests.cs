@@ -38,7 +38,7 @@ public class MultiHostTests(ITestOutputHelper output)
 
     // The built-in sorting task's GPT, given explicitly: the run that resumes must use the same model options, and the
     // traffic check below counts the activations it sends: batch 16 x context 11 tokens x width 64 float32 values.
-    private const string Gpt = "train --model gpt --layers 2 --width 64 --batch-size 16 --eval-batches 2";
+    private const string Gpt = "train --model gpt --task sorting --layers 2 --width 64 --batch-size 16 --eval-batches 2";
     private const long ActivationBytesPerStep = 16 * 11 * 64 * sizeof(float);
 
     [NetnsFact]

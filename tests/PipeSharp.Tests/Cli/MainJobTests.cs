@@ -1,0 +1,54 @@
+using System.Text.RegularExpressions;
+
+namespace PipeSharp.Tests.Cli;
+
+/// <summary>
+/// The README's main job, at a small number of steps: the character GPT on the tiny Shakespeare that comes with the
+/// repository, 2 stages, a validation loss and a sample at the end, a checkpoint that <c>generate</c> continues.
+/// </summary>
+public sealed class MainJobTests : IDisposable
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(4);
+    private readonly string _folder = Directory.CreateTempSubdirectory("pipesharp-main-").FullName;
+
+    [Fact]
+    public void Train_on_the_bundled_corpus_prints_a_sample_and_leaves_a_checkpoint_that_generate_continues()
+    {
+        string checkpoint = Path.Combine(_folder, "shakespeare");
+        // Started from an empty folder: the corpus is found beside the program, not relative to the working directory.
+        var train = CliProcess.Run($"train --model gpt --stages 2 --steps 12 --eval-batches 2 --sample 320 --checkpoint {checkpoint}", Timeout, _folder);
+        Assert.True(train.ExitCode == 0, train.Output + train.Errors);
+        Assert.Matches(@"(?m)^task +tinyshakespeare\.txt \(char tokens, vocabulary 65", train.Output);
+        Assert.Matches(@"(?m)^schedule +1f1b, 2 stages", train.Output);
+        Assert.Matches(@"(?m)^loss .*validation \d+\.\d+", train.Output);
+
+        // The sample: a line that starts with "sample", then the generated text (320 characters, line breaks included).
+        var lines = train.Output.Replace("\r", "").Split('\n');
+        int header = Array.FindIndex(lines, l => l.StartsWith("sample"));
+        Assert.True(header >= 0, train.Output);
+        string sample = string.Join("\n", lines[(header + 1)..]).TrimEnd('\n');
+        Assert.True(sample.Length >= 300, $"the sample has {sample.Length} characters:\n{sample}");
+        Assert.Contains($"generate --checkpoint {checkpoint}", lines[header]);
+        Assert.True(Directory.Exists(Path.Combine(checkpoint, "step-000012")), train.Output);
+
+        var generate = CliProcess.Run($"generate --checkpoint {checkpoint} --prompt ROMEO: --tokens 40 --stages 2", Timeout, _folder);
+        Assert.True(generate.ExitCode == 0, generate.Output + generate.Errors);
+        Assert.StartsWith("ROMEO:", generate.Output);
+        Assert.True(generate.Output.TrimEnd().Length >= "ROMEO:".Length + 40, generate.Output);
+    }
+
+    [Fact]
+    public void The_sorting_task_stays_behind_an_option_and_takes_no_data_file()
+    {
+        var sorting = CliProcess.Run("train --model gpt --task sorting --steps 3 --eval-batches 1", Timeout, _folder);
+        Assert.True(sorting.ExitCode == 0, sorting.Output + sorting.Errors);
+        Assert.Matches(@"(?m)^accuracy ", sorting.Output);
+        Assert.DoesNotMatch(@"(?m)^sample", sorting.Output);
+
+        var both = CliProcess.Run("train --model gpt --task sorting --data x.txt --steps 3", Timeout, _folder);
+        Assert.NotEqual(0, both.ExitCode);
+        Assert.Contains("--data is for --task text", both.Errors);
+    }
+
+    public void Dispose() => Directory.Delete(_folder, recursive: true);
+}

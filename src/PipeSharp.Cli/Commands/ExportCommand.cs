@@ -38,7 +38,7 @@ internal static class ExportCommand
         using (loaded)
         {
             using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, stages: 1);
-            ModelExport.Save(pipe, path, info.Config);
+            ModelExport.Save(pipe, path, GptExportConfig.From(info));
             long parameters = ParameterIdentity.Distinct(pipe.Stages.SelectMany(s => s.parameters())).Sum(p => p.numel());
             string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
             Console.WriteLine($"wrote {path} (model of {loaded.Path}, step {info.Step})");

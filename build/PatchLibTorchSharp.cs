@@ -1,4 +1,4 @@
-// MSBuild task (compiled by RoslynCodeTaskFactory against netstandard2.0, see TorchSharpNativeFix.targets).
+// MSBuild task (compiled by RoslynCodeTaskFactory against netstandard2.0, see PipeSharp.targets).
 //
 // TorchSharp 0.107.0's libLibTorchSharp.so was linked with GCC 13 and asks libstdc++ for version
 // GLIBCXX_3.4.32 for exactly one symbol, std::ios_base_library_init(), which GCC 13 emits to make sure

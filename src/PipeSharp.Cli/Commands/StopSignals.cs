@@ -53,13 +53,20 @@ internal sealed class StopSignals : IDisposable
         string name = Name(code);
         if (Interlocked.Increment(ref _signals) > 1)
         {
-            // Second signal: now. No managed clean-up either (a stuck native call or MPI could hold it up).
-            Console.Error.WriteLine($"{Output.Errors.Prefix}{name} again: exiting at once ({code}).");
-            Console.Error.Flush();
+            // Second signal: now. No managed clean-up either (a stuck native call or MPI could hold it up), and the note
+            // goes straight to the standard error stream: Console.Error's lock may be held by a thread that is stuck.
+            try
+            {
+                using var stderr = Console.OpenStandardError();
+                stderr.Write(System.Text.Encoding.UTF8.GetBytes($"{Output.Errors.Prefix}{name} again: exiting at once ({code}).\n"));
+            }
+            catch (IOException)
+            {
+            }
             ExitNow(code);
         }
         context.Cancel = true;
-        Request.Request(code);
+        Request.Request(code); // first, so that nothing below can delay it
         Console.Error.WriteLine($"{Output.Errors.Prefix}{name}: stopping after the current step; send it again to exit at once.");
     }
 

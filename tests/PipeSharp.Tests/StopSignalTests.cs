@@ -106,6 +106,31 @@ public class StopSignalTests
         }
     }
 
+    [Fact]
+    public void Sigterm_ends_verify_after_the_check_in_progress_with_143()
+    {
+        var output = new StringBuilder();
+        using var cli = MpiJob.StartCli("verify", output);
+        try
+        {
+            MpiJob.WaitForOutput(cli, output, o => Checks(o) >= 2, Start, "printed 2 checks");
+            Signals.Send(cli.Id, Signals.Terminate);
+            Assert.True(cli.WaitForExit(Stop), $"still running {Stop.TotalSeconds:F0} s after SIGTERM:\n{output}");
+            cli.WaitForExit();
+            string text = output.ToString();
+            Assert.True(cli.ExitCode == 143, $"exit code {cli.ExitCode}:\n{text}");
+            Assert.Contains($"stopped by SIGTERM after {Checks(text)} checks, 0 mismatches", text);
+            Assert.DoesNotContain("checks, 0 mismatches (tolerance", text); // not the summary of a whole run
+        }
+        finally
+        {
+            if (!cli.HasExited) cli.Kill(entireProcessTree: true);
+        }
+    }
+
+    // verify's result lines: "mlp    sgd       gpipe            1             1    0.00e+00  ok".
+    private static int Checks(string output) => Regex.Matches(output, @"^(mlp|cnn|gpt)\s+\S+\s+\S+\s+\d+\s+\d+\s+\S+\s+(ok|FAIL)", RegexOptions.Multiline).Count;
+
     /// <summary>The step numbers of the step lines, in order.</summary>
     internal static List<int> Steps(string output) =>
         Regex.Matches(output, @"^step\s+(\d+)\s", RegexOptions.Multiline).Select(m => int.Parse(m.Groups[1].Value)).ToList();

@@ -61,13 +61,14 @@ public class StopSignalTests
         using var folder = new TempFolder();
         var output = new StringBuilder();
         // Steps of tens to hundreds of milliseconds, then a checkpoint and the closing evaluation: a graceful stop takes
-        // far longer than the 30 ms between the two signals.
+        // far longer than the few milliseconds between the first signal's note and the second signal.
         using var cli = MpiJob.StartCli($"train --model gpt --width 256 --layers 4 --batch-size 64 --steps 100000 --checkpoint {Path.Combine(folder.Path, "ck")}", output);
         try
         {
             MpiJob.WaitForOutput(cli, output, o => LastStep(o) >= 2, Start, "printed 2 steps");
             Signals.Send(cli.Id, Signals.Terminate);
-            Thread.Sleep(30);
+            // The second signal only once the first has been taken (two pending signals of a kind would merge into one).
+            MpiJob.WaitForOutput(cli, output, o => o.Contains("SIGTERM: stopping after the current step"), Stop, "taken the first SIGTERM");
             var clock = Stopwatch.StartNew();
             Signals.Send(cli.Id, Signals.Terminate);
             Assert.True(cli.WaitForExit(Stop), $"still running {Stop.TotalSeconds:F0} s after the second SIGTERM:\n{output}");

@@ -111,14 +111,16 @@ public class MpiStopTests
         using var folder = new TempFolder();
         string logs = Path.Combine(folder.Path, "logs");
         var output = new StringBuilder();
-        // Steps long enough that a graceful stop (finish the step, save, evaluate) takes far longer than 30 ms.
+        // Steps long enough that a graceful stop (finish the step, save, evaluate) takes far longer than the moment between
+        // the ranks' notes on the first signal and the second signal.
         using var job = MpiJob.Start(2, $"train --model gpt --stages 2 --width 256 --layers 4 --batch-size 64 --steps 100000 " +
                                         $"--checkpoint {Path.Combine(folder.Path, "ck")} --log-dir {logs}", output);
         try
         {
             MpiJob.WaitForOutput(job, output, o => StopSignalTests.LastStep(o) >= 2, Start, "printed 2 steps");
             Signals.Send(job.Id, Signals.Terminate);
-            Thread.Sleep(30);
+            // The second signal only once both ranks have taken the first (two pending signals of a kind merge into one).
+            MpiJob.WaitForOutput(job, output, o => Regex.Matches(o, "SIGTERM: stopping after the current step").Count == 2, Stop, "taken the first SIGTERM");
             var clock = Stopwatch.StartNew();
             Signals.Send(job.Id, Signals.Terminate);
             Assert.True(job.WaitForExit(Stop), $"mpirun still running {Stop.TotalSeconds:F0} s after the second SIGTERM:\n{output}");

@@ -15,6 +15,7 @@ internal sealed class MpiRun : IDisposable
     private readonly TextWriter _stdout = Console.Out;
     private readonly TextWriter _stderr = Console.Error;
     private readonly StreamWriter? _log;
+    private int? _exitCode;
 
     private MpiRun(MpiCluster cluster, string? logDirectory)
     {
@@ -70,7 +71,9 @@ internal sealed class MpiRun : IDisposable
         using var run = Start(args);
         try
         {
-            return body(run);
+            int code = body(run);
+            if (run != null) run._exitCode = code;
+            return code;
         }
         catch (Exception e) when (run != null)
         {
@@ -91,7 +94,9 @@ internal sealed class MpiRun : IDisposable
         // After a failure, wait a little before exiting: the first rank to exit makes mpirun kill the rest at once, and
         // the others (told by a notice, or finding the same lost peer within a heartbeat) should first say why they stop.
         if (Cluster.Failure != null) Thread.Sleep(TimeSpan.FromSeconds(1.5));
-        _log?.WriteLine($"rank {Cluster.Rank} {(Cluster.Failure == null ? "finished" : "stopped after a failure")} {DateTime.UtcNow:O}");
+        // The exit code too: after a forwarded Ctrl+C, mpirun's own exit code may not show it (docs/distributed.md).
+        _log?.WriteLine($"rank {Cluster.Rank} {(Cluster.Failure == null ? "finished" : "stopped after a failure")}" +
+                        $"{(_exitCode is { } code ? $", exit code {code}" : "")} {DateTime.UtcNow:O}");
         Cluster.Dispose();
         Current = null;
         Console.SetOut(_stdout);

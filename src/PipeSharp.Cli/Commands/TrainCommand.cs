@@ -52,11 +52,13 @@ internal static class TrainCommand
             throw new ArgumentException("--optimizer is for mlp and cnn: gpt trains with AdamW (see --weight-decay, --clip).");
         if (!gpt && GptOptions.All.FirstOrDefault(args.IsGiven) is { } gptOnly)
             throw new ArgumentException($"{gptOnly.Name} is for --model gpt.");
-        return MpiRun.Execute(args, run => gpt ? TrainGptCommand.Run(args, run?.Cluster) : RunClassifier(args, run?.Cluster));
+        // Before MPI and the model: a signal during start-up is a stop too, honoured after the first step.
+        using var signals = new StopSignals();
+        return MpiRun.Execute(args, run => gpt ? TrainGptCommand.Run(args, run?.Cluster, signals) : RunClassifier(args, run?.Cluster, signals));
     }
 
-    /// <summary>Trains mlp or cnn on synthetic classification data.</summary>
-    private static int RunClassifier(ParseResult args, Mpi.MpiCluster? cluster)
+    /// <summary>Trains mlp or cnn on synthetic classification data; after a signal, stops after a step every rank agrees on.</summary>
+    private static int RunClassifier(ParseResult args, Mpi.MpiCluster? cluster, StopSignals signals)
     {
         int steps = args.Given(TrainOptions.Steps) ?? 50, batchSize = args.Given(TrainOptions.BatchSize) ?? 64;
         var choice = TrainOptions.ReadSchedule(args, batchSize);
@@ -64,7 +66,7 @@ internal static class TrainCommand
         TorchNative.EnsureLoaded();
         var spec = BuiltInModels.ForTraining(args.GetValue(Model)!);
         var (stages, balance) = Split(args, spec, choice);
-        var options = TrainOptions.Pipeline(args, choice, stages, balance, cluster);
+        var options = TrainOptions.Pipeline(args, choice, stages, balance, cluster) with { Stop = signals.Request };
         string optimizerName = args.GetValue(Optimizer)!;
         double lr = args.Given(TrainOptions.LearningRate) ?? (optimizerName == "sgd" ? 0.05 : 1e-3);
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer = optimizerName == "sgd"
@@ -95,36 +97,27 @@ internal static class TrainCommand
             optimizerName == "sgd" ? $"sgd, lr {lr:G}, momentum 0.9" : $"adam, lr {lr:G}",
             options.ThreadsPerStage, steps, seed));
 
-        using var interrupt = new CtrlC();
         int done = 0;
-        bool interrupted = false;
-        try
+        for (int step = 1; step <= steps && signals.ExitCode is null; step++)
         {
-            for (int step = 1; step <= steps; step++)
+            current = step;
+            var (input, target) = data.NextBatch(batchSize);
+            using (input)
+            using (target)
             {
-                current = step;
-                var (input, target) = data.NextBatch(batchSize);
-                using (input)
-                using (target)
-                {
-                    float loss = pipe.TrainStep(input, target, interrupt.Token);
-                    var stats = pipe.LastStep!;
-                    output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats)));
-                    done = step;
-                }
-                interrupt.Token.ThrowIfCancellationRequested();
+                float loss = pipe.TrainStep(input, target);
+                var stats = pipe.LastStep!;
+                output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats)));
+                done = step;
             }
         }
-        catch (OperationCanceledException) when (interrupt.Token.IsCancellationRequested)
-        {
-            interrupted = true;
-        }
+        bool interrupted = signals.ExitCode is not null;
         output.Finish(interrupted);
         // With --json, stdout carries only the JSON lines.
         TimelineFiles.WriteStep(pipe.LastStep, pipe.Schedule, done,
             MpiRun.OutputFile(args.GetValue(TrainOptions.Trace), perRank: true), MpiRun.OutputFile(args.GetValue(TrainOptions.Svg), perRank: true),
             args.GetValue(TrainOptions.Json) ? Console.Error : Console.Out);
-        return interrupted ? ExitCodes.Interrupted : ExitCodes.Success;
+        return signals.ExitCode ?? ExitCodes.Success;
     }
 
     /// <summary>

@@ -22,7 +22,7 @@ internal static class TrainGptCommand
     public const string ModelName = "gpt";
     private const int AccuracyProblems = 500;
 
-    public static int Run(ParseResult args, Mpi.MpiCluster? cluster)
+    public static int Run(ParseResult args, Mpi.MpiCluster? cluster, StopSignals signals)
     {
         var clock = Stopwatch.StartNew();
         bool json = args.GetValue(TrainOptions.Json);
@@ -49,7 +49,8 @@ internal static class TrainGptCommand
 
         var balance = args.GetResult(TrainOptions.Balance) is null ? null : args.GetValue(TrainOptions.Balance);
         int? stages = args.Given(TrainOptions.Stages) ?? (balance is null ? choice.File?.RankCount ?? 2 : null);
-        using var trainer = new LanguageModelTrainer(config, task, TrainOptions.Pipeline(args, choice, stages, balance, cluster), training);
+        var pipeline = TrainOptions.Pipeline(args, choice, stages, balance, cluster) with { Stop = signals.Request };
+        using var trainer = new LanguageModelTrainer(config, task, pipeline, training);
         FailureInjection.Arm(args.GetValue(ClusterOptions.InjectFailure), trainer.Pipeline, () => trainer.Step + 1);
         if (loaded is not null)
         {
@@ -71,7 +72,6 @@ internal static class TrainGptCommand
         using var history = new LossHistory(MpiRun.OutputFile(args.GetValue(GptOptions.Log), perRank: false), firstStep);
         var tokenizer = (task as CorpusTask)?.Corpus.Tokenizer.Spec;
         var (summary, lastTrainStep) = Train(args, trainer, taskSpec, tokenizer, directory, output, history, cluster);
-        bool interrupted = trainer.Step < steps;
         double? accuracy = null;
         if (task is SortingLanguageTask sortingTask && trainer.Step > firstStep)
         {
@@ -81,15 +81,15 @@ internal static class TrainGptCommand
         output.Finish(LanguageModelReport.Summary(trainer, summary, firstStep, clock.Elapsed, history.Recent,
             accuracy is { } a ? (a, AccuracyProblems) : null));
         WriteFiles(args, trainer, task, history, lastTrainStep, notes);
-        if (task is CorpusTask corpus && !interrupted && args.GetValue(GptOptions.SampleTokens) is > 0 and var sampleTokens)
+        if (task is CorpusTask corpus && trainer.Step >= steps && signals.ExitCode is null && args.GetValue(GptOptions.SampleTokens) is > 0 and var sampleTokens)
             WriteSample(trainer, corpus, sampleTokens, training.Seed, directory, json ? Console.Error : Console.Out);
-        return interrupted ? ExitCodes.Interrupted : ExitCodes.Success;
+        return signals.ExitCode ?? ExitCodes.Success;
     }
 
     /// <summary>
-    /// Runs the trainer, reporting each step and saving checkpoints; on Ctrl+C stops after the current step (or drops
-    /// it), saving a checkpoint of the steps done. Returns the summary (null if a step was interrupted) and the
-    /// statistics of the last step that did not measure the validation loss (which replaces the pipeline's last step).
+    /// Runs the trainer, reporting each step and saving checkpoints; after SIGINT or SIGTERM it stops after a step every
+    /// rank agrees on and saves a checkpoint of it (every rank writes its part). Returns the summary and the statistics
+    /// of the last step that did not measure the validation loss (which replaces the pipeline's last step).
     /// </summary>
     private static (TrainingSummary?, (StepStatistics Stats, int Step)?) Train(ParseResult args, LanguageModelTrainer trainer,
         LanguageModelTaskSpec taskSpec, TokenizerSpec? tokenizer, string? directory, ILanguageModelOutput output, LossHistory history,
@@ -106,28 +106,22 @@ internal static class TrainGptCommand
             output.Note($"saved checkpoint {Path.Combine(directory, CheckpointStore.FolderName(saved))}");
         }
 
-        using var interrupt = new CtrlC();
-        TrainingSummary? summary = null;
-        try
+        var summary = trainer.Run(
+            report =>
+            {
+                if (report.ValidationLoss is null && trainer.Pipeline.LastStep is { } stats) lastTrainStep = (stats, report.Step);
+                output.Step(report);
+                history.Add(report);
+            },
+            step =>
+            {
+                if ((every > 0 && step % every == 0) || step == trainer.Options.Steps) Save();
+            });
+        if (trainer.Pipeline.Options.Stop?.Agreed is { } code)
         {
-            summary = trainer.Run(
-                report =>
-                {
-                    if (report.ValidationLoss is null && trainer.Pipeline.LastStep is { } stats) lastTrainStep = (stats, report.Step);
-                    output.Step(report);
-                    history.Add(report);
-                },
-                step =>
-                {
-                    if ((every > 0 && step % every == 0) || step == trainer.Options.Steps) Save();
-                },
-                interrupt.Token);
+            output.Note($"stopped after step {trainer.Step} ({StopSignals.Name(code)})");
+            Save();
         }
-        catch (OperationCanceledException) when (interrupt.Token.IsCancellationRequested)
-        {
-            // The step in progress changed nothing; the steps before it are kept.
-        }
-        if (trainer.Step < trainer.Options.Steps) Save();
         return (summary, lastTrainStep);
     }
 

@@ -60,11 +60,16 @@ internal static class VerifyCommand
             Steps, Tolerance,
         };
         foreach (var option in ClusterOptions.All) command.Options.Add(option);
-        command.SetAction(args => MpiRun.Execute(args, run => Run(args, run?.Cluster)));
+        command.SetAction(args =>
+        {
+            using var signals = new StopSignals();
+            return MpiRun.Execute(args, run => Run(args, run?.Cluster, signals));
+        });
         return command;
     }
 
-    private static int Run(ParseResult args, Mpi.MpiCluster? cluster)
+    /// <summary>Runs the checks; after SIGINT or SIGTERM it ends after the check in progress (the same on every rank) with 130 or 143.</summary>
+    private static int Run(ParseResult args, Mpi.MpiCluster? cluster, StopSignals signals)
     {
         TorchNative.EnsureLoaded();
         int steps = args.GetValue(Steps);
@@ -98,6 +103,7 @@ internal static class VerifyCommand
                         ThreadsPerStage = 1,
                         DataParallel = replicas,
                         Cluster = cluster,
+                        Stop = signals.Request,
                     };
                     double diff = EquivalenceCheck.MaxParameterDifference(
                         () => { torch.manual_seed(modelSeed); return spec.Create(); },
@@ -106,6 +112,7 @@ internal static class VerifyCommand
                     checks++;
                     if (!ok) mismatches++;
                     Console.WriteLine($"{name,-6} {optimizer.Name,-9} {schedule,-11} {stages,6} {microBatches,13} {diff,11:0.00e+00}  {(ok ? "ok" : "FAIL")}");
+                    if (signals.ExitCode is { } code) return Stopped(code, checks, mismatches);
                 }
             }
             finally
@@ -118,17 +125,25 @@ internal static class VerifyCommand
             // The tied embedding: its copies on the first and last stage of each replica, across processes.
             foreach (var (schedule, stages, microBatches) in Cases(cluster, replicas))
             {
-                var (diff, drift) = TiedGpt(schedule, stages, microBatches, replicas, cluster, steps);
+                var (diff, drift) = TiedGpt(schedule, stages, microBatches, replicas, cluster, steps, signals.Request);
                 bool ok = diff <= tolerance && drift == 0;
                 checks++;
                 if (!ok) mismatches++;
                 Console.WriteLine($"{"gpt",-6} {"adamw",-9} {schedule,-11} {stages,6} {microBatches,13} {diff,11:0.00e+00}  {(ok ? "ok" : "FAIL")}" +
                                   $"  tied copies differ by {drift:0.##e+00}");
+                if (signals.ExitCode is { } code) return Stopped(code, checks, mismatches);
             }
         }
         Console.WriteLine();
         Console.WriteLine($"{checks} checks, {mismatches} mismatches (tolerance {tolerance.ToString("G").ToLowerInvariant()})");
         return mismatches == 0 ? ExitCodes.Success : ExitCodes.Failure;
+    }
+
+    private static int Stopped(int code, int checks, int mismatches)
+    {
+        Console.WriteLine();
+        Console.WriteLine($"stopped by {StopSignals.Name(code)} after {checks} checks, {mismatches} mismatches");
+        return code;
     }
 
     /// <summary>
@@ -144,7 +159,8 @@ internal static class VerifyCommand
         select (schedule, stages, microBatches);
 
     /// <summary>A small GPT with its head tied to the token embedding, trained with AdamW; the copies' largest difference.</summary>
-    private static (double Difference, double Drift) TiedGpt(string schedule, int stages, int microBatches, int replicas, Mpi.MpiCluster cluster, int steps)
+    private static (double Difference, double Drift) TiedGpt(string schedule, int stages, int microBatches, int replicas, Mpi.MpiCluster cluster, int steps,
+        StopRequest stop)
     {
         var config = new GptConfig(VocabularySize: 13, ContextLength: 8, Layers: 6, Width: 16, Heads: 2, TieEmbeddings: true);
         var generator = new Generator(5);
@@ -158,6 +174,7 @@ internal static class VerifyCommand
             var options = new PipelineOptions
             {
                 Stages = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1, DataParallel = replicas, Cluster = cluster,
+                Stop = stop,
             };
             return EquivalenceCheck.Compare(() => { torch.manual_seed(3); return Gpt.Create(config); }, options,
                 ps => optim.AdamW(ps, 1e-3), Gpt.Loss, batches);

@@ -14,8 +14,10 @@ internal static class ExitCodes
     public const int Failure = 1;
     /// <summary>Bad command line or options; nothing ran.</summary>
     public const int Usage = 2;
-    /// <summary>Stopped by Ctrl+C.</summary>
+    /// <summary>Stopped by SIGINT (Ctrl+C): 128 + 2, as a shell reports a process ended by it (see <see cref="Commands.StopSignals"/>).</summary>
     public const int Interrupted = 130;
+    /// <summary>Stopped by SIGTERM: 128 + 15.</summary>
+    public const int Terminated = 143;
 }
 
 /// <summary>Turns parse errors and the library's expected exceptions into one-line messages on stderr.</summary>

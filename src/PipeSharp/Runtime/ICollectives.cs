@@ -25,8 +25,11 @@ internal interface ICollectives : IDisposable
     /// <summary>The sum over all stages of a per-stage value (computed from one replica), the same on every rank.</summary>
     double SumOverStages(double[] perStage, CancellationToken cancellation);
 
-    /// <summary>The loss of the whole batch: the sum of every replica's share.</summary>
-    double TotalLoss(StepContext step, CancellationToken cancellation);
+    /// <summary>
+    /// The loss of the whole batch (the sum of every replica's share), and the stop the ranks agree on, in the same
+    /// reduction: the largest of every rank's <paramref name="stop"/> code (0 when no rank asks to stop).
+    /// </summary>
+    (double Loss, int Stop) TotalLoss(StepContext step, int stop, CancellationToken cancellation);
 
     /// <summary>The last stage's outputs of a forward pass, for the whole batch, on every rank.</summary>
     Tensor CollectOutputs(StepContext step, CancellationToken cancellation);

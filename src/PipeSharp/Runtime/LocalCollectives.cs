@@ -53,7 +53,7 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
 
     public double SumOverStages(double[] perStage, CancellationToken cancellation) => perStage.Sum();
 
-    public double TotalLoss(StepContext step, CancellationToken cancellation) => step.Replicas.Sum(r => r!.Loss);
+    public (double Loss, int Stop) TotalLoss(StepContext step, int stop, CancellationToken cancellation) => (step.Replicas.Sum(r => r!.Loss), stop);
 
     public Tensor CollectOutputs(StepContext step, CancellationToken cancellation) =>
         torch.cat(step.Replicas.SelectMany(r => r!.Outputs).Select(o => o!).ToArray(), 0);

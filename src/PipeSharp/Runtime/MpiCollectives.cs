@@ -146,11 +146,16 @@ internal sealed class MpiCollectives : ICollectives
         return _cluster.AllReduceSum(mine, cancellation).Sum();
     }
 
-    public double TotalLoss(StepContext step, CancellationToken cancellation)
+    public (double Loss, int Stop) TotalLoss(StepContext step, int stop, CancellationToken cancellation)
     {
-        var losses = new double[_replicas];
-        losses[_replica.Index] = _replica.Stages[^1] != null ? step.Replicas[_replica.Index]!.Loss : 0;
-        return _cluster.AllReduceSum(losses, cancellation).Sum();
+        // One reduction: each replica's loss share, then one slot per rank for its stop code (a sum of one value and
+        // zeros is that value, so the largest slot is the largest code). A few bytes more on the step's only
+        // reduction that every rank makes anyway.
+        var values = new double[_replicas + _cluster.Size];
+        values[_replica.Index] = _replica.Stages[^1] != null ? step.Replicas[_replica.Index]!.Loss : 0;
+        values[_replicas + _cluster.Rank] = stop;
+        var sums = _cluster.AllReduceSum(values, cancellation);
+        return (sums.Take(_replicas).Sum(), (int)sums.Skip(_replicas).Max());
     }
 
     public double[] StageBusy(StepContext step, CancellationToken cancellation)

@@ -302,7 +302,10 @@ public sealed partial class Pipeline : IDisposable
     /// <param name="input">The batch; dimension 0 is split among replicas, then into micro-batches. With MPI, every rank passes the same batch.</param>
     /// <param name="target">The targets, split the same way; they reach the loss on the last stage.</param>
     /// <param name="cancellation">Stops the step (every stage) when cancelled.</param>
-    /// <returns>The loss of the whole batch (the mean over its samples).</returns>
+    /// <returns>
+    /// The loss of the whole batch (the mean over its samples). If a rank has asked to stop (<see cref="PipelineOptions.Stop"/>),
+    /// the step is completed and <see cref="StopRequest.Agreed"/> is set, on every rank in the same step.
+    /// </returns>
     /// <exception cref="PipelineStageException">A stage failed; all stages were stopped and no parameter changed.</exception>
     /// <exception cref="RankFailedException">Another MPI process failed or was lost; this pipeline cannot be used again.</exception>
     public float TrainStep(Tensor input, Tensor target, CancellationToken cancellation = default)
@@ -321,11 +324,12 @@ public sealed partial class Pipeline : IDisposable
             RunActions(replica, rank, step);
         });
         double loss = 0;
+        int stop = 0;
         Collective(step, () =>
         {
             _collectives.ReduceGradients(step.Cancellation);
             step.GradientNorm = Options.MaxGradNorm is { } maxNorm ? ClipGradients(step, maxNorm) : null;
-            loss = _collectives.TotalLoss(step, step.Cancellation);
+            (loss, stop) = _collectives.TotalLoss(step, Options.Stop?.Code ?? 0, step.Cancellation);
         });
         RunOnWorkers(step, (replica, rank) =>
         {
@@ -341,6 +345,7 @@ public sealed partial class Pipeline : IDisposable
         double[] busy = step.StageBusy;
         Collective(step, () => busy = _collectives.StageBusy(step, step.Cancellation));
         LastStep = Statistics(step, busy);
+        Options.Stop?.Agree(stop); // the step is complete on every rank: all of them stop after it
         return (float)loss;
     }
 

@@ -69,4 +69,10 @@ public sealed record PipelineOptions
     /// stages, at least 1.
     /// </summary>
     public int? ThreadsPerStage { get; init; }
+
+    /// <summary>
+    /// Lets training stop after a step every rank agrees on: each <see cref="Pipeline.TrainStep"/> combines the ranks'
+    /// requests and sets <see cref="StopRequest.Agreed"/> on all of them in the same step. Null (the default): no stops.
+    /// </summary>
+    public StopRequest? Stop { get; init; }
 }

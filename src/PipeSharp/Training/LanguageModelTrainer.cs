@@ -75,10 +75,17 @@ public sealed class LanguageModelTrainer : IDisposable
     /// <summary>Steps taken so far (the next step's 0-based index); set it when resuming from a checkpoint.</summary>
     public int Step { get; set; }
 
-    /// <summary>Runs the remaining steps, calling <paramref name="onStep"/> after each.</summary>
+    /// <summary>
+    /// Runs the remaining steps, calling <paramref name="onStep"/> after each. Ends early after a step in which the
+    /// ranks agreed to stop (<see cref="PipelineOptions.Stop"/>, <see cref="StopRequest.Agreed"/>): every rank then ends
+    /// at the same <see cref="Step"/>, which is what a checkpoint saved after a stop needs.
+    /// </summary>
     /// <param name="onStep">Gets every step's report.</param>
-    /// <param name="afterStep">Runs after each step's report (e.g. to save a checkpoint).</param>
-    /// <param name="cancellation">Stops after the step in progress.</param>
+    /// <param name="afterStep">Runs after each step's report (e.g. to save a checkpoint), also after the step a stop was agreed in.</param>
+    /// <param name="cancellation">
+    /// Cancels the step in progress (it changes nothing). Across MPI processes that stops the pipeline for good, as a
+    /// failure does: to stop a run there, use <see cref="PipelineOptions.Stop"/>.
+    /// </param>
     public TrainingSummary Run(Action<TrainingStepReport>? onStep = null, Action<int>? afterStep = null, CancellationToken cancellation = default)
     {
         var clock = Stopwatch.StartNew();
@@ -88,7 +95,8 @@ public sealed class LanguageModelTrainer : IDisposable
         float lastLoss = float.NaN;
         double? validation = null;
         int first = Step;
-        while (Step < Options.Steps && !cancellation.IsCancellationRequested)
+        var stop = Pipeline.Options.Stop;
+        while (Step < Options.Steps && !cancellation.IsCancellationRequested && stop?.Agreed is null)
         {
             double lr = _schedule.At(Step);
             Pipeline.SetLearningRate(lr);

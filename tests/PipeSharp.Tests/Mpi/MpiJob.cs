@@ -67,6 +67,32 @@ internal static class MpiJob
         return process;
     }
 
+    /// <summary>Starts the CLI of this build in one process (no mpirun), its output and errors appended to <paramref name="output"/>.</summary>
+    public static Process StartCli(string arguments, StringBuilder output)
+    {
+        var info = new ProcessStartInfo("dotnet", $"{Cli} {arguments}") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        info.Environment["CI"] = "true";
+        return StartCollecting(info, output);
+    }
+
+    /// <summary>
+    /// Waits until what <paramref name="process"/> printed satisfies <paramref name="condition"/>; fails the test (with the
+    /// output) if the process ends first or <paramref name="timeout"/> passes. The caller kills the process when done.
+    /// </summary>
+    public static void WaitForOutput(Process process, StringBuilder output, Func<string, bool> condition, TimeSpan timeout, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (true)
+        {
+            string text;
+            lock (output) text = output.ToString();
+            if (condition(text)) return;
+            if (process.HasExited) Assert.Fail($"the process ended (exit code {process.ExitCode}) before it {what}:\n{text}");
+            if (clock.Elapsed > timeout) Assert.Fail($"the process had not {what} after {timeout.TotalSeconds:F0} s:\n{text}");
+            Thread.Sleep(50);
+        }
+    }
+
     /// <summary>Runs the job to the end; kills it (and fails) if it takes longer than <paramref name="timeout"/>.</summary>
     public static Result Run(int processes, string arguments, TimeSpan timeout, string launcherOptions = "", string? program = null)
     {

@@ -114,8 +114,6 @@ public sealed partial class Pipeline : IDisposable
         Balance = plan.Balance;
         _forwardSchedule = plan.ForwardSchedule;
         _cluster = options.Cluster;
-        if (options.MaxGradNorm is <= 0)
-            throw new ArgumentOutOfRangeException("maxGradNorm", options.MaxGradNorm, "MaxGradNorm must be positive, or null for no clipping.");
         int ranks = Schedule.RankCount, replicas = options.DataParallel;
         if (replicas < 1)
             throw new ArgumentOutOfRangeException("dataParallel", replicas, "DataParallel (the number of pipeline replicas) must be at least 1.");
@@ -345,6 +343,7 @@ public sealed partial class Pipeline : IDisposable
 
     /// <summary>
     /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
+    /// Afterwards every module (each stage and each of its submodules) is back in the mode it was in before.
     /// </summary>
     /// <returns>The last stage's output for the whole batch, on the last stage's device (on the CPU, and on every rank, with MPI).</returns>
     public Tensor Forward(Tensor input, CancellationToken cancellation = default)
@@ -352,6 +351,7 @@ public sealed partial class Pipeline : IDisposable
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
         using var step = NewStep(_forwardSchedule, input, null, cancellation);
+        var modes = _replicas.SelectMany(r => r.Local).Select(s => TrainingModes(s.Module)).ToList();
         foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
         {
@@ -363,8 +363,23 @@ public sealed partial class Pipeline : IDisposable
         }
         finally
         {
-            foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.train();
+            // train(bool) sets a module's whole subtree, so the modes are put back parents first (pre-order).
+            foreach (var stage in modes)
+                foreach (var (module, training) in stage) module.train(training);
         }
+    }
+
+    // A module's training flag and its submodules', parents before their children.
+    private static List<(nn.Module Module, bool Training)> TrainingModes(nn.Module root)
+    {
+        var modes = new List<(nn.Module, bool)>();
+        void Visit(nn.Module m)
+        {
+            modes.Add((m, m.training));
+            foreach (var child in m.children()) Visit(child);
+        }
+        Visit(root);
+        return modes;
     }
 
     // Splits the batch among the replicas held here, then into micro-batches; loss weights are shares of the whole batch.

@@ -47,6 +47,7 @@ public sealed record PipelineOptions
     /// <summary>
     /// If set, gradients are clipped before each optimizer step so that their global L2 norm, over every stage and
     /// counting each shared parameter once, is at most this value (as <c>clip_grad_norm_</c> does on one device).
+    /// It must be a positive finite number: NaN, infinities, zero and negative values are refused.
     /// </summary>
     public double? MaxGradNorm { get; init; }
 

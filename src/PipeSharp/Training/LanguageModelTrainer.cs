@@ -42,6 +42,7 @@ public sealed class LanguageModelTrainer : IDisposable
                 $"the model's vocabulary ({config.VocabularySize}) differs from the task's ({task.VocabularySize}).", nameof(config));
         if (options.Steps < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Steps, "Steps must be at least 1.");
         if (options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "BatchSize must be at least 1.");
+        PipelinePlan.CheckMaxGradNorm(options.MaxGradNorm); // before the model is built
         Config = config;
         Options = options;
         _task = task;

@@ -52,7 +52,24 @@ internal static class TrainCommand
             throw new ArgumentException("--optimizer is for mlp and cnn: gpt trains with AdamW (see --weight-decay, --clip).");
         if (!gpt && GptOptions.All.FirstOrDefault(args.IsGiven) is { } gptOnly)
             throw new ArgumentException($"{gptOnly.Name} is for --model gpt.");
-        return MpiRun.Execute(args, run => gpt ? TrainGptCommand.Run(args, run?.Cluster) : RunClassifier(args, run?.Cluster));
+        return MpiRun.Execute(args, run =>
+        {
+            CheckOutputFiles(args, gpt);
+            return gpt ? TrainGptCommand.Run(args, run?.Cluster) : RunClassifier(args, run?.Cluster);
+        });
+    }
+
+    /// <summary>
+    /// Before anything is built: every file this process will write can be written (under mpirun, each rank checks its
+    /// own: the timelines of every rank, the loss log and curve of rank 0).
+    /// </summary>
+    private static void CheckOutputFiles(ParseResult args, bool gpt)
+    {
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(TrainOptions.Trace), perRank: true), TrainOptions.Trace.Name);
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(TrainOptions.Svg), perRank: true), TrainOptions.Svg.Name);
+        if (!gpt) return;
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(GptOptions.Log), perRank: false), GptOptions.Log.Name);
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(GptOptions.LossCurve), perRank: false), GptOptions.LossCurve.Name);
     }
 
     /// <summary>Trains mlp or cnn on synthetic classification data.</summary>

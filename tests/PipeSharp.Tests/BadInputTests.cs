@@ -130,4 +130,14 @@ public class BadInputTests
         Assert.Contains("MaxGradNorm must be a positive finite number", e.Message);
         Assert.Contains("null for no clipping", e.Message);
     }
+
+    [Fact]
+    public void Export_to_an_unwritable_path_names_that_path_not_a_temporary_file()
+    {
+        const string path = "/proc/pipesharp-test-export.safetensors"; // /proc takes no new files, not even from root
+        var state = new Dictionary<string, Tensor> { ["w"] = ones(2) };
+        var e = Assert.ThrowsAny<IOException>(() => Checkpoints.ModelExport.Save(state, path, new { layers = 1 }));
+        Assert.Contains(path, e.Message);
+        Assert.DoesNotContain(".tmp-", e.Message);
+    }
 }

@@ -126,7 +126,7 @@ internal static class TrainCommand
                 {
                     float loss = pipe.TrainStep(input, target, interrupt.Token);
                     var stats = pipe.LastStep!;
-                    output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats)));
+                    output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats), stats.Skipped));
                     done = step;
                 }
                 interrupt.Token.ThrowIfCancellationRequested();

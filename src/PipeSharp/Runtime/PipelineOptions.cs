@@ -52,6 +52,15 @@ public sealed record PipelineOptions
     public double? MaxGradNorm { get; init; }
 
     /// <summary>
+    /// What a training step does when its loss or its global gradient norm (over every stage and replica, computed
+    /// every step, with or without clipping) is NaN or infinite: <see cref="NonFiniteGradientPolicy.Throw"/> (the
+    /// default) throws a <see cref="NonFiniteGradientException"/> naming the step; <see cref="NonFiniteGradientPolicy.SkipStep"/>
+    /// zeroes the gradients and takes no optimizer or scheduler step. Either way no parameter changes, and with MPI
+    /// every rank takes the same decision.
+    /// </summary>
+    public NonFiniteGradientPolicy NonFiniteGradients { get; init; } = NonFiniteGradientPolicy.Throw;
+
+    /// <summary>
     /// Number of data-parallel replicas of the pipeline (default 1). Each takes 1/D of every batch (sizes differ by at
     /// most one sample); gradients are summed over the replicas, weighted so that a step equals one on the whole batch.
     /// In one process, replicas are groups of worker threads (use the constructor that takes a model factory); with

@@ -116,4 +116,28 @@ public class BadInputTests
         var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Stages = 2, Schedule = "pipedream" }));
         Assert.Contains("gpipe, 1f1b", e.Message);
     }
+
+    [Theory]
+    [InlineData(double.NaN)]
+    [InlineData(double.PositiveInfinity)]
+    [InlineData(double.NegativeInfinity)]
+    [InlineData(0.0)]
+    [InlineData(-1.0)]
+    public void Max_grad_norm_that_is_not_a_positive_finite_number(double maxGradNorm)
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { Stages = 2, MaxGradNorm = maxGradNorm }));
+        Assert.Equal("maxGradNorm", e.ParamName);
+        Assert.Contains("MaxGradNorm must be a positive finite number", e.Message);
+        Assert.Contains("null for no clipping", e.Message);
+    }
+
+    [Fact]
+    public void Export_to_an_unwritable_path_names_that_path_not_a_temporary_file()
+    {
+        const string path = "/proc/pipesharp-test-export.safetensors"; // /proc takes no new files, not even from root
+        var state = new Dictionary<string, Tensor> { ["w"] = ones(2) };
+        var e = Assert.ThrowsAny<IOException>(() => Checkpoints.ModelExport.Save(state, path, new { layers = 1 }));
+        Assert.Contains(path, e.Message);
+        Assert.DoesNotContain(".tmp-", e.Message);
+    }
 }

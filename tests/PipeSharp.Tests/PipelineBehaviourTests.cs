@@ -129,4 +129,24 @@ public class PipelineBehaviourTests
         }
         Assert.Equal(1, seen);
     }
+
+    [Fact]
+    public void Forward_leaves_every_module_in_the_mode_it_was_in()
+    {
+        var layers = TestModels.Layers(4);
+        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd);
+        pipe.Stages[0].eval();                                   // a whole stage in eval mode
+        ((nn.Module)layers[3]).children().First().eval();        // one submodule of stage 1 (its Linear)
+        List<bool> Modes() => pipe.Stages.SelectMany(s => new[] { (nn.Module)s }.Concat(s.modules())).Select(m => m.training).ToList();
+        var before = Modes();
+        Assert.Contains(true, before);
+        Assert.Contains(false, before);
+
+        pipe.Forward(randn(4, 16)).Dispose();
+        Assert.Equal(before, Modes());
+
+        foreach (var s in pipe.Stages) s.eval();
+        pipe.Forward(randn(4, 16)).Dispose();
+        Assert.DoesNotContain(true, Modes());
+    }
 }

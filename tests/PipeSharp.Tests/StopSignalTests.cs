@@ -22,7 +22,7 @@ public class StopSignalTests
         string ck = Path.Combine(folder.Path, "ck");
         var output = new StringBuilder();
         var clock = Stopwatch.StartNew();
-        using (var cli = MpiJob.StartCli($"train --model gpt --steps 100000 --checkpoint {ck}", output))
+        using (var cli = MpiJob.StartCli($"train --model gpt --task sorting --steps 100000 --checkpoint {ck}", output))
         {
             try
             {
@@ -45,7 +45,7 @@ public class StopSignalTests
             Assert.Equal(["stage-0.safetensors", "stage-1.safetensors"], loaded.Manifest.Files.Select(f => f.Name).Where(n => n.StartsWith("stage-")).Order());
 
             var resumed = new StringBuilder();
-            using var again = MpiJob.StartCli($"train --model gpt --steps {last + 2} --checkpoint {ck} --resume", resumed);
+            using var again = MpiJob.StartCli($"train --model gpt --task sorting --steps {last + 2} --checkpoint {ck} --resume", resumed);
             Assert.True(again.WaitForExit(Start), $"the resumed run did not end:\n{resumed}");
             again.WaitForExit();
             Assert.True(again.ExitCode == 0, resumed.ToString());
@@ -62,7 +62,7 @@ public class StopSignalTests
         var output = new StringBuilder();
         // Steps of tens to hundreds of milliseconds, then a checkpoint and the closing evaluation: a graceful stop takes
         // far longer than the few milliseconds between the first signal's note and the second signal.
-        using var cli = MpiJob.StartCli($"train --model gpt --width 256 --layers 4 --batch-size 64 --steps 100000 --checkpoint {Path.Combine(folder.Path, "ck")}", output);
+        using var cli = MpiJob.StartCli($"train --model gpt --task sorting --width 256 --layers 4 --batch-size 64 --steps 100000 --checkpoint {Path.Combine(folder.Path, "ck")}", output);
         try
         {
             MpiJob.WaitForOutput(cli, output, o => LastStep(o) >= 2, Start, "printed 2 steps");

@@ -41,3 +41,19 @@ internal static class TestModels
 
     public static Tensor Mse(Tensor output, Tensor target) => nn.functional.mse_loss(output, target);
 }
+
+/// <summary>
+/// Passes its input through, but a sample whose first feature is at least <see cref="Marker"/> comes out as NaN (a
+/// layer that produces NaN for a given input), so its loss and every gradient before it are NaN.
+/// </summary>
+internal sealed class NaNForMarkedSamples() : nn.Module<Tensor, Tensor>("nan-for-marked")
+{
+    public const float Marker = 1e6f;
+
+    public override Tensor forward(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        var marked = input.select(1, 0).ge(Marker).unsqueeze(1).expand_as(input);
+        return where(marked, full_like(input, float.NaN), input).MoveToOuterDisposeScope();
+    }
+}

@@ -33,6 +33,9 @@ internal static class ExportCommand
     private static int Run(ParseResult args)
     {
         string path = args.GetValue(Output)!;
+        // Before the checkpoint is read: the model file and the config beside it can be written.
+        OutputFile.CheckWritable(path, Output.Name);
+        OutputFile.CheckWritable(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, ModelExport.ConfigName), Output.Name);
         TorchNative.EnsureLoaded();
         var (info, loaded) = CheckpointFolder.Open(args.GetValue(Checkpoint)!);
         using (loaded)

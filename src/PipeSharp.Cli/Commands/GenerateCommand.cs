@@ -24,10 +24,19 @@ internal static class GenerateCommand
         Required = true,
     };
 
+    /// <summary>
+    /// The most tokens one run generates. Memory is no limit (only the context window is kept and the text is printed
+    /// as it comes), time is: every token is one forward pass of the whole model, so a million already take hours.
+    /// </summary>
+    public const int MaxTokens = 1_000_000;
+
     private static readonly Option<int> Tokens = new("--tokens", "-n")
     {
-        CustomParser = Numbers.AtLeast(1),
-        Description = "Number of tokens to generate (sorting task: 6 writes the sorted digits).",
+        CustomParser = Numbers.Between(1, MaxTokens,
+            "each token is one forward pass of the whole model, so a million already take hours; for more, run again " +
+            "with the end of the text as --prompt"),
+        Description = $"Number of tokens to generate, 1 to {MaxTokens:N0} (sorting task: 6 writes the sorted digits). " +
+                      "The text is printed as it is generated.",
         HelpName = "N",
         Required = true,
     };
@@ -95,8 +104,19 @@ internal static class GenerateCommand
                 Console.Error.WriteLine($"note: the model learned to sort {info.Task.SortLength} digits; this prompt has {ids.Length}.");
 
             var sampler = new TokenSampler(args.GetValue(Temperature), args.GetResult(TopK) is null ? null : args.GetValue(TopK), args.GetValue(Seed));
-            var generated = TextGenerator.Generate(x => pipe.Forward(x), ids, args.GetValue(Tokens), c.ContextLength, sampler);
-            Console.Out.WriteLine(tokenizer.Decode(ids.Concat(generated)));
+            // Printed as it comes (Ctrl+C keeps what is on the screen); only the context window is held.
+            var decoder = new StreamingDecoder(tokenizer);
+            var stdout = Console.Out;
+            stdout.Write(decoder.Start(ids));
+            stdout.Flush();
+            foreach (int token in TextGenerator.Stream(x => pipe.Forward(x), ids, args.GetValue(Tokens), c.ContextLength, sampler))
+            {
+                string piece = decoder.Add(token);
+                if (piece.Length == 0) continue;
+                stdout.Write(piece);
+                stdout.Flush();
+            }
+            stdout.WriteLine(decoder.Flush());
         }
         return ExitCodes.Success;
     }

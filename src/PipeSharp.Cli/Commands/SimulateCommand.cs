@@ -84,6 +84,8 @@ internal static class SimulateCommand
 
     private static int Run(ParseResult args)
     {
+        OutputFile.CheckWritable(args.GetValue(Svg), "--svg");
+        OutputFile.CheckWritable(args.GetValue(SaveSchedule), "--save-schedule");
         var costs = args.GetValue(Costs) ?? ActionCosts.Unit;
         var schedule = MakeSchedule(args, costs);
         ScheduleValidator.Validate(schedule);

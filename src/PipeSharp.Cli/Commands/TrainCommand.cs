@@ -54,7 +54,24 @@ internal static class TrainCommand
             throw new ArgumentException($"{gptOnly.Name} is for --model gpt.");
         // Before MPI and the model: a signal during start-up is a stop too, honoured after the first step.
         using var signals = new StopSignals();
-        return MpiRun.Execute(args, run => gpt ? TrainGptCommand.Run(args, run?.Cluster, signals) : RunClassifier(args, run?.Cluster, signals));
+        return MpiRun.Execute(args, run =>
+        {
+            CheckOutputFiles(args, gpt);
+            return gpt ? TrainGptCommand.Run(args, run?.Cluster, signals) : RunClassifier(args, run?.Cluster, signals);
+        });
+    }
+
+    /// <summary>
+    /// Before anything is built: every file this process will write can be written (under mpirun, each rank checks its
+    /// own: the timelines of every rank, the loss log and curve of rank 0).
+    /// </summary>
+    private static void CheckOutputFiles(ParseResult args, bool gpt)
+    {
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(TrainOptions.Trace), perRank: true), TrainOptions.Trace.Name);
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(TrainOptions.Svg), perRank: true), TrainOptions.Svg.Name);
+        if (!gpt) return;
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(GptOptions.Log), perRank: false), GptOptions.Log.Name);
+        OutputFile.CheckWritable(MpiRun.OutputFile(args.GetValue(GptOptions.LossCurve), perRank: false), GptOptions.LossCurve.Name);
     }
 
     /// <summary>Trains mlp or cnn on synthetic classification data; after a signal, stops after a step every rank agrees on.</summary>
@@ -107,7 +124,7 @@ internal static class TrainCommand
             {
                 float loss = pipe.TrainStep(input, target);
                 var stats = pipe.LastStep!;
-                output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats)));
+                output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats), stats.Skipped));
                 done = step;
             }
         }

@@ -37,7 +37,7 @@ internal static class TrainGptCommand
         TorchNative.EnsureLoaded();
         LanguageModelCheckpointInfo? info = null;
         LoadedCheckpoint? loaded = null;
-        if (args.GetValue(GptOptions.Resume) && CheckpointStore.Steps(directory!).Count > 0)
+        if (GptOptions.Resuming(args) && CheckpointStore.Steps(directory!).Count > 0)
             (info, loaded) = LanguageModelCheckpoint.Open(directory!);
         using var disposeLoaded = loaded;
         var task = CreateTask(args, taskSpec, info, loaded?.Path, notes);
@@ -62,7 +62,7 @@ internal static class TrainGptCommand
         var output = CreateOutput(args, trainer, firstStep);
         output.Start(LanguageModelReport.Header(task, trainer, ScheduleText(trainer, choice)));
         if (loaded is not null) output.Note($"resumed from step {firstStep} ({loaded.Path})");
-        else if (args.GetValue(GptOptions.Resume)) output.Note($"no checkpoint in {directory} yet: starting from step 0");
+        else if (GptOptions.Resuming(args)) output.Note($"no checkpoint in {directory} yet: starting from step 0 (--resume-or-start)");
         if (firstStep >= steps)
         {
             output.Note($"the checkpoint is at step {firstStep}, already --steps {steps}: nothing to train.");
@@ -234,18 +234,26 @@ internal static class TrainGptCommand
         };
     }
 
-    /// <summary>--checkpoint DIR, checked with --resume and --checkpoint-every; a fresh run must not mix with older checkpoints.</summary>
+    /// <summary>
+    /// --checkpoint DIR, checked with --resume (there must be a checkpoint to continue from, unless --resume-or-start)
+    /// and --checkpoint-every; a fresh run must not mix with older checkpoints.
+    /// </summary>
     private static string? CheckpointFolder(ParseResult args)
     {
         string? directory = args.GetValue(GptOptions.Checkpoint);
-        bool resume = args.GetValue(GptOptions.Resume);
+        bool resume = GptOptions.Resuming(args);
+        string resumeName = args.GetValue(GptOptions.Resume) ? GptOptions.Resume.Name : GptOptions.ResumeOrStart.Name;
         if (directory is null)
         {
-            if (resume) throw new ArgumentException("--resume needs --checkpoint DIR: the folder to continue from.");
+            if (resume) throw new ArgumentException($"{resumeName} needs --checkpoint DIR: the folder to continue from.");
             if (args.IsGiven(GptOptions.CheckpointEvery)) throw new ArgumentException("--checkpoint-every needs --checkpoint DIR: the folder to save into.");
             return null;
         }
         if (File.Exists(directory)) throw new ArgumentException($"--checkpoint: '{directory}' is a file, not a folder.");
+        if (resume && !args.GetValue(GptOptions.ResumeOrStart) && CheckpointStore.Steps(directory).Count == 0)
+            throw new ArgumentException(
+                $"--resume: {(Directory.Exists(directory) ? $"{directory} holds no checkpoint (a step-N folder with its {CheckpointStore.ManifestName})" : $"the folder {directory} does not exist")}, " +
+                "so there is nothing to continue from: check the --checkpoint folder, or use --resume-or-start to start from step 0 when there is no checkpoint yet.");
         if (!resume && CheckpointStore.Steps(directory) is { Count: > 0 } existing)
             throw new ArgumentException(
                 $"{directory} already holds checkpoints (steps {string.Join(", ", existing)}): add --resume to continue from " +

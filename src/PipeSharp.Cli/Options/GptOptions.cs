@@ -30,7 +30,7 @@ internal static class GptOptions
     public static readonly Option<string?> Tokenizer = new Option<string?>("--tokenizer")
     {
         Description = "(gpt) char (one token per character of the text) or gpt2 (GPT-2's BPE, 50,257 tokens) [default: " +
-                      "char; with --resume, the checkpoint's].",
+                      "char; when resuming, the checkpoint's].",
     }.AcceptOnlyFromAmong(Tokenizers.CharKind, Tokenizers.Gpt2Kind);
 
     public static readonly Option<int> Layers = Int("--layers", 1, "N", "(gpt) Transformer blocks [default: 4; sorting task: 2].");
@@ -58,10 +58,19 @@ internal static class GptOptions
 
     public static readonly Option<bool> Resume = new("--resume")
     {
-        Description = "(gpt) Continue from the newest checkpoint in --checkpoint DIR (start fresh if it has none yet). " +
-                      "Give the same model options and --steps as the run that saved it; a text task uses the " +
-                      "checkpoint's tokenizer.",
+        Description = "(gpt) Continue from the newest checkpoint in --checkpoint DIR; refused if it holds none (see " +
+                      "--resume-or-start). Give the same model options and --steps as the run that saved it; a text " +
+                      "task uses the checkpoint's tokenizer.",
     };
+
+    public static readonly Option<bool> ResumeOrStart = new("--resume-or-start")
+    {
+        Description = "(gpt) Like --resume, but start from step 0 if --checkpoint DIR holds no checkpoint yet (e.g. a job " +
+                      "that is simply started again until it is done).",
+    };
+
+    /// <summary>True with --resume or --resume-or-start.</summary>
+    public static bool Resuming(ParseResult args) => args.GetValue(Resume) || args.GetValue(ResumeOrStart);
 
     public static readonly Option<string?> Log = OutputFile.Create("--log", "FILE.csv",
         "(gpt) Write step,loss,lr,tokens_per_s,val_loss per step (a resumed run keeps the rows up to its checkpoint and appends).");
@@ -81,7 +90,7 @@ internal static class GptOptions
     public static IReadOnlyList<Option> All { get; } =
     [
         Task, Data, SampleTokens, Tokenizer, Layers, Width, Heads, Context, Dropout, MinLearningRate, Warmup, WeightDecay, Clip, EvalEvery,
-        EvalBatches, BalanceByTime, Checkpoint, CheckpointEvery, Resume, Log, LossCurve,
+        EvalBatches, BalanceByTime, Checkpoint, CheckpointEvery, Resume, ResumeOrStart, Log, LossCurve,
     ];
 
     private static Option<int> Int(string name, int minimum, string helpName, string description, int? defaultValue = null)

@@ -13,6 +13,20 @@ internal static class Numbers
     public static Func<ArgumentResult, int> AtLeast(int minimum) =>
         result => Parse<int>(result, v => v >= minimum, $"at least {minimum}");
 
+    /// <summary>A whole number in [minimum, maximum]; above the maximum the message gives <paramref name="why"/>.</summary>
+    public static Func<ArgumentResult, int> Between(int minimum, int maximum, string why) => result =>
+    {
+        string text = string.Join(" ", result.Tokens.Select(t => t.Value));
+        string option = result.Parent is OptionResult o ? o.Option.Name : "value";
+        // Parsed as a long, so that a count past int's range gets the same message as any count above the maximum.
+        if (long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out long value) && value > maximum)
+        {
+            result.AddError($"{option} must be at most {maximum}, got {text}: {why}.");
+            return maximum;
+        }
+        return Parse<int>(result, v => v >= minimum, $"at least {minimum}");
+    };
+
     public static readonly Func<ArgumentResult, long> AnyWhole = result => Parse<long>(result, _ => true, "");
 
     public static readonly Func<ArgumentResult, double> Positive =

@@ -85,8 +85,17 @@ internal static class TrainOptions
         Description = "Print one JSON object per step on stdout and nothing else there: " +
                       "{\"step\":1,\"loss\":2.31,\"samples_per_s\":1234.5,\"stage_busy\":[0.81,0.77]}; gpt: " +
                       "{\"step\":1,\"loss\":4.2,\"lr\":1e-05,\"tokens_per_s\":5120.3,\"stage_busy\":[0.81,0.77]," +
-                      "\"grad_norm\":1.9,\"val_loss\":null} (gpt's notes and summary go to stderr).",
+                      "\"grad_norm\":1.9,\"val_loss\":null} (gpt's notes and summary go to stderr); a skipped step (--on-nonfinite " +
+                      "skip) adds \"skipped\":true.",
     };
+
+    public static readonly Option<string> OnNonFinite = new Option<string>("--on-nonfinite")
+    {
+        Description = "When a step's loss or global gradient norm is NaN or infinite: stop (with an error naming the step; " +
+                      "no parameter has changed, and a gpt run keeps the checkpoints it saved) or skip (zero the gradients, " +
+                      "take no optimizer step, and go on with the next step and batch; the step line says skipped).",
+        DefaultValueFactory = _ => "stop",
+    }.AcceptOnlyFromAmong("stop", "skip");
 
     public static readonly Option<string?> Trace = OutputFile.Create("--trace", "FILE.json",
         "After training, write the measured timeline of the last step (every forward and backward on every stage) " +
@@ -109,7 +118,7 @@ internal static class TrainOptions
     public static IEnumerable<Option> All =>
     [
         Stages, Balance, MicroBatches, Schedule, Chunks, Steps, BatchSize, Seed, LearningRate, ThreadsPerStage, Devices,
-        Json, LogEvery, Trace, Svg,
+        Json, LogEvery, OnNonFinite, Trace, Svg,
     ];
 
     /// <summary>
@@ -144,6 +153,7 @@ internal static class TrainOptions
         MicroBatches = choice.MicroBatches,
         Schedule = choice.Schedule,
         ThreadsPerStage = args.Given(ThreadsPerStage),
+        NonFiniteGradients = args.GetValue(OnNonFinite) == "skip" ? NonFiniteGradientPolicy.SkipStep : NonFiniteGradientPolicy.Throw,
     };
 
     /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>

@@ -30,7 +30,7 @@ internal static class Errors
     /// is not UTF-8; the checkpoint exceptions from a damaged checkpoint or one of another model.
     /// </summary>
     public static bool IsExpected(Exception e) =>
-        e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException
+        e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException or NonFiniteGradientException
             or Mpi.RankFailedException or Mpi.MpiException
             or FormatException or IOException or UnauthorizedAccessException or InvalidDataException
             or CheckpointCorruptException or CheckpointMismatchException;
@@ -41,7 +41,7 @@ internal static class Errors
     public static int Report(Exception e)
     {
         Console.Error.WriteLine($"{Prefix}error: {Message(e)}");
-        return e is PipelineStageException or Mpi.RankFailedException or Mpi.MpiException ? ExitCodes.Failure : ExitCodes.Usage;
+        return e is PipelineStageException or NonFiniteGradientException or Mpi.RankFailedException or Mpi.MpiException ? ExitCodes.Failure : ExitCodes.Usage;
     }
 
     public static int ReportParseErrors(ParseResult parsed)
@@ -59,6 +59,11 @@ internal static class Errors
     /// </summary>
     public static string Message(Exception e)
     {
+        // The library's advice names PipelineOptions; here the option is --on-nonfinite.
+        if (e is NonFiniteGradientException nonFinite)
+            return $"step {nonFinite.Step}: the loss is {nonFinite.Loss:G6} and the global gradient norm is {nonFinite.GradientNorm:G6}, " +
+                   "which is not finite: training stopped before this step's optimizer step (no parameter changed). Lower --lr, " +
+                   "clip with --clip, check the data, or add --on-nonfinite skip to skip such steps.";
         string message = e.Message;
         if (e is ArgumentOutOfRangeException { ActualValue: { } actual })
             message = RemoveSuffix(message, $"{Environment.NewLine}Actual value was {actual}.");

@@ -48,7 +48,7 @@ internal sealed class LanguageModelTextOutput(TextWriter output, int logEvery, i
             _tokens += tokensPerStep;
         }
         progress?.Update(r.Step, r.Loss, _seconds > 0 ? _tokens / _seconds : _firstRate);
-        if (_first || r.Step % logEvery == 0 || r.Step == totalSteps || r.ValidationLoss is not null) Note(Line(r));
+        if (_first || r.Step % logEvery == 0 || r.Step == totalSteps || r.ValidationLoss is not null || r.Skipped) Note(Line(r));
         _first = false;
     }
 
@@ -71,7 +71,8 @@ internal sealed class LanguageModelTextOutput(TextWriter output, int logEvery, i
         return $"step {r.Step.ToString().PadLeft(_stepWidth)}  loss {r.Loss,7:F4}  lr {r.LearningRate:0.00e+00}  " +
                $"{r.TokensPerSecond,9:N0} tokens/s  busy {busy}" +
                (r.GradientNorm is { } g ? $"  grad norm {g,6:F3}" : "") +
-               (r.ValidationLoss is { } v ? $"  val loss {v:F4}" : "");
+               (r.ValidationLoss is { } v ? $"  val loss {v:F4}" : "") +
+               (r.Skipped ? "  skipped (non-finite)" : "");
     }
 }
 
@@ -90,14 +91,14 @@ internal sealed class LanguageModelJsonOutput(TextWriter output, TextWriter note
     };
 
     private sealed record Line(int Step, float Loss, double Lr, double TokensPerS, IReadOnlyList<double> StageBusy,
-        double? GradNorm, double? ValLoss);
+        double? GradNorm, double? ValLoss, [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] bool Skipped);
 
     public void Start(IReadOnlyList<string> header) { }
 
     public void Step(TrainingStepReport r)
     {
         output.WriteLine(JsonSerializer.Serialize(new Line(r.Step, r.Loss, r.LearningRate, Math.Round(r.TokensPerSecond, 1),
-            r.StageBusy.Select(b => Math.Round(b, 4)).ToArray(), r.GradientNorm, r.ValidationLoss), Json));
+            r.StageBusy.Select(b => Math.Round(b, 4)).ToArray(), r.GradientNorm, r.ValidationLoss, r.Skipped), Json));
         output.Flush();
     }
 

@@ -36,9 +36,14 @@ internal sealed class LossHistory : IDisposable
     /// <summary>Steps recorded (including those kept from the log of a resumed run).</summary>
     public int Count => _points.Count;
 
-    /// <summary>The mean training loss of the last <see cref="SmoothingWindow"/> steps (or fewer, if fewer are recorded).</summary>
+    /// <summary>
+    /// The mean training loss of the last <see cref="SmoothingWindow"/> steps (or fewer, if fewer are recorded). Steps
+    /// skipped for a non-finite loss (--on-nonfinite skip) are left out, here and in the curve.
+    /// </summary>
     public (double Mean, int Steps)? Recent =>
-        _points.Count == 0 ? null : (_points.TakeLast(SmoothingWindow).Average(p => p.Loss), Math.Min(SmoothingWindow, _points.Count));
+        Finite.Count == 0 ? null : (Finite.TakeLast(SmoothingWindow).Average(p => p.Loss), Math.Min(SmoothingWindow, Finite.Count));
+
+    private List<(int Step, double Loss, double? Validation)> Finite => _points.Where(p => double.IsFinite(p.Loss)).ToList();
 
     public void Add(TrainingStepReport r)
     {
@@ -54,7 +59,7 @@ internal sealed class LossHistory : IDisposable
     /// <summary>Draws the training loss (each step, and its running mean) and the validation points to <paramref name="path"/>.</summary>
     public void WriteCurve(string path, string title)
     {
-        var raw = _points.Select(p => (p.Step, p.Loss)).ToList();
+        var raw = Finite.Select(p => (p.Step, p.Loss)).ToList();
         var smooth = raw.Select((p, i) => (p.Step, raw.Skip(Math.Max(0, i - SmoothingWindow + 1)).Take(Math.Min(i + 1, SmoothingWindow)).Average(q => q.Loss))).ToList();
         var validation = _points.Where(p => p.Validation is not null).Select(p => (p.Step, p.Validation!.Value)).ToList();
         var series = new List<LossCurveSvg.Series>

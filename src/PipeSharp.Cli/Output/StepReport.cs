@@ -5,7 +5,9 @@ namespace PipeSharp.Cli.Output;
 /// <param name="Loss">The loss of the step's batch.</param>
 /// <param name="SamplesPerS">Batch size divided by the step's wall-clock time.</param>
 /// <param name="StageBusy">The share of the step each stage (worker, over all its model pieces) was computing, between 0 and 1.</param>
-internal sealed record StepReport(int Step, float Loss, double SamplesPerS, IReadOnlyList<double> StageBusy);
+/// <param name="Skipped">The step was skipped (non-finite loss or gradient norm, --on-nonfinite skip); in JSON only when true.</param>
+internal sealed record StepReport(int Step, float Loss, double SamplesPerS, IReadOnlyList<double> StageBusy,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)] bool Skipped = false);
 
 /// <summary>Where <c>train</c> sends what it has to say.</summary>
 internal interface ITrainOutput

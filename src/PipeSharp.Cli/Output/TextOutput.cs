@@ -56,11 +56,11 @@ internal sealed class TextOutput(TextWriter output, int logEvery, ProgressLine? 
 
         // Progress first, so the status line redrawn under a step line is up to date.
         progress?.Update(report.Step, report.Loss, MeanSamplesPerS);
-        if (report.Step % logEvery == 0 || report.Step == 1 || report.Step == _setup!.Steps)
+        if (report.Step % logEvery == 0 || report.Step == 1 || report.Step == _setup!.Steps || report.Skipped)
         {
             string busy = string.Join(" ", report.StageBusy.Select(b => $"{b * 100,3:F0}%"));
             string line = $"step {report.Step.ToString().PadLeft(_stepWidth)}  loss {report.Loss,8:F4}  " +
-                          $"{report.SamplesPerS,10:N0} samples/s  busy {busy}";
+                          $"{report.SamplesPerS,10:N0} samples/s  busy {busy}" + (report.Skipped ? "  skipped (non-finite)" : "");
             if (progress is null) output.WriteLine(line);
             else progress.WriteLine(line);
         }

@@ -36,6 +36,7 @@ public static class ModelExport
 
     /// <summary>Writes <paramref name="state"/> (e.g. <see cref="LoadedCheckpoint.ModelState"/>) to <paramref name="path"/>.</summary>
     /// <exception cref="ArgumentException">The extension is none of the supported ones.</exception>
+    /// <exception cref="IOException">The model file or its config cannot be written; the message names that file.</exception>
     public static void Save(IReadOnlyDictionary<string, Tensor> state, string path, object config)
     {
         ArgumentNullException.ThrowIfNull(state);
@@ -68,6 +69,11 @@ public static class ModelExport
                 stream.Flush(flushToDisk: true);
             }
             File.Move(temp, path, overwrite: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The error names the temporary file: say which file could not be written.
+            throw new IOException($"cannot write {path}: {e.Message.Replace(temp, path)}", e);
         }
         finally
         {

@@ -44,6 +44,7 @@ public sealed partial class Pipeline : IDisposable
     private readonly MpiCluster? _cluster;
     private readonly IReadOnlyList<IReadOnlyList<string>> _stageStateNames;
     private Exception? _broken;
+    private long _trainSteps;
     private bool _disposed;
 
     /// <summary>Splits <paramref name="model"/> into stages and starts one worker per stage.</summary>
@@ -115,8 +116,6 @@ public sealed partial class Pipeline : IDisposable
         Balance = plan.Balance;
         _forwardSchedule = plan.ForwardSchedule;
         _cluster = options.Cluster;
-        if (options.MaxGradNorm is <= 0)
-            throw new ArgumentOutOfRangeException("maxGradNorm", options.MaxGradNorm, "MaxGradNorm must be positive, or null for no clipping.");
         int ranks = Schedule.RankCount, replicas = options.DataParallel;
         if (replicas < 1)
             throw new ArgumentOutOfRangeException("dataParallel", replicas, "DataParallel (the number of pipeline replicas) must be at least 1.");
@@ -307,6 +306,10 @@ public sealed partial class Pipeline : IDisposable
     /// the step is completed and <see cref="StopRequest.Agreed"/> is set, on every rank in the same step.
     /// </returns>
     /// <exception cref="PipelineStageException">A stage failed; all stages were stopped and no parameter changed.</exception>
+    /// <exception cref="NonFiniteGradientException">
+    /// The loss or the global gradient norm was NaN or infinite (with the default <see cref="PipelineOptions.NonFiniteGradients"/>);
+    /// no optimizer step was taken, and the pipeline can take the next step.
+    /// </exception>
     /// <exception cref="RankFailedException">Another MPI process failed or was lost; this pipeline cannot be used again.</exception>
     public float TrainStep(Tensor input, Tensor target, CancellationToken cancellation = default)
     {
@@ -318,23 +321,35 @@ public sealed partial class Pipeline : IDisposable
                 $"target has shape [{string.Join(",", target.shape)}] but input has shape [{string.Join(",", input.shape)}]: " +
                 "both need the same number of samples in dimension 0.", nameof(target));
         using var step = NewStep(Schedule, input, target, cancellation);
+        long number = ++_trainSteps; // this call's number, for messages
         RunOnWorkers(step, (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank)) s.Optimizer.zero_grad();
             RunActions(replica, rank, step);
         });
-        double loss = 0;
+        double loss = 0, norm = 0;
         int stop = 0;
         Collective(step, () =>
         {
             _collectives.ReduceGradients(step.Cancellation);
-            step.GradientNorm = Options.MaxGradNorm is { } maxNorm ? ClipGradients(step, maxNorm) : null;
             (loss, stop) = _collectives.TotalLoss(step, Options.Stop?.Code ?? 0, step.Cancellation);
+            // Computed with or without clipping: the loss and the norm are global, so every rank decides alike.
+            norm = GradientNorm(step, precise: Options.MaxGradNorm is not null);
+            step.GradientNorm = Options.MaxGradNorm is null ? null : norm;
+            if (Options.MaxGradNorm is { } maxNorm && double.IsFinite(norm) && double.IsFinite(loss)) Clip(step, maxNorm, norm);
         });
+        bool skip = !double.IsFinite(norm) || !double.IsFinite(loss);
+        if (skip && Options.NonFiniteGradients == NonFiniteGradientPolicy.Throw)
+            throw new NonFiniteGradientException(number, loss, norm); // nothing stepped; the pipeline can go on
         RunOnWorkers(step, (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank))
             {
+                if (skip)
+                {
+                    s.Optimizer.zero_grad();
+                    continue;
+                }
                 long t0 = Stopwatch.GetTimestamp();
                 s.Optimizer.step();
                 s.Scheduler?.step();
@@ -344,7 +359,7 @@ public sealed partial class Pipeline : IDisposable
         });
         double[] busy = step.StageBusy;
         Collective(step, () => busy = _collectives.StageBusy(step, step.Cancellation));
-        LastStep = Statistics(step, busy);
+        LastStep = Statistics(step, busy, skip);
         Options.Stop?.Agree(stop); // the step is complete on every rank: all of them stop after it
         return (float)loss;
     }
@@ -352,7 +367,8 @@ public sealed partial class Pipeline : IDisposable
     /// <summary>
     /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
     /// The batch is split into <see cref="PipelineOptions.MicroBatches"/> micro-batches, or into one per sample when it
-    /// has fewer (so a single sequence can be continued with the training pipeline).
+    /// has fewer (so a single sequence can be continued with the training pipeline). Afterwards every module (each
+    /// stage and each of its submodules) is back in the mode it was in before.
     /// </summary>
     /// <returns>The last stage's output for the whole batch, on the last stage's device (on the CPU, and on every rank, with MPI).</returns>
     public Tensor Forward(Tensor input, CancellationToken cancellation = default)
@@ -360,6 +376,7 @@ public sealed partial class Pipeline : IDisposable
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
         using var step = NewStep(ForwardScheduleFor(input), input, null, cancellation);
+        var modes = _replicas.SelectMany(r => r.Local).Select(s => TrainingModes(s.Module)).ToList();
         foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
         {
@@ -371,7 +388,9 @@ public sealed partial class Pipeline : IDisposable
         }
         finally
         {
-            foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.train();
+            // train(bool) sets a module's whole subtree, so the modes are put back parents first (pre-order).
+            foreach (var stage in modes)
+                foreach (var (module, training) in stage) module.train(training);
         }
     }
 
@@ -388,6 +407,19 @@ public sealed partial class Pipeline : IDisposable
                 _smallForwardSchedules[m] = schedule = ScheduleGenerators.ForwardOnly(Schedule.StageCount, m, Schedule.StageToRank);
             return schedule;
         }
+    }
+
+    // A module's training flag and its submodules', parents before their children.
+    private static List<(nn.Module Module, bool Training)> TrainingModes(nn.Module root)
+    {
+        var modes = new List<(nn.Module, bool)>();
+        void Visit(nn.Module m)
+        {
+            modes.Add((m, m.training));
+            foreach (var child in m.children()) Visit(child);
+        }
+        Visit(root);
+        return modes;
     }
 
     // Splits the batch among the replicas held here, then into the schedule's micro-batches; loss weights are shares
@@ -428,9 +460,11 @@ public sealed partial class Pipeline : IDisposable
         return new StepContext(schedule, steps, cancellation, _cluster?.FailureToken ?? default);
     }
 
-    // The global gradient norm over all stages (each shared parameter once), then every gradient scaled by
-    // min(1, max / norm), as torch.nn.utils.clip_grad_norm_ computes it on one device.
-    private double ClipGradients(StepContext step, double maxNorm)
+    // The global gradient norm over all stages (each shared parameter once), the same on every rank: NaN or infinite
+    // if any gradient is. For clipping it is summed in float64, as the gradients' squares; without clipping only its
+    // finiteness is used, and each parameter's float32 norm (one pass, no copy of the gradient) is enough: about 0.3 ms
+    // against 2.5 ms in float64 for the default GPT (4 layers, width 128), whose step takes about 200 ms on 2 cores.
+    private double GradientNorm(StepContext step, bool precise)
     {
         var squares = new double[Schedule.StageCount];
         var first = _replicas[0];
@@ -440,13 +474,19 @@ public sealed partial class Pipeline : IDisposable
             foreach (var s in replica.StagesOf(rank))
             {
                 using var scope = torch.NewDisposeScope();
-                var sums = s.Optimizer.parameters()
-                    .Where(p => p.grad is not null && !replica.Shared.IsSecondaryCopy(p))
-                    .Select(p => p.grad!.to_type(ScalarType.Float64).square().sum()).ToArray();
+                var grads = s.Optimizer.parameters().Where(p => p.grad is not null && !replica.Shared.IsSecondaryCopy(p)).Select(p => p.grad!);
+                var sums = precise
+                    ? grads.Select(g => g.to_type(ScalarType.Float64).square().sum()).ToArray()
+                    : grads.Select(g => torch.linalg.vector_norm(g).to_type(ScalarType.Float64).square()).ToArray();
                 squares[s.Module.Index] = sums.Length == 0 ? 0 : torch.stack(sums).sum().item<double>(); // one read-back per stage
             }
         });
-        double norm = Math.Sqrt(_collectives.SumOverStages(squares, step.Cancellation));
+        return Math.Sqrt(_collectives.SumOverStages(squares, step.Cancellation));
+    }
+
+    // Every gradient scaled by min(1, max / norm), as torch.nn.utils.clip_grad_norm_ computes it on one device.
+    private void Clip(StepContext step, double maxNorm, double norm)
+    {
         double coefficient = maxNorm / (norm + 1e-6);
         if (coefficient < 1)
         {
@@ -458,7 +498,6 @@ public sealed partial class Pipeline : IDisposable
                         p.grad?.mul_(coefficient);
             });
         }
-        return norm;
     }
 
     private void RunActions(ReplicaRuntime replica, int rank, StepContext step)
@@ -573,11 +612,11 @@ public sealed partial class Pipeline : IDisposable
     }
 
     // With MPI the timeline and messages are this process's own; the busy times are every stage's.
-    private static StepStatistics Statistics(StepContext step, double[] stageBusy)
+    private static StepStatistics Statistics(StepContext step, double[] stageBusy, bool skipped = false)
     {
         double wall = step.Seconds(Stopwatch.GetTimestamp());
         var timeline = step.Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
-        return new StepStatistics(wall, stageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList());
+        return new StepStatistics(wall, stageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList(), skipped);
     }
 
     /// <summary>Stops the worker threads and releases the optimizers and any tensors still held.</summary>

@@ -47,8 +47,18 @@ public sealed record PipelineOptions
     /// <summary>
     /// If set, gradients are clipped before each optimizer step so that their global L2 norm, over every stage and
     /// counting each shared parameter once, is at most this value (as <c>clip_grad_norm_</c> does on one device).
+    /// It must be a positive finite number: NaN, infinities, zero and negative values are refused.
     /// </summary>
     public double? MaxGradNorm { get; init; }
+
+    /// <summary>
+    /// What a training step does when its loss or its global gradient norm (over every stage and replica, computed
+    /// every step, with or without clipping) is NaN or infinite: <see cref="NonFiniteGradientPolicy.Throw"/> (the
+    /// default) throws a <see cref="NonFiniteGradientException"/> naming the step; <see cref="NonFiniteGradientPolicy.SkipStep"/>
+    /// zeroes the gradients and takes no optimizer or scheduler step. Either way no parameter changes, and with MPI
+    /// every rank takes the same decision.
+    /// </summary>
+    public NonFiniteGradientPolicy NonFiniteGradients { get; init; } = NonFiniteGradientPolicy.Throw;
 
     /// <summary>
     /// Number of data-parallel replicas of the pipeline (default 1). Each takes 1/D of every batch (sizes differ by at

@@ -19,6 +19,7 @@ internal sealed record PipelinePlan(Schedule Schedule, Schedule ForwardSchedule,
         if (options.ThreadsPerStage is < 1)
             throw new ArgumentOutOfRangeException("threadsPerStage", options.ThreadsPerStage,
                 "ThreadsPerStage must be at least 1, or null for the processor count divided by the stage count.");
+        CheckMaxGradNorm(options.MaxGradNorm);
         if (options.Stages is < 1)
             throw new ArgumentOutOfRangeException("stages", options.Stages, "The number of stages must be at least 1.");
 
@@ -35,6 +36,15 @@ internal sealed record PipelinePlan(Schedule Schedule, Schedule ForwardSchedule,
         var devices = DeviceResolver.Resolve(options.Devices, schedule.RankCount);
         var forward = ScheduleGenerators.ForwardOnly(pieces, schedule.MicroBatchCount, schedule.StageToRank);
         return new PipelinePlan(schedule, forward, balance, devices);
+    }
+
+    /// <summary>Refuses a clipping bound that is not a positive finite number (null: no clipping).</summary>
+    public static void CheckMaxGradNorm(double? maxGradNorm)
+    {
+        // NaN compares false with everything: without this, a NaN or infinite bound would quietly turn clipping off.
+        if (maxGradNorm is { } maxNorm && !(maxNorm > 0 && double.IsFinite(maxNorm)))
+            throw new ArgumentOutOfRangeException("maxGradNorm", maxNorm,
+                $"MaxGradNorm must be a positive finite number (the largest global gradient norm), or null for no clipping; got {maxNorm}.");
     }
 
     private static int CheckPieces(int pieces, int layerCount, Schedule schedule)

@@ -10,8 +10,9 @@ public sealed class StepStatistics
 {
     /// <summary>Creates the statistics of one step.</summary>
     public StepStatistics(double wallSeconds, IReadOnlyList<double> stageBusySeconds, IReadOnlyList<ActionTiming> timeline,
-        double? gradientNorm = null, IReadOnlyList<MessageTiming>? messages = null)
+        double? gradientNorm = null, IReadOnlyList<MessageTiming>? messages = null, bool skipped = false)
     {
+        Skipped = skipped;
         Messages = messages ?? [];
         GradientNorm = gradientNorm;
         WallSeconds = wallSeconds;
@@ -24,6 +25,13 @@ public sealed class StepStatistics
 
     /// <summary>The global gradient norm before clipping (null unless clipping is on).</summary>
     public double? GradientNorm { get; }
+
+    /// <summary>
+    /// True if the step was skipped: its loss or gradient norm was not finite and
+    /// <see cref="Runtime.PipelineOptions.NonFiniteGradients"/> is <see cref="Runtime.NonFiniteGradientPolicy.SkipStep"/>,
+    /// so no optimizer or scheduler step was taken.
+    /// </summary>
+    public bool Skipped { get; }
 
     /// <summary>Wall-clock time of the whole step, including the optimizer step.</summary>
     public double WallSeconds { get; }

@@ -15,8 +15,12 @@ namespace PipeSharp.Training;
 /// <param name="StageBusy">Share of the step each stage worker computed.</param>
 /// <param name="GradientNorm">Global gradient norm before clipping (null without clipping).</param>
 /// <param name="ValidationLoss">Set on steps where the validation loss was measured.</param>
+/// <param name="Skipped">
+/// The step was skipped (its loss or gradient norm was not finite, with <see cref="NonFiniteGradientPolicy.SkipStep"/>):
+/// no parameter changed. It still counts as a step: the next one takes the next batch and learning rate.
+/// </param>
 public sealed record TrainingStepReport(int Step, float Loss, double LearningRate, double TokensPerSecond,
-    IReadOnlyList<double> StageBusy, double? GradientNorm, double? ValidationLoss);
+    IReadOnlyList<double> StageBusy, double? GradientNorm, double? ValidationLoss, bool Skipped = false);
 
 /// <summary>What a training run achieved.</summary>
 public sealed record TrainingSummary(int Steps, TimeSpan Elapsed, double TokensPerSecond, IReadOnlyList<double> StageBusy,
@@ -42,6 +46,7 @@ public sealed class LanguageModelTrainer : IDisposable
                 $"the model's vocabulary ({config.VocabularySize}) differs from the task's ({task.VocabularySize}).", nameof(config));
         if (options.Steps < 1) throw new ArgumentOutOfRangeException(nameof(options), options.Steps, "Steps must be at least 1.");
         if (options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), options.BatchSize, "BatchSize must be at least 1.");
+        PipelinePlan.CheckMaxGradNorm(options.MaxGradNorm); // before the model is built
         Config = config;
         Options = options;
         _task = task;
@@ -78,7 +83,9 @@ public sealed class LanguageModelTrainer : IDisposable
     /// <summary>
     /// Runs the remaining steps, calling <paramref name="onStep"/> after each. Ends early after a step in which the
     /// ranks agreed to stop (<see cref="PipelineOptions.Stop"/>, <see cref="StopRequest.Agreed"/>): every rank then ends
-    /// at the same <see cref="Step"/>, which is what a checkpoint saved after a stop needs.
+    /// at the same <see cref="Step"/>, which is what a checkpoint saved after a stop needs. A step whose loss or
+    /// gradient norm is not finite throws <see cref="NonFiniteGradientException"/> naming it (the run's step number),
+    /// or with <see cref="NonFiniteGradientPolicy.SkipStep"/> is skipped and counted (its report says so).
     /// </summary>
     /// <param name="onStep">Gets every step's report.</param>
     /// <param name="afterStep">Runs after each step's report (e.g. to save a checkpoint), also after the step a stop was agreed in.</param>
@@ -105,6 +112,11 @@ public sealed class LanguageModelTrainer : IDisposable
             {
                 lastLoss = Pipeline.TrainStep(x, y, cancellation);
             }
+            catch (NonFiniteGradientException e)
+            {
+                // Named by the run's step (the pipeline counts only its own calls, not those before a resume).
+                throw new NonFiniteGradientException(Step + 1, e.Loss, e.GradientNorm, e);
+            }
             finally
             {
                 x.Dispose();
@@ -122,7 +134,7 @@ public sealed class LanguageModelTrainer : IDisposable
             bool evaluate = Step == Options.Steps || (Options.EvalEvery > 0 && Step % Options.EvalEvery == 0);
             double? report = evaluate ? validation = Evaluate(Options.EvalBatches) : null;
             onStep?.Invoke(new TrainingStepReport(Step, lastLoss, lr,
-                Options.BatchSize * Config.ContextLength / stats.WallSeconds, rankBusy, stats.GradientNorm, report));
+                Options.BatchSize * Config.ContextLength / stats.WallSeconds, rankBusy, stats.GradientNorm, report, stats.Skipped));
             afterStep?.Invoke(Step);
         }
         IReadOnlyList<StageMemory> memory;

@@ -16,14 +16,14 @@ public sealed class MainJobTests : IDisposable
     {
         string checkpoint = Path.Combine(_folder, "shakespeare");
         // Started from an empty folder: the corpus is found beside the program, not relative to the working directory.
-        var train = CliProcess.Run($"train --model gpt --stages 2 --steps 12 --eval-batches 2 --sample 320 --checkpoint {checkpoint}", Timeout, _folder);
-        Assert.True(train.ExitCode == 0, train.Output + train.Errors);
+        var train = CliProcess.Run(Args($"train --model gpt --stages 2 --steps 12 --eval-batches 2 --sample 320 --checkpoint {checkpoint}"), Timeout, _folder);
+        Assert.True(train.ExitCode == 0, train.Output);
         Assert.Matches(@"(?m)^task +tinyshakespeare\.txt \(char tokens, vocabulary 65", train.Output);
         Assert.Matches(@"(?m)^schedule +1f1b, 2 stages", train.Output);
         Assert.Matches(@"(?m)^loss .*validation \d+\.\d+", train.Output);
 
         // The sample: a line that starts with "sample", then the generated text (320 characters, line breaks included).
-        var lines = train.Output.Replace("\r", "").Split('\n');
+        var lines = train.Stdout.Replace("\r", "").Split('\n');
         int header = Array.FindIndex(lines, l => l.StartsWith("sample"));
         Assert.True(header >= 0, train.Output);
         string sample = string.Join("\n", lines[(header + 1)..]).TrimEnd('\n');
@@ -31,24 +31,26 @@ public sealed class MainJobTests : IDisposable
         Assert.Contains($"generate --checkpoint {checkpoint}", lines[header]);
         Assert.True(Directory.Exists(Path.Combine(checkpoint, "step-000012")), train.Output);
 
-        var generate = CliProcess.Run($"generate --checkpoint {checkpoint} --prompt ROMEO: --tokens 40 --stages 2", Timeout, _folder);
-        Assert.True(generate.ExitCode == 0, generate.Output + generate.Errors);
-        Assert.StartsWith("ROMEO:", generate.Output);
-        Assert.True(generate.Output.TrimEnd().Length >= "ROMEO:".Length + 40, generate.Output);
+        var generate = CliProcess.Run(Args($"generate --checkpoint {checkpoint} --prompt ROMEO: --tokens 40 --stages 2"), Timeout, _folder);
+        Assert.True(generate.ExitCode == 0, generate.Output);
+        Assert.StartsWith("ROMEO:", generate.Stdout);
+        Assert.True(generate.Stdout.TrimEnd().Length >= "ROMEO:".Length + 40, generate.Output);
     }
 
     [Fact]
     public void The_sorting_task_stays_behind_an_option_and_takes_no_data_file()
     {
-        var sorting = CliProcess.Run("train --model gpt --task sorting --steps 3 --eval-batches 1", Timeout, _folder);
-        Assert.True(sorting.ExitCode == 0, sorting.Output + sorting.Errors);
+        var sorting = CliProcess.Run(Args($"train --model gpt --task sorting --steps 3 --eval-batches 1"), Timeout, _folder);
+        Assert.True(sorting.ExitCode == 0, sorting.Output);
         Assert.Matches(@"(?m)^accuracy ", sorting.Output);
         Assert.DoesNotMatch(@"(?m)^sample", sorting.Output);
 
-        var both = CliProcess.Run("train --model gpt --task sorting --data x.txt --steps 3", Timeout, _folder);
+        var both = CliProcess.Run(Args($"train --model gpt --task sorting --data x.txt --steps 3"), Timeout, _folder);
         Assert.NotEqual(0, both.ExitCode);
-        Assert.Contains("--data is for --task text", both.Errors);
+        Assert.Contains("--data is for --task text", both.Stderr);
     }
+
+    private static string[] Args(string line) => line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
 
     public void Dispose() => Directory.Delete(_folder, recursive: true);
 }

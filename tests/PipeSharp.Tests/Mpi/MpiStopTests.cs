@@ -33,7 +33,7 @@ public class MpiStopTests
         using var folder = new TempFolder();
         string ck = Path.Combine(folder.Path, "ck"), logs = Path.Combine(folder.Path, "logs");
         var output = new StringBuilder();
-        using var job = MpiJob.Start(2, $"train --model gpt --stages 2 --steps 100000 --checkpoint {ck} --log-dir {logs}", output);
+        using var job = MpiJob.Start(2, $"train --model gpt --task sorting --stages 2 --steps 100000 --checkpoint {ck} --log-dir {logs}", output);
         try
         {
             MpiJob.WaitForOutput(job, output, o => StopSignalTests.LastStep(o) >= 3, Start, "printed 3 steps");
@@ -80,7 +80,7 @@ public class MpiStopTests
         using var folder = new TempFolder();
         string ck = Path.Combine(folder.Path, "ck"), logs = Path.Combine(folder.Path, "logs");
         var output = new StringBuilder();
-        using var job = MpiJob.Start(2, $"train --model gpt --stages 2 --steps 100000 --checkpoint {ck} --log-dir {logs}", output);
+        using var job = MpiJob.Start(2, $"train --model gpt --task sorting --stages 2 --steps 100000 --checkpoint {ck} --log-dir {logs}", output);
         try
         {
             MpiJob.WaitForOutput(job, output, o => StopSignalTests.LastStep(o) >= 3, Start, "printed 3 steps");
@@ -113,7 +113,7 @@ public class MpiStopTests
         var output = new StringBuilder();
         // Steps long enough that a graceful stop (finish the step, save, evaluate) takes far longer than the moment between
         // the ranks' notes on the first signal and the second signal.
-        using var job = MpiJob.Start(2, $"train --model gpt --stages 2 --width 256 --layers 4 --batch-size 64 --steps 100000 " +
+        using var job = MpiJob.Start(2, $"train --model gpt --task sorting --stages 2 --width 256 --layers 4 --batch-size 64 --steps 100000 " +
                                         $"--checkpoint {Path.Combine(folder.Path, "ck")} --log-dir {logs}", output);
         try
         {

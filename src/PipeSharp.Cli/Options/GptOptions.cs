@@ -50,7 +50,7 @@ internal static class GptOptions
     public static readonly Option<string?> Checkpoint = new("--checkpoint")
     {
         Description = "(gpt) Save checkpoints into this folder (one step-N sub-folder each; the newest 2 are kept): at " +
-                      "the end, every --checkpoint-every steps and on Ctrl+C. Use it with generate and export.",
+                      "the end, every --checkpoint-every steps and when stopped by Ctrl+C or SIGTERM. Use it with generate and export.",
         HelpName = "DIR",
     };
 

@@ -7,6 +7,7 @@ using PipeSharp.Cli.Output;
 using PipeSharp.Data;
 using PipeSharp.Models;
 using PipeSharp.Native;
+using PipeSharp.Runtime;
 using PipeSharp.Tracing;
 using PipeSharp.Training;
 
@@ -106,17 +107,27 @@ internal static class TrainGptCommand
             output.Note($"saved checkpoint {Path.Combine(directory, CheckpointStore.FolderName(saved))}");
         }
 
-        var summary = trainer.Run(
-            report =>
-            {
-                if (report.ValidationLoss is null && trainer.Pipeline.LastStep is { } stats) lastTrainStep = (stats, report.Step);
-                output.Step(report);
-                history.Add(report);
-            },
-            step =>
-            {
-                if ((every > 0 && step % every == 0) || step == trainer.Options.Steps) Save();
-            });
+        TrainingSummary summary;
+        try
+        {
+            summary = trainer.Run(
+                report =>
+                {
+                    if (report.ValidationLoss is null && trainer.Pipeline.LastStep is { } stats) lastTrainStep = (stats, report.Step);
+                    output.Step(report);
+                    history.Add(report);
+                },
+                step =>
+                {
+                    if ((every > 0 && step % every == 0) || step == trainer.Options.Steps) Save();
+                });
+        }
+        catch (NonFiniteGradientException)
+        {
+            // The step was not taken and every rank stops at it alike: the steps before it are kept.
+            Save();
+            throw;
+        }
         if (trainer.Pipeline.Options.Stop?.Agreed is { } code)
         {
             output.Note($"stopped after step {trainer.Step} ({StopSignals.Name(code)})");

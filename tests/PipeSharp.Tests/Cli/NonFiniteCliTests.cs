@@ -8,10 +8,13 @@ public class NonFiniteCliTests
     private static readonly string[] ShortGpt = ["train", "--model", "gpt", "--task", "sorting", "--steps", "3", "--eval-batches", "1"];
 
     [Fact]
-    public void A_non_finite_loss_stops_training_naming_the_step()
+    public void A_non_finite_loss_stops_training_naming_the_step_and_saves_the_steps_before_it()
     {
-        var run = CliProcess.Run([.. ShortGpt, "--inject-failure", "0:2:nan"]);
+        using var folder = new TempFolder();
+        var run = CliProcess.Run([.. ShortGpt, "--inject-failure", "0:2:nan", "--checkpoint", folder["ck"]]);
         Assert.True(run.ExitCode == 1, run.Output);
+        // The step before it is saved: nothing trained is lost.
+        Assert.Equal(["step-000001"], Directory.GetDirectories(folder["ck"]).Select(Path.GetFileName));
         Assert.Contains("step 2", run.Stderr);
         Assert.Contains("--on-nonfinite skip", run.Stderr);
         Assert.Matches(new Regex(@"^step\s+1\s+loss", RegexOptions.Multiline), run.Stdout);

@@ -38,7 +38,9 @@ public sealed class PyTorchFactAttribute : FactAttribute
 /// </summary>
 public sealed class ExportToPyTorchTests : IDisposable
 {
-    private readonly string _folder = Directory.CreateTempSubdirectory("pipesharp-export-").FullName;
+    private readonly TempFolder _temp = new();
+
+    private string Folder => _temp.Path;
 
     [PyTorchFact]
     public void The_documented_pytorch_loader_gives_the_logits_of_the_exported_model()
@@ -52,10 +54,10 @@ public sealed class ExportToPyTorchTests : IDisposable
             foreach (var p in model.parameters()) p.add_(randn_like(p) * 0.1); // biases and norms away from 0 and 1
         using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 1 }, (o, t) => Gpt.Loss(o, t), ps => optim.SGD(ps, 0));
         var info = new LanguageModelCheckpointInfo(config, LanguageModelTaskSpec.Text("shakespeare.txt"), tokenizer.Spec, 7);
-        string path = Path.Combine(_folder, "model.pt");
+        string path = Path.Combine(Folder, "model.pt");
         ModelExport.Save(pipe, path, GptExportConfig.From(info));
 
-        var written = JsonNode.Parse(File.ReadAllText(Path.Combine(_folder, ModelExport.ConfigName)))!;
+        var written = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder, ModelExport.ConfigName)))!;
         Assert.Equal("pipesharp-gpt", (string?)written["model_type"]);
         Assert.Equal(tokenizer.Spec.Characters, (string?)written["tokenizer"]!["characters"]);
         Assert.Equal(7, (long?)written["step"]);
@@ -82,5 +84,5 @@ public sealed class ExportToPyTorchTests : IDisposable
             Assert.True(Math.Abs(expected[i] - actual[i]) < 1e-4, $"logit {i}: PipeSharp {expected[i]}, PyTorch {actual[i]}");
     }
 
-    public void Dispose() => Directory.Delete(_folder, recursive: true);
+    public void Dispose() => _temp.Dispose();
 }

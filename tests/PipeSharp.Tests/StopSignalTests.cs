@@ -138,10 +138,4 @@ public class StopSignalTests
 
     /// <summary>The last step line's number (0 before any).</summary>
     internal static int LastStep(string output) => Steps(output).LastOrDefault();
-
-    private sealed class TempFolder : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("pipesharp-stop-").FullName;
-        public void Dispose() { try { Directory.Delete(Path, true); } catch (IOException) { } }
-    }
 }

@@ -51,19 +51,6 @@ internal static class CliProcess
     public static Result Run(params string[] arguments) => Run(arguments, null);
 }
 
-/// <summary>A temporary folder, deleted at the end.</summary>
-internal sealed class TempFolder : IDisposable
-{
-    public string Path { get; } = Directory.CreateTempSubdirectory("pipesharp-cli-").FullName;
-
-    public string this[string name] => System.IO.Path.Combine(Path, name);
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, true); } catch (IOException) { }
-    }
-}
-
 /// <summary>A checkpoint of a short <c>train --model gpt</c> run on the sorting task, made once for the tests that read it.</summary>
 public sealed class SortingCheckpoint : IDisposable
 {

@@ -9,14 +9,16 @@ namespace PipeSharp.Tests.Cli;
 public sealed class MainJobTests : IDisposable
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromMinutes(4);
-    private readonly string _folder = Directory.CreateTempSubdirectory("pipesharp-main-").FullName;
+    private readonly TempFolder _temp = new();
+
+    private string Folder => _temp.Path;
 
     [Fact]
     public void Train_on_the_bundled_corpus_prints_a_sample_and_leaves_a_checkpoint_that_generate_continues()
     {
-        string checkpoint = Path.Combine(_folder, "shakespeare");
+        string checkpoint = Path.Combine(Folder, "shakespeare");
         // Started from an empty folder: the corpus is found beside the program, not relative to the working directory.
-        var train = CliProcess.Run(Args($"train --model gpt --stages 2 --steps 12 --eval-batches 2 --sample 320 --checkpoint {checkpoint}"), Timeout, _folder);
+        var train = CliProcess.Run(Args($"train --model gpt --stages 2 --steps 12 --eval-batches 2 --sample 320 --checkpoint {checkpoint}"), Timeout, Folder);
         Assert.True(train.ExitCode == 0, train.Output);
         Assert.Matches(@"(?m)^task +tinyshakespeare\.txt \(char tokens, vocabulary 65", train.Output);
         Assert.Matches(@"(?m)^schedule +1f1b, 2 stages", train.Output);
@@ -31,7 +33,7 @@ public sealed class MainJobTests : IDisposable
         Assert.Contains($"generate --checkpoint {checkpoint}", lines[header]);
         Assert.True(Directory.Exists(Path.Combine(checkpoint, "step-000012")), train.Output);
 
-        var generate = CliProcess.Run(Args($"generate --checkpoint {checkpoint} --prompt ROMEO: --tokens 40 --stages 2"), Timeout, _folder);
+        var generate = CliProcess.Run(Args($"generate --checkpoint {checkpoint} --prompt ROMEO: --tokens 40 --stages 2"), Timeout, Folder);
         Assert.True(generate.ExitCode == 0, generate.Output);
         Assert.StartsWith("ROMEO:", generate.Stdout);
         Assert.True(generate.Stdout.TrimEnd().Length >= "ROMEO:".Length + 40, generate.Output);
@@ -40,17 +42,17 @@ public sealed class MainJobTests : IDisposable
     [Fact]
     public void The_sorting_task_stays_behind_an_option_and_takes_no_data_file()
     {
-        var sorting = CliProcess.Run(Args($"train --model gpt --task sorting --steps 3 --eval-batches 1"), Timeout, _folder);
+        var sorting = CliProcess.Run(Args($"train --model gpt --task sorting --steps 3 --eval-batches 1"), Timeout, Folder);
         Assert.True(sorting.ExitCode == 0, sorting.Output);
         Assert.Matches(@"(?m)^accuracy ", sorting.Output);
         Assert.DoesNotMatch(@"(?m)^sample", sorting.Output);
 
-        var both = CliProcess.Run(Args($"train --model gpt --task sorting --data x.txt --steps 3"), Timeout, _folder);
+        var both = CliProcess.Run(Args($"train --model gpt --task sorting --data x.txt --steps 3"), Timeout, Folder);
         Assert.NotEqual(0, both.ExitCode);
         Assert.Contains("--data is for --task text", both.Stderr);
     }
 
     private static string[] Args(string line) => line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
 
-    public void Dispose() => Directory.Delete(_folder, recursive: true);
+    public void Dispose() => _temp.Dispose();
 }

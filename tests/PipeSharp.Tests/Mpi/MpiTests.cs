@@ -220,10 +220,4 @@ public class MpiTests
         Assert.True(process.ExitCode == 0, output);
         return output;
     }
-
-    private sealed class TempFolder : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("pipesharp-mpi-").FullName;
-        public void Dispose() { try { Directory.Delete(Path, true); } catch (IOException) { } }
-    }
 }

@@ -216,12 +216,6 @@ public class MultiHostTests(ITestOutputHelper output)
             return false;
         }
     }
-
-    private sealed class TempFolder : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("pipesharp-2hosts-").FullName;
-        public void Dispose() { try { Directory.Delete(Path, true); } catch (IOException) { } }
-    }
 }
 
 /// <summary>

@@ -22,8 +22,9 @@ namespace PipeSharp.Mpi;
 internal static class HydraExitStatus
 {
     // $1: the process to wait for. Its standard error is kept open on fd 3 and pointed at /dev/null, so that nothing this
-    // script runs can print.
+    // script runs can print. A second SIGINT/SIGTERM that mpirun forwards to the process group must not end it early.
     private const string Script = """
+        trap '' INT TERM
         exec </dev/null 3>&2 2>/dev/null
         i=0
         while [ $i -lt 500 ]; do

@@ -94,10 +94,12 @@ internal sealed class MpiRun : IDisposable
         // After a failure, wait a little before exiting: the first rank to exit makes mpirun kill the rest at once, and
         // the others (told by a notice, or finding the same lost peer within a heartbeat) should first say why they stop.
         if (Cluster.Failure != null) Thread.Sleep(TimeSpan.FromSeconds(1.5));
-        // The exit code too: after a forwarded Ctrl+C, mpirun's own exit code may not show it (docs/distributed.md).
+        // The exit code too, so that the log tells a stop from a finished run.
         _log?.WriteLine($"rank {Cluster.Rank} {(Cluster.Failure == null ? "finished" : "stopped after a failure")}" +
                         $"{(_exitCode is { } code ? $", exit code {code}" : "")} {DateTime.UtcNow:O}");
         Cluster.Dispose();
+        // A stop by a signal (130/143): make mpirun report that code (it may report 0 after forwarding a signal).
+        if (Cluster.Failure == null && _exitCode is ExitCodes.Interrupted or ExitCodes.Terminated) MpiCluster.KeepExitCodeForMpirun();
         Current = null;
         Console.SetOut(_stdout);
         Console.SetError(_stderr);

@@ -33,18 +33,7 @@ public class MpiStopTests
         using var folder = new TempFolder();
         string ck = Path.Combine(folder.Path, "ck"), logs = Path.Combine(folder.Path, "logs");
         var output = new StringBuilder();
-        using var job = MpiJob.Start(2, $"train --model gpt --task sorting --stages 2 --steps 100000 --checkpoint {ck} --log-dir {logs}", output);
-        try
-        {
-            MpiJob.WaitForOutput(job, output, o => StopSignalTests.LastStep(o) >= 3, Start, "printed 3 steps");
-            Signals.Send(job.Id, signal);
-            Assert.True(job.WaitForExit(Stop), $"mpirun still running {Stop.TotalSeconds:F0} s after {name}:\n{output}");
-            job.WaitForExit();
-        }
-        finally
-        {
-            if (!job.HasExited) job.Kill(entireProcessTree: true);
-        }
+        using var job = TrainUntilSignalled(ck, logs, output, job => Signals.Send(job.Id, signal), name);
         string said = $"mpirun exited with {job.ExitCode} and printed:\n{output}\nrank logs:\n" +
                       string.Join("\n", Directory.GetFiles(logs).Order().Select(f => $"--- {Path.GetFileName(f)}\n{File.ReadAllText(f)}"));
         Assert.True(job.ExitCode == code, said);
@@ -80,19 +69,11 @@ public class MpiStopTests
         using var folder = new TempFolder();
         string ck = Path.Combine(folder.Path, "ck"), logs = Path.Combine(folder.Path, "logs");
         var output = new StringBuilder();
-        using var job = MpiJob.Start(2, $"train --model gpt --task sorting --stages 2 --steps 100000 --checkpoint {ck} --log-dir {logs}", output);
-        try
+        using var job = TrainUntilSignalled(ck, logs, output, _ =>
         {
-            MpiJob.WaitForOutput(job, output, o => StopSignalTests.LastStep(o) >= 3, Start, "printed 3 steps");
             int pid = int.Parse(Regex.Match(File.ReadAllText(Path.Combine(logs, "rank-1.log")), @"process (\d+)").Groups[1].Value);
             Signals.Send(pid, Signals.Terminate);
-            Assert.True(job.WaitForExit(Stop), $"mpirun still running {Stop.TotalSeconds:F0} s after SIGTERM to rank 1:\n{output}");
-            job.WaitForExit();
-        }
-        finally
-        {
-            if (!job.HasExited) job.Kill(entireProcessTree: true);
-        }
+        }, "SIGTERM to rank 1");
         string log0 = File.ReadAllText(Path.Combine(logs, "rank-0.log")), log1 = File.ReadAllText(Path.Combine(logs, "rank-1.log"));
         string said = $"mpirun exited with {job.ExitCode} and printed:\n{output}\n--- rank 0\n{log0}\n--- rank 1\n{log1}";
         Assert.True(job.ExitCode == 143, said); // mpirun forwarded nothing, so it reports the ranks' codes as they are
@@ -103,6 +84,24 @@ public class MpiStopTests
         Assert.Contains($"stopped after step {step} (SIGTERM)", log1);
         Assert.Matches(@"rank 0 finished, exit code 143 \S+\s*$", log0);
         Assert.Equal([step], CheckpointStore.Steps(ck));
+    }
+
+    // Starts a 2-rank training of the sorting task, signals it (as `signal` does) after 3 steps and waits until mpirun ends.
+    private static Process TrainUntilSignalled(string ck, string logs, StringBuilder output, Action<Process> signal, string what)
+    {
+        var job = MpiJob.Start(2, $"train --model gpt --task sorting --stages 2 --steps 100000 --checkpoint {ck} --log-dir {logs}", output);
+        try
+        {
+            MpiJob.WaitForOutput(job, output, o => StopSignalTests.LastStep(o) >= 3, Start, "printed 3 steps");
+            signal(job);
+            Assert.True(job.WaitForExit(Stop), $"mpirun still running {Stop.TotalSeconds:F0} s after {what}:\n{output}");
+            job.WaitForExit();
+            return job;
+        }
+        finally
+        {
+            if (!job.HasExited) job.Kill(entireProcessTree: true);
+        }
     }
 
     [MpiFact]
@@ -137,11 +136,5 @@ public class MpiStopTests
         {
             if (!job.HasExited) job.Kill(entireProcessTree: true);
         }
-    }
-
-    private sealed class TempFolder : IDisposable
-    {
-        public string Path { get; } = Directory.CreateTempSubdirectory("pipesharp-mpi-stop-").FullName;
-        public void Dispose() { try { Directory.Delete(Path, true); } catch (IOException) { } }
     }
 }

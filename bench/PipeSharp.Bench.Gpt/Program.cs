@@ -28,7 +28,7 @@ foreach (int microBatches in microBatchCounts)
     var referenceOptimizer = optim.AdamW(ParameterIdentity.Distinct(reference.parameters()), 1e-3);
     manual_seed(0);
     using var model = Gpt.Create(config);
-    using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = microBatches, Schedule = "1f1b", ThreadsPerStage = 1 },
+    using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = microBatches, Schedule = "1f1b", ThreadsPerRank = 1 },
         Gpt.Loss, ps => optim.AdamW(ps, 1e-3));
     long index = 0;
     double Single()

@@ -31,7 +31,7 @@ public class PartitioningTests
     public void Auto_balance_by_parameter_count_puts_the_big_layer_alone()
     {
         var layers = new List<nn.Module<Tensor, Tensor>> { nn.Linear(100, 100), nn.Linear(10, 10), nn.Linear(10, 10), nn.Linear(10, 10) };
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2 }, TestModels.Mse, TestModels.Sgd);
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2 }, TestModels.Mse, TestModels.Sgd);
         Assert.Equal([1, 3], pipe.Balance);
     }
 

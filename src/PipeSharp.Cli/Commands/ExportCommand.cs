@@ -40,7 +40,7 @@ internal static class ExportCommand
         var (info, loaded) = CheckpointFolder.Open(args.GetValue(Checkpoint)!);
         using (loaded)
         {
-            using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, stages: 1);
+            using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, ranks: 1);
             ModelExport.Save(pipe, path, GptExportConfig.From(info));
             long parameters = ParameterIdentity.Distinct(pipe.Stages.SelectMany(s => s.parameters())).Sum(p => p.numel());
             string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;

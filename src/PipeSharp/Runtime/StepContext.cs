@@ -49,6 +49,12 @@ internal sealed class StepContext : IDisposable
     public List<ActionTiming> Timeline { get; } = new();
     public long StartTimestamp { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
 
+    /// <summary>
+    /// Set for a memory measurement: forwards keep their graph as in training (without a loss), and each records here
+    /// the native memory its stage's forward holds for a backward (null where it cannot be measured).
+    /// </summary>
+    public long?[]? ActivationBytes { get; init; }
+
     /// <summary>The global gradient norm before clipping, when clipping is on.</summary>
     public double? GradientNorm { get; set; }
 

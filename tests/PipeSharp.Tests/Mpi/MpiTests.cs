@@ -51,7 +51,7 @@ public class MpiTests
         {
             string log = File.ReadAllText(Path.Combine(logs.Path, $"rank-{rank}.log"));
             Assert.Contains($"rank {rank}: error: rank 2 on ", log);
-            Assert.Contains("(replica 0, stage 2) failed: Stage 2 failed in the forward of micro-batch 0", log);
+            Assert.Contains("(replica 0, rank 2: stage 2) failed: Stage 2 failed in the forward of micro-batch 0", log);
             Assert.DoesNotContain("step 3 ", log); // nobody finished the failed step
             var delay = Noticed(log) - Noticed(File.ReadAllText(Path.Combine(logs.Path, "rank-2.log")));
             Assert.True(delay < TimeSpan.FromSeconds(10), $"rank {rank} stopped {delay.TotalSeconds:F1} s after rank 2 failed:\n{log}");
@@ -156,7 +156,7 @@ public class MpiTests
     private static void AssertSameMemory(string local, string mpi)
     {
         static List<(int Piece, string Parameters, double Activations, int Peak)> Pieces(string output) =>
-            Regex.Matches(output, @"piece (\d+): parameters ([\d.]+) MB, activations ([\d.]+) MB \((\d+) micro-batch")
+            Regex.Matches(output, @"stage (\d+): parameters ([\d.]+) MB, activations ([\d.]+) MB \((\d+) micro-batch")
                 .Select(m => (int.Parse(m.Groups[1].Value), m.Groups[2].Value, double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), int.Parse(m.Groups[4].Value)))
                 .ToList();
         var one = Pieces(local);

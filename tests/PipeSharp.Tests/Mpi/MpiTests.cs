@@ -20,7 +20,7 @@ public class MpiTests
     {
         var run = MpiJob.Run(4, "verify --data-parallel 2 --steps 3", Long);
         Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("4 MPI processes: 2 replicas x 2 stages", run.Output);
+        Assert.Contains("4 MPI processes: 2 replicas x 2 ranks", run.Output);
         Assert.Matches(@"\d+ checks, 0 mismatches", run.Output);
         var gpt = GptLines(run.Output);
         Assert.Equal(15, gpt.Count); // 5 schedules x micro-batches 2, 4, 8
@@ -32,7 +32,7 @@ public class MpiTests
     {
         var run = MpiJob.Run(4, "verify --steps 3", Long);
         Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("4 MPI processes: 1 replica x 4 stages", run.Output);
+        Assert.Contains("4 MPI processes: 1 replica x 4 ranks", run.Output);
         foreach (var schedule in new[] { "interleaved", "zb-h1", "zb-v" })
             Assert.Matches(new Regex($@"^mlp\s+adam\s+{schedule}\s+4\s+8\s+\S+\s+ok$", RegexOptions.Multiline), run.Output);
         Assert.All(GptLines(run.Output), line => Assert.EndsWith("ok  tied copies differ by 0e+00", line));
@@ -131,7 +131,7 @@ public class MpiTests
     {
         var run = MpiJob.Run(3, "train --model mlp --stages 2 --data-parallel 2 --steps 5", TimeSpan.FromSeconds(60));
         Assert.NotEqual(0, run.ExitCode); // each rank exits with 2; mpirun reports whichever ended first (or was ended by it)
-        Assert.Contains("the MPI job has 3 processes but the pipeline needs 2 stages x 2 replicas = 4: start it with mpirun -np 4", run.Output);
+        Assert.Contains("the MPI job has 3 processes but the pipeline needs 2 ranks x 2 replicas = 4: start it with mpirun -np 4", run.Output);
         Assert.DoesNotContain("step 1", run.Output);
     }
 

@@ -6,9 +6,9 @@ namespace PipeSharp.Backends;
 /// <summary>
 /// The engine that connects the ranks of a pipeline: which ranks run in this process, how activations and gradients
 /// move between ranks, the collectives the runtime needs (sums over groups of processes, gathers, a barrier), and how
-/// a failure of one rank reaches the others. Pass one as <see cref="Runtime.PipelineOptions.Backend"/>; without one
+/// a failure of one rank reaches the others. Pass one as <c>PipelineOptions.Backend</c>; without one
 /// every rank is a thread of this process. PipeSharp has two: the in-process backend (the default) and
-/// <c>PipeSharp.Mpi.MpiCluster</c> (one rank per process under MPICH's mpirun).
+/// the MPI backend, <c>MpiCluster</c> (one rank per process under MPICH's mpirun).
 /// </summary>
 /// <remarks>
 /// A job of P ranks per replica and D replicas has P x D ranks, numbered replica x P + rank. A backend runs either all

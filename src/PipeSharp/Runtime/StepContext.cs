@@ -1,3 +1,4 @@
+using PipeSharp.Schedules;
 using PipeSharp.Tracing;
 using static TorchSharp.torch;
 

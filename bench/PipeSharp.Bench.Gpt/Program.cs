@@ -1,6 +1,7 @@
 // GPT training throughput: PipeSharp with 2 stages (1F1B, 1 intra-op thread each) against single-device training of
 // the same model with 2 intra-op threads (a plain TorchSharp loop), measured in one run in alternating rounds.
 // Usage: dotnet run -c Release --project bench/PipeSharp.Bench.Gpt [-- --rounds 5 --steps 10]
+using PipeSharp.Native;
 using System.Diagnostics;
 using System.Globalization;
 using PipeSharp.Data;

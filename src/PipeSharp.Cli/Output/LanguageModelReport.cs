@@ -90,7 +90,7 @@ internal static class LanguageModelReport
     /// <summary>Distinct parameters of the model: the tied head's copy on the last stage counts once.</summary>
     public static long TotalParameters(LanguageModelTrainer trainer) => trainer.ParameterCount;
 
-    private static long Parameters(StageModule piece) => ParameterIdentity.Distinct(piece.parameters()).Sum(p => p.numel());
+    private static long Parameters(StageModule stage) => stage.ParameterCount;
 
     /// <summary>"embeddings + blocks 0-1", "block 2", "blocks 2-3 + head": the GPT's layers are [embeddings, blocks, head].</summary>
     private static string LayerNames(StageModule piece, int blocks)

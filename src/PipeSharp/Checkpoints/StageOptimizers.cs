@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using System.Text;
 using PipeSharp.Runtime;
 using TorchSharp;

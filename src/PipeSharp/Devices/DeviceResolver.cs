@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace PipeSharp.Devices;
 
 /// <summary>Turns device names (<c>cpu</c>, <c>cuda</c>, <c>cuda:1</c>) into checked TorchSharp devices, one per rank.</summary>
-public static class DeviceResolver
+internal static class DeviceResolver
 {
     /// <summary>
     /// One device per rank: all <c>cpu</c> if <paramref name="names"/> is null, the same device for every rank if

@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using PipeSharp.Backends;
 using PipeSharp.Schedules;
 

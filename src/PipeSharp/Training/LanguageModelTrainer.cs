@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using System.Diagnostics;
 using PipeSharp.Models;
 using PipeSharp.Runtime;

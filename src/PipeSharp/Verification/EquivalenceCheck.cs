@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using PipeSharp.Checkpoints;
 using PipeSharp.Runtime;
 using TorchSharp;

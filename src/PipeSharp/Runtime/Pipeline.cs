@@ -40,7 +40,6 @@ public sealed class Pipeline : IDisposable
     private readonly ICollectives _collectives;
     private readonly StepRunner _runner;
     private readonly GradientReduction _gradients;
-    private readonly Dictionary<int, Schedule> _smallForwardSchedules = new();
     private long _trainSteps;
     private bool _disposed;
 
@@ -234,7 +233,7 @@ public sealed class Pipeline : IDisposable
         StepOptimizers(step, skip: reduced.Skip);
         double[] busy = step.StageBusy;
         _runner.Collective(step, () => busy = _collectives.StageBusy(step, step.Cancellation));
-        LastStep = Statistics(step, busy, reduced.Skip);
+        LastStep = step.Statistics(busy, reduced.Skip);
         Options.Stop?.Agree(reduced.Stop); // the step is complete on every rank: all of them stop after it
         return (float)reduced.Loss;
     }
@@ -269,22 +268,21 @@ public sealed class Pipeline : IDisposable
     {
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
-        using var step = NewStep(ForwardScheduleFor(input), input, null, cancellation);
-        var modes = _replicas.SelectMany(r => r.Local).Select(s => TrainingModes(s.Module)).ToList();
+        long perReplica = input.dim() > 0 ? input.shape[0] / _plan.Replicas : Options.MicroBatches;
+        using var step = NewStep(_plan.ForwardScheduleFor(perReplica), input, null, cancellation);
+        var modes = _replicas.SelectMany(r => r.Local).Select(s => ModuleModes.Of(s.Module)).ToList();
         foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
         {
             _runner.RunActions(step);
-            LastForward = Statistics(step, step.StageBusy);
+            LastForward = step.Statistics(step.StageBusy);
             Tensor? output = null;
             _runner.Collective(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
             return output!;
         }
         finally
         {
-            // train(bool) sets a module's whole subtree, so the modes are put back parents first (pre-order).
-            foreach (var stage in modes)
-                foreach (var (module, training) in stage) module.train(training);
+            foreach (var stage in modes) ModuleModes.Restore(stage);
         }
     }
 
@@ -302,34 +300,6 @@ public sealed class Pipeline : IDisposable
         return MemoryMeasurement.Measure(_plan, _runner, _replicas[0], Backend, sampleInput, Options.MicroBatches);
     }
 
-    // The forward-only schedule for this batch: a batch with fewer samples per replica than MicroBatches (one
-    // sequence when generating text) runs as that many micro-batches, so inference takes any batch size.
-    private Schedule ForwardScheduleFor(Tensor input)
-    {
-        long perReplica = input.dim() > 0 ? input.shape[0] / _plan.Replicas : Options.MicroBatches;
-        if (perReplica >= Options.MicroBatches || perReplica < 1) return _plan.ForwardSchedule;
-        int m = (int)perReplica;
-        lock (_smallForwardSchedules)
-        {
-            if (!_smallForwardSchedules.TryGetValue(m, out var schedule))
-                _smallForwardSchedules[m] = schedule = ScheduleGenerators.ForwardOnly(Schedule.StageCount, m, Schedule.StageToRank);
-            return schedule;
-        }
-    }
-
-    // A module's training flag and its submodules', parents before their children.
-    private static List<(nn.Module Module, bool Training)> TrainingModes(nn.Module root)
-    {
-        var modes = new List<(nn.Module, bool)>();
-        void Visit(nn.Module m)
-        {
-            modes.Add((m, m.training));
-            foreach (var child in m.children()) Visit(child);
-        }
-        Visit(root);
-        return modes;
-    }
-
     private StepContext NewStep(Schedule schedule, Tensor input, Tensor? target, CancellationToken cancellation) =>
         StepInputs.Split(schedule, _plan.Replicas, _replicas.Select(r => r.Index), input, target, cancellation, Backend.FailureToken);
 
@@ -337,14 +307,6 @@ public sealed class Pipeline : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _runner.ThrowIfBroken();
-    }
-
-    // Across processes the timeline and messages are this process's own; the busy times are every stage's.
-    private static StepStatistics Statistics(StepContext step, double[] stageBusy, bool skipped = false)
-    {
-        double wall = step.Seconds(Stopwatch.GetTimestamp());
-        var timeline = step.Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
-        return new StepStatistics(wall, stageBusy.ToArray(), timeline, step.GradientNorm, step.Messages.OrderBy(m => m.SendTime).ToList(), skipped);
     }
 
     /// <summary>Stops the worker threads and releases the optimizers and any tensors still held.</summary>

@@ -35,6 +35,25 @@ internal sealed record PipelinePlan(
     /// <summary>The job rank of <paramref name="rank"/> in <paramref name="replica"/>: replica x ranks + rank.</summary>
     public int JobRank(int replica, int rank) => replica * Ranks + rank;
 
+    private readonly Dictionary<int, Schedule> _smallForwardSchedules = new();
+
+    /// <summary>
+    /// The forward-only schedule for a batch of <paramref name="perReplica"/> samples per replica: one with fewer samples
+    /// than the micro-batches (one sequence when generating text) runs as that many micro-batches, so inference takes
+    /// any batch size.
+    /// </summary>
+    public Schedule ForwardScheduleFor(long perReplica)
+    {
+        int m = Schedule.MicroBatchCount;
+        if (perReplica >= m || perReplica < 1) return ForwardSchedule;
+        lock (_smallForwardSchedules)
+        {
+            if (!_smallForwardSchedules.TryGetValue((int)perReplica, out var schedule))
+                _smallForwardSchedules[(int)perReplica] = schedule = ScheduleGenerators.ForwardOnly(Schedule.StageCount, (int)perReplica, Schedule.StageToRank);
+            return schedule;
+        }
+    }
+
     /// <param name="options">The pipeline's options.</param>
     /// <param name="layers">The model's layers, in order.</param>
     /// <param name="backend">Where the ranks run.</param>

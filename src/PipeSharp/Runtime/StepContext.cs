@@ -71,6 +71,17 @@ internal sealed class StepContext : IDisposable
     public double Seconds(long timestamp) =>
         (timestamp - StartTimestamp) / (double)System.Diagnostics.Stopwatch.Frequency;
 
+    /// <summary>
+    /// The step's statistics, with <paramref name="stageBusy"/> as each stage's busy time. Across processes the
+    /// timeline and messages are this process's own; the busy times are every stage's.
+    /// </summary>
+    public StepStatistics Statistics(double[] stageBusy, bool skipped = false)
+    {
+        double wall = Seconds(System.Diagnostics.Stopwatch.GetTimestamp());
+        var timeline = Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
+        return new StepStatistics(wall, stageBusy.ToArray(), timeline, GradientNorm, Messages.OrderBy(m => m.SendTime).ToList(), skipped);
+    }
+
     /// <summary>Records the first failure and stops every rank.</summary>
     public void Fail(Exception e)
     {

@@ -69,7 +69,7 @@ internal static class SimulateCommand
     {
         var command = new Command("simulate",
             "Predict how a schedule runs, without training: every action takes its --costs time and waits for its " +
-            "inputs. Prints the makespan, the bubble (idle share of all ranks), per rank (stage worker) the busy and idle time and " +
+            "inputs. Prints the makespan, the bubble (idle share of all ranks), per rank the busy and idle time and " +
             "the peak number of micro-batch activations held, and a text timeline (F/B/I/W; lower case: second chunk).")
         {
             Schedule, Ranks, MicroBatches, StagesPerRank, Costs, Svg, SaveSchedule, Width,

@@ -33,7 +33,7 @@ internal static class TrainCommand
     public static Command Create()
     {
         var command = new Command("train",
-            "Train a built-in model split into pipeline stages. mlp and cnn learn synthetic classification data; gpt " +
+            "Train a built-in model cut into pipeline stages on ranks. mlp and cnn learn synthetic classification data; gpt " +
             "learns a text file (--data) or, without one, to sort digits. Prints the split, then per step the loss, " +
             "the throughput and how busy each stage was, then a summary; optionally the timeline of the last step " +
             "(--trace, --svg). Options marked (gpt) are for --model gpt only.")

@@ -17,7 +17,7 @@ namespace PipeSharp.Cli.Commands;
 /// </summary>
 internal static class VerifyCommand
 {
-    private static readonly int[] StageCounts = [1, 2, 4, 5];
+    private static readonly int[] RankCounts = [1, 2, 4, 5];
     private static readonly int[] MicroBatchCounts = [1, 2, 4, 8];
     private const int BatchSize = 16;
     private const long DataSeed = 7;
@@ -50,11 +50,11 @@ internal static class VerifyCommand
         var command = new Command("verify",
             "Check that pipelined training gives the same parameters as single-device training (up to float round-off), " +
             "as the test suite does: small mlp (10 layers) and cnn (10 conv layers + head) models, every schedule " +
-            $"({string.Join(", ", ScheduleGenerators.Names)}), stages {string.Join(",", StageCounts)} and micro-batches " +
-            $"{string.Join(",", MicroBatchCounts)} (interleaved only where micro-batches are a multiple of stages), " +
+            $"({string.Join(", ", ScheduleGenerators.Names)}), ranks {string.Join(",", RankCounts)} and micro-batches " +
+            $"{string.Join(",", MicroBatchCounts)} (interleaved only where micro-batches are a multiple of ranks), " +
             $"{string.Join(" and ", Optimizers.Select(o => o.Description))}, cross-entropy, batch {BatchSize}. " +
-            "Exits with 1 if any check exceeds the tolerance. Under mpirun (N processes, --data-parallel D) it checks " +
-            "every schedule with N/D stages per replica, one stage per process, for mlp, cnn and a GPT with a tied " +
+            "Exits with 1 if any check exceeds the tolerance. Under mpirun (N processes, --replicas D) it checks " +
+            "every schedule with N/D ranks per replica, one rank per process, for mlp, cnn and a GPT with a tied " +
             "embedding (whose copies on the first and last stage must stay identical).")
         {
             Steps, Tolerance,
@@ -152,7 +152,7 @@ internal static class VerifyCommand
     /// </summary>
     private static IEnumerable<(string Schedule, int Ranks, int MicroBatches)> Cases(Mpi.MpiCluster? cluster, int replicas) =>
         from schedule in ScheduleGenerators.Names
-        from stages in cluster is null ? StageCounts : [cluster.Size / replicas]
+        from stages in cluster is null ? RankCounts : [cluster.Size / replicas]
         from microBatches in MicroBatchCounts
         where schedule != "interleaved" || microBatches % stages == 0
         where replicas * microBatches <= BatchSize && (cluster is null || microBatches >= stages)

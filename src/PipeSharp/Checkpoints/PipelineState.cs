@@ -17,6 +17,7 @@ public static class PipelineState
     /// <returns>New tensors, in model order; the caller disposes them.</returns>
     public static IReadOnlyDictionary<string, Tensor> StateDict(this Pipeline pipe)
     {
+        ArgumentNullException.ThrowIfNull(pipe);
         pipe.ThrowIfDisposed();
         var result = new Dictionary<string, Tensor>();
         foreach (var stage in pipe.LocalStages)
@@ -49,6 +50,7 @@ public static class PipelineState
     /// </summary>
     public static void CheckStateDict(this Pipeline pipe, IReadOnlyDictionary<string, Tensor> state)
     {
+        ArgumentNullException.ThrowIfNull(pipe);
         pipe.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(state);
         var targets = pipe.LocalStages.SelectMany(s => s.Module.state_dict()).ToList();
@@ -89,6 +91,7 @@ public static class PipelineState
     /// <exception cref="NotSupportedException">A stage's optimizer cannot save its state (it is implemented natively).</exception>
     public static IReadOnlyDictionary<string, byte[]> OptimizerState(this Pipeline pipe)
     {
+        ArgumentNullException.ThrowIfNull(pipe);
         pipe.ThrowIfDisposed();
         var result = new Dictionary<string, byte[]>();
         foreach (var stage in pipe.LocalStages)
@@ -106,6 +109,7 @@ public static class PipelineState
     /// <exception cref="NotSupportedException">A stage's optimizer cannot load state.</exception>
     public static void LoadOptimizerState(this Pipeline pipe, IReadOnlyDictionary<string, byte[]> state)
     {
+        ArgumentNullException.ThrowIfNull(pipe);
         pipe.ThrowIfDisposed();
         ArgumentNullException.ThrowIfNull(state);
         var plans = pipe.LocalStages.Select(s => StageOptimizers.PlanLoad(s, state)).ToList();
@@ -130,6 +134,7 @@ public static class PipelineState
     // The state of stage s by model name, cloned to the CPU.
     internal static Dictionary<string, byte[]> StageOptimizerState(this Pipeline pipe, int s)
     {
+        ArgumentNullException.ThrowIfNull(pipe);
         pipe.ThrowIfDisposed();
         return StageOptimizers.Save(pipe.Replicas[0].Stages[s]!);
     }
@@ -137,6 +142,7 @@ public static class PipelineState
     // The state of stage s by model name, cloned to the CPU.
     internal static Dictionary<string, Tensor> StageStateDict(this Pipeline pipe, int s)
     {
+        ArgumentNullException.ThrowIfNull(pipe);
         pipe.ThrowIfDisposed();
         var result = new Dictionary<string, Tensor>();
         foreach (var (name, t) in pipe.Replicas[0].Stages[s]!.Module.state_dict())

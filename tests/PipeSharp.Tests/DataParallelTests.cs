@@ -40,6 +40,24 @@ public class DataParallelTests
     }
 
     [Fact]
+    public void A_forward_of_fewer_samples_than_replicas_gives_the_single_device_output()
+    {
+        // One sequence to continue, as when generating text after training with replicas.
+        manual_seed(2);
+        using var reference = Mlp.Create(16, 32, 6, linearLayers: 4);
+        int copies = 0;
+        using var pipe = new Pipeline(() => { if (copies++ == 0) { manual_seed(2); } return Mlp.Create(16, 32, 6, linearLayers: 4); },
+            new PipelineOptions { Ranks = 2, Replicas = 2, MicroBatches = 4, ThreadsPerRank = 1 },
+            EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1));
+        using var one = randn(1, 16);
+        reference.eval();
+        using var expected = reference.forward(one);
+        using var actual = pipe.Forward(one);
+        Assert.Equal([1L, 6], actual.shape);
+        Assert.True(allclose(expected, actual, rtol: 1e-5, atol: 1e-6), "the pipelined forward of one sample differs from the model's");
+    }
+
+    [Fact]
     public void Replicas_of_a_tied_gpt_keep_identical_copies_and_match_single_device()
     {
         var config = new GptConfig(VocabularySize: 13, ContextLength: 8, Layers: 4, Width: 16, Heads: 2);

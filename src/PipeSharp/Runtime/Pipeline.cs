@@ -260,7 +260,8 @@ public sealed class Pipeline : IDisposable
     /// <summary>
     /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
     /// The batch is split into <see cref="PipelineOptions.MicroBatches"/> micro-batches, or into one per sample when it
-    /// has fewer (so a single sequence can be continued with the training pipeline). Afterwards every module (each
+    /// has fewer (so a single sequence can be continued with the training pipeline); with fewer samples than replicas,
+    /// every replica runs the whole batch. Afterwards every module (each
     /// stage and each of its submodules) is back in the mode it was in before.
     /// </summary>
     /// <returns>The last stage's output for the whole batch, on the last stage's device (on the CPU, and in every process, across processes).</returns>
@@ -268,8 +269,14 @@ public sealed class Pipeline : IDisposable
     {
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
-        long perReplica = input.dim() > 0 ? input.shape[0] / _plan.Replicas : Options.MicroBatches;
-        using var step = NewStep(_plan.ForwardScheduleFor(perReplica), input, null, cancellation);
+        // Fewer samples than replicas (one sequence when generating text): every replica runs all of them, and the
+        // output is replica 0's. Every process passes the same batch, so all of them decide alike.
+        long samples = input.dim() > 0 ? input.shape[0] : 0;
+        bool replicate = _plan.Replicas > 1 && samples > 0 && samples < _plan.Replicas;
+        using var replicated = replicate ? input.repeat([_plan.Replicas, .. Enumerable.Repeat(1L, (int)input.dim() - 1)]) : null;
+        var batch = replicated ?? input;
+        long perReplica = batch.dim() > 0 ? batch.shape[0] / _plan.Replicas : Options.MicroBatches;
+        using var step = NewStep(_plan.ForwardScheduleFor(perReplica), batch, null, cancellation);
         var modes = _replicas.SelectMany(r => r.Local).Select(s => ModuleModes.Of(s.Module)).ToList();
         foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
@@ -278,7 +285,8 @@ public sealed class Pipeline : IDisposable
             LastForward = step.Statistics(step.StageBusy);
             Tensor? output = null;
             _runner.Collective(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
-            return output!;
+            if (!replicate) return output!;
+            using (output) return output!.narrow(0, 0, samples).clone();
         }
         finally
         {

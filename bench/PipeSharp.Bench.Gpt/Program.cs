@@ -1,6 +1,7 @@
 // GPT training throughput: PipeSharp with 2 stages (1F1B, 1 intra-op thread each) against single-device training of
 // the same model with 2 intra-op threads (a plain TorchSharp loop), measured in one run in alternating rounds.
 // Usage: dotnet run -c Release --project bench/PipeSharp.Bench.Gpt [-- --rounds 5 --steps 10]
+using PipeSharp.Native;
 using System.Diagnostics;
 using System.Globalization;
 using PipeSharp.Data;
@@ -28,7 +29,7 @@ foreach (int microBatches in microBatchCounts)
     var referenceOptimizer = optim.AdamW(ParameterIdentity.Distinct(reference.parameters()), 1e-3);
     manual_seed(0);
     using var model = Gpt.Create(config);
-    using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = microBatches, Schedule = "1f1b", ThreadsPerStage = 1 },
+    using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = microBatches, Schedule = "1f1b", ThreadsPerRank = 1 },
         Gpt.Loss, ps => optim.AdamW(ps, 1e-3));
     long index = 0;
     double Single()

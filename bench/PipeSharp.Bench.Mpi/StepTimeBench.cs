@@ -59,7 +59,7 @@ internal static class StepTimeBench
         using var target = randn([Batch, Width], generator: g);
         PipelineOptions Options(MpiCluster? c) => new()
         {
-            Stages = 2, ThreadsPerStage = 1, MicroBatches = m, Schedule = "1f1b", Cluster = c,
+            Ranks = 2, ThreadsPerRank = 1, MicroBatches = m, Schedule = "1f1b", Backend = c,
         };
         // Collective set-up (communicators) on both ranks in the same order; the in-process pipeline only on rank 0.
         using var mpiModel = CreateModel();

@@ -26,7 +26,7 @@ foreach (var (p, m) in new[] { (4, 8), (8, 16) })
 {
     foreach (var name in ScheduleGenerators.Names)
     {
-        int chunks = ScheduleGenerators.ChunksPerRank(name, null);
+        int chunks = ScheduleGenerators.StagesPerRank(name, null);
         var schedule = ScheduleGenerators.Create(name, p, m);
         int chunkMs = unitMs / chunks;
         var predicted = ScheduleSimulator.Simulate(schedule, new ActionCosts(chunkMs, 2 * chunkMs, chunkMs, chunkMs));
@@ -36,7 +36,7 @@ foreach (var (p, m) in new[] { (4, 8), (8, 16) })
         balance[0] = 2; // the scale layer rides with the first timed layer
         using var pipe = new Pipeline(layers, new PipelineOptions
         {
-            Stages = p, MicroBatches = m, Schedule = name, ThreadsPerStage = 1, Balance = balance,
+            Ranks = p, MicroBatches = m, Schedule = name, ThreadsPerRank = 1, Balance = balance,
         }, (o, t) => o.sum(), ps => optim.SGD(ps, 0.0));
         var makespans = new List<double>();
         var idles = new List<double>();

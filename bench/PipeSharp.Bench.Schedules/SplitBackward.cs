@@ -34,8 +34,8 @@ internal static class SplitBackward
         using var x = input();
         using var y = target();
         var medians = new Dictionary<string, List<double>>();
-        using var full = new Pipeline(model(), new PipelineOptions { Stages = 1, MicroBatches = 4, Schedule = "1f1b", ThreadsPerStage = 1 }, loss, ps => optim.SGD(ps, 1e-4));
-        using var split = new Pipeline(model(), new PipelineOptions { Stages = 1, MicroBatches = 4, Schedule = "zb-h1", ThreadsPerStage = 1 }, loss, ps => optim.SGD(ps, 1e-4));
+        using var full = new Pipeline(model(), new PipelineOptions { Ranks = 1, MicroBatches = 4, Schedule = "1f1b", ThreadsPerRank = 1 }, loss, ps => optim.SGD(ps, 1e-4));
+        using var split = new Pipeline(model(), new PipelineOptions { Ranks = 1, MicroBatches = 4, Schedule = "zb-h1", ThreadsPerRank = 1 }, loss, ps => optim.SGD(ps, 1e-4));
         full.TrainStep(x, y);
         split.TrainStep(x, y);
         for (int r = 0; r < rounds; r++)

@@ -1,3 +1,4 @@
+using PipeSharp.InProcess;
 using PipeSharp.Runtime;
 using PipeSharp.Schedules;
 using PipeSharp.Tracing;

@@ -16,7 +16,7 @@ internal sealed class PipelineVariant : Variant
         // The first step fixes the workers' libtorch thread count (it is initialised lazily from the last value set on
         // any thread; see ThreadCheck), so run it now, before the main thread sets 2 threads for variant (b).
         Run(1);
-        if (options.ThreadsPerStage is int wanted && LastStageThreads != wanted)
+        if (options.ThreadsPerRank is int wanted && LastStageThreads != wanted)
             throw new InvalidOperationException($"({key}) the last stage's worker has {LastStageThreads} intra-op threads, wanted {wanted}.");
     }
 

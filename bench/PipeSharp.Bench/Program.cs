@@ -23,9 +23,9 @@ var variants = new List<Variant>
     new PlainLoop("a", "plain loop, 1 intra-op thread", data, threads: 1),
     new PlainLoop("b", "plain loop, 2 intra-op threads", data, threads: 2),
     new PipelineVariant("c", "PipeSharp 1 stage, 1 micro-batch, 1 thread", data,
-        new PipelineOptions { Stages = 1, MicroBatches = 1, Schedule = "1f1b", ThreadsPerStage = 1 }),
+        new PipelineOptions { Ranks = 1, MicroBatches = 1, Schedule = "1f1b", ThreadsPerRank = 1 }),
     new PipelineVariant("d", $"PipeSharp 2 stages (2,2), {m} micro-batches, 1f1b, 1 thread/stage", data,
-        new PipelineOptions { Balance = [2, 2], MicroBatches = m, Schedule = "1f1b", ThreadsPerStage = 1 }),
+        new PipelineOptions { Balance = [2, 2], MicroBatches = m, Schedule = "1f1b", ThreadsPerRank = 1 }),
     new IndependentHalves("e", $"ceiling: 2 free threads, one half each, {m}x{Workload.Batch / m} rows, x{m}/{m + 1}", data),
     new PlainLoop("f", $"plain loop, 1 thread, {m} micro-batches of {Workload.Batch / m} (info)", data, threads: 1, microBatches: m),
 };

@@ -44,7 +44,7 @@ internal static class ThreadCheck
                       (lazy == 1 ? "(kept)" : "(libtorch initialises a thread lazily from the last value set on ANY thread)"));
 
         // The same with a PipeSharp worker: RankWorker calls set_num_threads(ThreadsPerStage) first thing on its new thread.
-        var options = new PipelineOptions { Stages = 1, MicroBatches = 1, ThreadsPerStage = 1 };
+        var options = new PipelineOptions { Ranks = 1, MicroBatches = 1, ThreadsPerRank = 1 };
         int workerThreads = 0;
         var model = TorchSharp.torch.nn.Sequential(("0", TorchSharp.torch.nn.Linear(8, 8)));
         using (var pipe = new Pipeline(model, options, (o, y) => { workerThreads = torch.get_num_threads(); return torch.nn.functional.mse_loss(o, y); },

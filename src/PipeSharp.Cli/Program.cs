@@ -11,7 +11,7 @@ CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.Invarian
 
 // A plain Command rather than RootCommand, which would name itself after the assembly (PipeSharp.Cli).
 var root = new Command("pipesharp",
-    "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model split into stages (among them a GPT " +
+    "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model cut into stages on several ranks (among them a GPT " +
     "language model), continue text with a trained GPT (generate) or export it for PyTorch (export), predict how a " +
     "schedule runs (simulate), or check that pipelined training matches single-device training (verify).")
 {
@@ -33,6 +33,7 @@ root.SetAction(parseResult =>
 var parsed = root.Parse(args);
 if (parsed.Action is ParseErrorAction)
     return Errors.ReportParseErrors(parsed);
+PipeSharp.Cli.Options.RenamedOptions.NoteOldNames(parsed, Console.Error);
 
 try
 {

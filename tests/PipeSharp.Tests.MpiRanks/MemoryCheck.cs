@@ -23,7 +23,7 @@ internal static class MemoryCheck
             ("0", nn.Linear(Width, Width)), ("1", nn.Linear(Width, Width)),
             ("2", nn.Linear(Width, Width)), ("3", nn.Linear(Width, Width)));
         long modelBytes = Heap() - start;
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 2, ThreadsPerStage = 1, Cluster = cluster },
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 2, ThreadsPerRank = 1, Backend = cluster },
             (o, y) => nn.functional.mse_loss(o, y), ps => optim.SGD(ps, 0.01));
         long held = Heap() - start;
         long own = pipe.Stages.Sum(s => s.parameters().Sum(p => p.numel() * p.element_size()));

@@ -29,16 +29,16 @@ public class BadInputTests
     [Fact]
     public void Balance_and_stages_disagree()
     {
-        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Stages = 3, Balance = [2, 2] }));
-        Assert.Equal("stages", e.ParamName);
+        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Ranks = 3, Balance = [2, 2] }));
+        Assert.Equal("ranks", e.ParamName);
     }
 
     [Fact]
     public void More_stages_than_layers()
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { Stages = 5 }));
-        Assert.Equal("stages", e.ParamName);
-        Assert.Contains("use at most 4 stages", e.Message);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { Ranks = 5 }));
+        Assert.Equal("ranks", e.ParamName);
+        Assert.Contains("use at most 4 ranks", e.Message);
     }
 
     [Theory]
@@ -46,8 +46,8 @@ public class BadInputTests
     [InlineData(-2)]
     public void Zero_or_negative_stages(int stages)
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { Stages = stages }));
-        Assert.Equal("stages", e.ParamName);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { Ranks = stages }));
+        Assert.Equal("ranks", e.ParamName);
         Assert.Contains("at least 1", e.Message);
     }
 
@@ -63,15 +63,15 @@ public class BadInputTests
     [Fact]
     public void Zero_threads_per_stage()
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { ThreadsPerStage = 0 }));
-        Assert.Contains("ThreadsPerStage", e.Message);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { ThreadsPerRank = 0 }));
+        Assert.Contains("ThreadsPerRank", e.Message);
     }
 
     [Fact]
     public void More_micro_batches_than_samples_is_refused_before_any_work()
     {
         var layers = TestModels.Layers(4);
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 8 }, TestModels.Mse, TestModels.Sgd);
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 8 }, TestModels.Mse, TestModels.Sgd);
         var before = layers[0].parameters().First().detach().clone();
         var e = Assert.Throws<ArgumentException>(() => pipe.TrainStep(randn(5, 16), randn(5, 16)));
         Assert.Equal("input", e.ParamName);
@@ -84,7 +84,7 @@ public class BadInputTests
     [Fact]
     public void Targets_with_a_different_batch_size()
     {
-        using var pipe = Make(new PipelineOptions { Stages = 2, MicroBatches = 2 });
+        using var pipe = Make(new PipelineOptions { Ranks = 2, MicroBatches = 2 });
         var e = Assert.Throws<ArgumentException>(() => pipe.TrainStep(randn(8, 16), randn(6, 16)));
         Assert.Equal("target", e.ParamName);
     }
@@ -97,7 +97,7 @@ public class BadInputTests
     public void Device_that_does_not_exist(string device)
     {
         if (device.StartsWith("cuda") && cuda.is_available() && device != "cuda:7" && device != "cuda:x") return; // exists here
-        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Stages = 2, Devices = ["cpu", device] }));
+        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Ranks = 2, Devices = ["cpu", device] }));
         Assert.Equal("devices", e.ParamName);
         Assert.Contains(device, e.Message);
     }
@@ -105,15 +105,15 @@ public class BadInputTests
     [Fact]
     public void Wrong_number_of_devices()
     {
-        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Stages = 4, Devices = ["cpu", "cpu"] }));
+        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Ranks = 4, Devices = ["cpu", "cpu"] }));
         Assert.Equal("devices", e.ParamName);
-        Assert.Contains("one device for all stages or one per stage", e.Message);
+        Assert.Contains("one device for all ranks or one per rank", e.Message);
     }
 
     [Fact]
     public void Unknown_schedule()
     {
-        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Stages = 2, Schedule = "pipedream" }));
+        var e = Assert.Throws<ArgumentException>(() => Make(new PipelineOptions { Ranks = 2, Schedule = "pipedream" }));
         Assert.Contains("gpipe, 1f1b", e.Message);
     }
 
@@ -125,7 +125,7 @@ public class BadInputTests
     [InlineData(-1.0)]
     public void Max_grad_norm_that_is_not_a_positive_finite_number(double maxGradNorm)
     {
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { Stages = 2, MaxGradNorm = maxGradNorm }));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Make(new PipelineOptions { Ranks = 2, MaxGradNorm = maxGradNorm }));
         Assert.Equal("maxGradNorm", e.ParamName);
         Assert.Contains("MaxGradNorm must be a positive finite number", e.Message);
         Assert.Contains("null for no clipping", e.Message);

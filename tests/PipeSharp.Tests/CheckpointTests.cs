@@ -52,7 +52,7 @@ public sealed class CheckpointTests : IDisposable
     {
         manual_seed(seed);
         var model = Gpt.Create(config ?? Tiny);
-        var pipe = new Pipeline(model, new PipelineOptions { Stages = stages, MicroBatches = 2, Schedule = "1f1b", ThreadsPerStage = 1 },
+        var pipe = new Pipeline(model, new PipelineOptions { Ranks = stages, MicroBatches = 2, Schedule = "1f1b", ThreadsPerRank = 1 },
             Gpt.Loss, Optimizer(optimizer));
         return new Run(model, pipe);
     }

@@ -34,9 +34,27 @@ public class DataParallelTests
         var batches = EquivalenceTests.Batches([16], 6, batchSize: 16);
         double diff = EquivalenceCheck.MaxParameterDifference(
             () => { manual_seed(1); return Mlp.Create(16, 32, 6, linearLayers: 10); },
-            new PipelineOptions { Stages = stages, DataParallel = replicas, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = stages, Replicas = replicas, MicroBatches = microBatches, Schedule = schedule, ThreadsPerRank = 1 },
             EquivalenceTests.Optimizer("adam"), EquivalenceTests.CrossEntropy, batches);
         Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
+    }
+
+    [Fact]
+    public void A_forward_of_fewer_samples_than_replicas_gives_the_single_device_output()
+    {
+        // One sequence to continue, as when generating text after training with replicas.
+        manual_seed(2);
+        using var reference = Mlp.Create(16, 32, 6, linearLayers: 4);
+        int copies = 0;
+        using var pipe = new Pipeline(() => { if (copies++ == 0) { manual_seed(2); } return Mlp.Create(16, 32, 6, linearLayers: 4); },
+            new PipelineOptions { Ranks = 2, Replicas = 2, MicroBatches = 4, ThreadsPerRank = 1 },
+            EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1));
+        using var one = randn(1, 16);
+        reference.eval();
+        using var expected = reference.forward(one);
+        using var actual = pipe.Forward(one);
+        Assert.Equal([1L, 6], actual.shape);
+        Assert.True(allclose(expected, actual, rtol: 1e-5, atol: 1e-6), "the pipelined forward of one sample differs from the model's");
     }
 
     [Fact]
@@ -51,7 +69,7 @@ public class DataParallelTests
         }).ToList();
         var (diff, drift) = EquivalenceCheck.Compare(
             () => { manual_seed(3); return Gpt.Create(config); },
-            new PipelineOptions { Stages = 2, DataParallel = 2, MicroBatches = 2, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = 2, Replicas = 2, MicroBatches = 2, ThreadsPerRank = 1 },
             ps => optim.AdamW(ps, 1e-3), Gpt.Loss, batches);
         Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
         Assert.Equal(0, drift);
@@ -62,7 +80,7 @@ public class DataParallelTests
     {
         int made = 0;
         using var pipe = new Pipeline(() => { manual_seed(made++); return Mlp.Create(8, 16, 4, linearLayers: 4); },
-            new PipelineOptions { Stages = 2, DataParallel = 2, MicroBatches = 2, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = 2, Replicas = 2, MicroBatches = 2, ThreadsPerRank = 1 },
             EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1));
         Assert.Equal(2, made); // differently seeded copies ...
         var (x, y) = EquivalenceTests.Batches([8], 4, batchSize: 8)[0];
@@ -77,8 +95,8 @@ public class DataParallelTests
     {
         using var model = Mlp.Create(8, 16, 4, linearLayers: 4);
         var e = Assert.Throws<ArgumentException>(() => new Pipeline(model,
-            new PipelineOptions { Stages = 2, DataParallel = 2 }, EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1)));
-        Assert.Equal("dataParallel", e.ParamName);
+            new PipelineOptions { Ranks = 2, Replicas = 2 }, EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1)));
+        Assert.Equal("replicas", e.ParamName);
         Assert.Contains("Func<Sequential>", e.Message);
     }
 
@@ -86,7 +104,7 @@ public class DataParallelTests
     public void A_batch_too_small_for_every_replicas_micro_batches_is_refused_before_work()
     {
         using var pipe = new Pipeline(() => Mlp.Create(8, 16, 4, linearLayers: 4),
-            new PipelineOptions { Stages = 2, DataParallel = 2, MicroBatches = 4, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = 2, Replicas = 2, MicroBatches = 4, ThreadsPerRank = 1 },
             EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1));
         using var x = randn(6, 8);
         using var y = randint(0, 4, [6]);
@@ -98,8 +116,8 @@ public class DataParallelTests
     public void Zero_replicas_is_refused()
     {
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => new Pipeline(() => Mlp.Create(8, 16, 4, linearLayers: 4),
-            new PipelineOptions { Stages = 2, DataParallel = 0 }, EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1)));
-        Assert.Equal("dataParallel", e.ParamName);
+            new PipelineOptions { Ranks = 2, Replicas = 0 }, EquivalenceTests.CrossEntropy, ps => optim.SGD(ps, 0.1)));
+        Assert.Equal("replicas", e.ParamName);
     }
 
     // Each replica's parameters in model order.

@@ -38,7 +38,7 @@ public class EquivalenceTests
         var batches = Batches([16], 6, batchSize: 16);
         double diff = EquivalenceCheck.MaxParameterDifference(
             () => { manual_seed(1); return Mlp.Create(16, 32, 6, linearLayers: 10); },
-            new PipelineOptions { Stages = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerRank = 1 },
             Optimizer(optimizer), CrossEntropy, batches);
         Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
     }
@@ -50,11 +50,11 @@ public class EquivalenceTests
         var batches = Batches([3, 8, 8], 10, batchSize: 16);
         // One chunk per stage: the article's split (conv layers spread evenly, head on the last stage);
         // two chunks per stage (interleaved, zb-v): balanced by parameter count.
-        bool oneChunk = ScheduleGenerators.ChunksPerRank(schedule, null) == 1;
+        bool oneChunk = ScheduleGenerators.StagesPerRank(schedule, null) == 1;
         var options = new PipelineOptions
         {
-            Stages = stages, Balance = oneChunk ? ConvNet.ConvBalance(10, stages) : null,
-            MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1,
+            Ranks = stages, Balance = oneChunk ? ConvNet.ConvBalance(10, stages) : null,
+            MicroBatches = microBatches, Schedule = schedule, ThreadsPerRank = 1,
         };
         double diff = EquivalenceCheck.MaxParameterDifference(
             () => { manual_seed(2); return ConvNet.Create(inChannels: 3, channels: 4, convLayers: 10, classes: 10); },
@@ -85,7 +85,7 @@ public class EquivalenceTests
         }).ToList();
         double diff = EquivalenceCheck.MaxParameterDifference(
             () => Gpt.Create(config),
-            new PipelineOptions { Stages = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerRank = 1 },
             ps => optim.AdamW(ps, 1e-3), Gpt.Loss, batches);
         Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
     }

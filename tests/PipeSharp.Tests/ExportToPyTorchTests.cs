@@ -52,7 +52,7 @@ public sealed class ExportToPyTorchTests : IDisposable
         using var model = Gpt.Create(config);
         using (no_grad())
             foreach (var p in model.parameters()) p.add_(randn_like(p) * 0.1); // biases and norms away from 0 and 1
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 1 }, (o, t) => Gpt.Loss(o, t), ps => optim.SGD(ps, 0));
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 1 }, (o, t) => Gpt.Loss(o, t), ps => optim.SGD(ps, 0));
         var info = new LanguageModelCheckpointInfo(config, LanguageModelTaskSpec.Text("shakespeare.txt"), tokenizer.Spec, 7);
         string path = Path.Combine(Folder, "model.pt");
         ModelExport.Save(pipe, path, GptExportConfig.From(info));

@@ -42,7 +42,7 @@ public class FailureTests
     public void Loss_failure_is_reported_from_the_last_stage()
     {
         var layers = TestModels.Layers(4);
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 4 },
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 4 },
             (o, t) => throw new ArithmeticException("bad loss"), TestModels.Sgd);
         var e = Assert.Throws<PipelineStageException>(() => pipe.TrainStep(randn(8, 16), randn(8, 16)));
         Assert.Equal(1, e.Stage);
@@ -55,7 +55,7 @@ public class FailureTests
     {
         manual_seed(0);
         var layers = new List<nn.Module<Tensor, Tensor>> { nn.Linear(16, 32), nn.Linear(33, 4) };
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd);
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd);
         var e = Assert.Throws<PipelineStageException>(() => pipe.TrainStep(randn(4, 16), randn(4, 4)));
         Assert.Equal(1, e.Stage);
         Assert.Equal(0, e.MicroBatch);
@@ -65,7 +65,7 @@ public class FailureTests
     public void Pipeline_recovers_after_a_failed_step()
     {
         var layers = TestModels.Layers(3, new ThrowingLayer(throwOnCall: 1), at: 2);
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 4, Schedule = "1f1b" },
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 4, Schedule = "1f1b" },
             TestModels.Mse, TestModels.Sgd);
         Assert.Throws<PipelineStageException>(() => pipe.TrainStep(randn(8, 16), randn(8, 16)));
         // The failed step left nothing behind: the next steps run normally and give a finite loss.
@@ -76,7 +76,7 @@ public class FailureTests
     public void Cancellation_stops_a_running_step_promptly()
     {
         var layers = TestModels.Layers(3, new SlowLayer(200), at: 3);
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 8 }, TestModels.Mse, TestModels.Sgd);
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 8 }, TestModels.Mse, TestModels.Sgd);
         using var cancel = new CancellationTokenSource();
         var clock = Stopwatch.StartNew();
         TimeSpan cancelledAt = TimeSpan.Zero;
@@ -93,7 +93,7 @@ public class FailureTests
     public void Dispose_ends_the_worker_threads()
     {
         var layers = TestModels.Layers(4);
-        var pipe = new Pipeline(layers, new PipelineOptions { Stages = 4, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd);
+        var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 4, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd);
         pipe.TrainStep(randn(4, 16), randn(4, 16));
         Assert.Equal(4, pipe.LiveWorkerThreads);
         var clock = Stopwatch.StartNew();

@@ -36,7 +36,7 @@ public class LanguageModelTests : IDisposable
     {
         var task = SmallCorpus();
         using var trainer = new LanguageModelTrainer(Small(task.VocabularySize), task,
-            new PipelineOptions { Stages = 2, MicroBatches = 2, Schedule = "1f1b" }, Quick(150));
+            new PipelineOptions { Ranks = 2, MicroBatches = 2, Schedule = "1f1b" }, Quick(150));
         double before = trainer.Evaluate(4);
         var summary = trainer.Run();
         Assert.True(Math.Abs(before - Math.Log(task.VocabularySize)) < 0.5, $"initial loss {before} should be near ln(vocabulary)");
@@ -50,7 +50,7 @@ public class LanguageModelTests : IDisposable
     {
         var task = SmallCorpus();
         var spec = LanguageModelTaskSpec.Text("slice.txt");
-        var options = new PipelineOptions { Stages = 2, MicroBatches = 2, Schedule = "1f1b" };
+        var options = new PipelineOptions { Ranks = 2, MicroBatches = 2, Schedule = "1f1b" };
         var uninterrupted = new List<float>();
         using (var trainer = new LanguageModelTrainer(Small(task.VocabularySize), task, options, Quick(12)))
         {
@@ -82,7 +82,7 @@ public class LanguageModelTests : IDisposable
         var spec = LanguageModelTaskSpec.Text("slice.txt");
         var losses = new List<float>();
         using (var trainer = new LanguageModelTrainer(Small(task.VocabularySize), task,
-                   new PipelineOptions { Stages = 2, MicroBatches = 2 }, Quick(10)))
+                   new PipelineOptions { Ranks = 2, MicroBatches = 2 }, Quick(10)))
         {
             trainer.Run(r => losses.Add(r.Loss), step =>
             {
@@ -91,7 +91,7 @@ public class LanguageModelTests : IDisposable
         }
         var (info, loaded) = LanguageModelCheckpoint.Open(_dir);
         using (loaded)
-        using (var trainer = new LanguageModelTrainer(info.Config, task, new PipelineOptions { Stages = 4, MicroBatches = 2, Schedule = "zb-h1" }, Quick(10)))
+        using (var trainer = new LanguageModelTrainer(info.Config, task, new PipelineOptions { Ranks = 4, MicroBatches = 2, Schedule = "zb-h1" }, Quick(10)))
         {
             LanguageModelCheckpoint.Resume(trainer, loaded);
             var resumed = new List<float>();
@@ -105,7 +105,7 @@ public class LanguageModelTests : IDisposable
     public void A_checkpoint_from_another_model_config_is_refused_and_nothing_changes()
     {
         var task = SmallCorpus();
-        using (var trainer = new LanguageModelTrainer(Small(task.VocabularySize), task, new PipelineOptions { Stages = 2, MicroBatches = 2 }, Quick(2)))
+        using (var trainer = new LanguageModelTrainer(Small(task.VocabularySize), task, new PipelineOptions { Ranks = 2, MicroBatches = 2 }, Quick(2)))
         {
             trainer.Run();
             LanguageModelCheckpoint.Save(_dir, trainer, LanguageModelTaskSpec.Text("slice.txt"), null);
@@ -113,7 +113,7 @@ public class LanguageModelTests : IDisposable
         var (_, loaded) = LanguageModelCheckpoint.Open(_dir);
         using (loaded)
         using (var other = new LanguageModelTrainer(Small(task.VocabularySize) with { Width = 48 }, task,
-                   new PipelineOptions { Stages = 2, MicroBatches = 2 }, Quick(2)))
+                   new PipelineOptions { Ranks = 2, MicroBatches = 2 }, Quick(2)))
         {
             var before = other.Pipeline.StateDict();
             var e = Assert.Throws<CheckpointMismatchException>(() => LanguageModelCheckpoint.Resume(other, loaded));
@@ -128,7 +128,7 @@ public class LanguageModelTests : IDisposable
     public void Generation_is_the_same_for_any_number_of_stages()
     {
         var task = SmallCorpus();
-        using (var trainer = new LanguageModelTrainer(Small(task.VocabularySize), task, new PipelineOptions { Stages = 2, MicroBatches = 2 }, Quick(30)))
+        using (var trainer = new LanguageModelTrainer(Small(task.VocabularySize), task, new PipelineOptions { Ranks = 2, MicroBatches = 2 }, Quick(30)))
         {
             trainer.Run();
             LanguageModelCheckpoint.Save(_dir, trainer, LanguageModelTaskSpec.Text("slice.txt"), task.Corpus.Tokenizer.Spec);

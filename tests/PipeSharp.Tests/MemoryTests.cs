@@ -28,7 +28,7 @@ public class MemoryTests
         manual_seed(6);
         using var model = Mlp.Create(32, 64, 8, 4);
         using var data = new SyntheticClassification([32], 8, seed: 2);
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 4, Schedule = "1f1b", ThreadsPerStage = 1 },
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 4, Schedule = "1f1b", ThreadsPerRank = 1 },
             EquivalenceTests.CrossEntropy, ps => optim.Adam(ps, 1e-3));
         var (x, y) = data.NextBatch(32);
 

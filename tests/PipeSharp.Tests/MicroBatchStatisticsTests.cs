@@ -29,9 +29,9 @@ public sealed class MicroBatchStatisticsTests
     public void BatchNorm_equals_single_device_training_with_one_micro_batch_and_not_with_four()
     {
         var batches = EquivalenceTests.Batches([16], 6, batchSize: 16);
-        double one = EquivalenceCheck.MaxParameterDifference(Model, new PipelineOptions { Stages = 2, MicroBatches = 1 },
+        double one = EquivalenceCheck.MaxParameterDifference(Model, new PipelineOptions { Ranks = 2, MicroBatches = 1 },
             EquivalenceTests.Optimizer("adam"), EquivalenceTests.CrossEntropy, batches);
-        double four = EquivalenceCheck.MaxParameterDifference(Model, new PipelineOptions { Stages = 2, MicroBatches = 4 },
+        double four = EquivalenceCheck.MaxParameterDifference(Model, new PipelineOptions { Ranks = 2, MicroBatches = 4 },
             EquivalenceTests.Optimizer("adam"), EquivalenceTests.CrossEntropy, batches);
         Assert.True(one <= 1e-5, $"1 micro-batch: {one}");
         Assert.True(four > 1e-3, $"4 micro-batches: {four} (each micro-batch is normalised by its own statistics)");

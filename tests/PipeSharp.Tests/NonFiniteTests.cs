@@ -1,3 +1,4 @@
+using PipeSharp.Checkpoints;
 using PipeSharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -102,7 +103,7 @@ public class NonFiniteTests
         // Two replicas of two stages in this process: the marked sample is in the second replica's half of the batch.
         var policy = NonFiniteGradientPolicy.SkipStep;
         using var pipe = new Pipeline(() => nn.Sequential(TestModels.Layers(3, new NaNForMarkedSamples(), at: 0).Select((l, i) => ($"{i}", l)).ToArray()),
-            new PipelineOptions { Balance = [2, 2], MicroBatches = 2, DataParallel = 2, NonFiniteGradients = policy },
+            new PipelineOptions { Balance = [2, 2], MicroBatches = 2, Replicas = 2, NonFiniteGradients = policy },
             TestModels.Mse, ps => optim.Adam(ps, 0.01));
         var parameters = Parameters(pipe);
         var (bad, badTarget) = Batch(2, marked: true); // sample 5: replica 1 takes samples 4..7

@@ -18,7 +18,7 @@ public class PipelineBehaviourTests
         var x = randn(11, 16);
         Tensor expected;
         using (no_grad()) expected = model.forward(x);
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = stages, MicroBatches = microBatches },
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = stages, MicroBatches = microBatches },
             EquivalenceTests.CrossEntropy, TestModels.Sgd);
         var actual = pipe.Forward(x);
         Assert.Equal(expected.shape, actual.shape);
@@ -33,7 +33,7 @@ public class PipelineBehaviourTests
     {
         manual_seed(5);
         using var model = Mlp.Create(16, 32, 6, 5);
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 4, Schedule = "zb-v" },
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 4, Schedule = "zb-v" },
             EquivalenceTests.CrossEntropy, TestModels.Sgd);
         var x = randn(samples, 16);
         var actual = pipe.Forward(x);
@@ -51,7 +51,7 @@ public class PipelineBehaviourTests
         var batches = EquivalenceTests.Batches([16], 6, batchSize: 13);
         double diff = Verification.EquivalenceCheck.MaxParameterDifference(
             () => { manual_seed(1); return Mlp.Create(16, 32, 6, 4); },
-            new PipelineOptions { Stages = 2, MicroBatches = 5 }, EquivalenceTests.Optimizer("adam"),
+            new PipelineOptions { Ranks = 2, MicroBatches = 5 }, EquivalenceTests.Optimizer("adam"),
             EquivalenceTests.CrossEntropy, batches);
         Assert.True(diff <= 1e-5, $"diff {diff}");
     }
@@ -75,7 +75,7 @@ public class PipelineBehaviourTests
             sched.step();
         }
 
-        using (var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 4 },
+        using (var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 4 },
                    EquivalenceTests.CrossEntropy, sgd, o => optim.lr_scheduler.StepLR(o, step_size: 2, gamma: 0.1)))
         {
             foreach (var (x, y) in batches) pipe.TrainStep(x, y);
@@ -89,7 +89,7 @@ public class PipelineBehaviourTests
         manual_seed(5);
         using var model = Mlp.Create(16, 64, 4, 4);
         using var data = new SyntheticClassification([16], 4, seed: 1);
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 4, Schedule = "1f1b" },
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 4, Schedule = "1f1b" },
             EquivalenceTests.CrossEntropy, ps => optim.Adam(ps, 3e-3));
         var losses = new List<float>();
         for (int i = 0; i < 150; i++)
@@ -115,7 +115,7 @@ public class PipelineBehaviourTests
     {
         int seen = -1;
         var layers = TestModels.Layers(2);
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 2, ThreadsPerStage = 1 },
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 2, ThreadsPerRank = 1 },
             (o, t) => { seen = get_num_threads(); return TestModels.Mse(o, t); }, TestModels.Sgd);
         int before = get_num_threads();
         try
@@ -134,7 +134,7 @@ public class PipelineBehaviourTests
     public void Forward_leaves_every_module_in_the_mode_it_was_in()
     {
         var layers = TestModels.Layers(4);
-        using var pipe = new Pipeline(layers, new PipelineOptions { Stages = 2, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd);
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd);
         pipe.Stages[0].eval();                                   // a whole stage in eval mode
         ((nn.Module)layers[3]).children().First().eval();        // one submodule of stage 1 (its Linear)
         List<bool> Modes() => pipe.Stages.SelectMany(s => new[] { (nn.Module)s }.Concat(s.modules())).Select(m => m.training).ToList();

@@ -27,7 +27,7 @@ public class ScheduleTests
         var schedule = ScheduleGenerators.Create(name, ranks, microBatches);
         ScheduleValidator.Validate(schedule);
         Assert.Equal(ranks, schedule.RankCount);
-        int chunks = ScheduleGenerators.ChunksPerRank(name, null);
+        int chunks = ScheduleGenerators.StagesPerRank(name, null);
         Assert.Equal(ranks * chunks, schedule.StageCount);
         int perAction = name.StartsWith("zb") ? 3 : 2; // F + B, or F + I + W
         Assert.All(schedule.RankActions, a => Assert.Equal(perAction * chunks * microBatches, a.Count));

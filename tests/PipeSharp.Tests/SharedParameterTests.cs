@@ -45,7 +45,7 @@ public class SharedParameterTests
     {
         var (diff, drift) = EquivalenceCheck.Compare(
             Seeded,
-            new PipelineOptions { Stages = stages, MicroBatches = 4, Schedule = schedule, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = stages, MicroBatches = 4, Schedule = schedule, ThreadsPerRank = 1 },
             ps => optim.AdamW(ps, 1e-3), Gpt.Loss, TokenBatches(50));
         Assert.Equal(0, drift);
         Assert.True(diff <= 1e-5, $"max parameter difference {diff:E2}");
@@ -55,7 +55,7 @@ public class SharedParameterTests
     public void The_tie_is_found_and_each_stage_gets_its_own_copy()
     {
         using var model = Gpt.Create(Tiny);
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 2 }, Gpt.Loss, ps => optim.SGD(ps, 0.1));
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 2 }, Gpt.Loss, ps => optim.SGD(ps, 0.1));
         var name = Assert.Single(pipe.SharedParameterNames);
         Assert.Contains("embed.wte.weight", name);
         Assert.Contains("head.lm_head.weight", name);
@@ -70,7 +70,7 @@ public class SharedParameterTests
         // Control for the test above: an untied model's embedding and head do differ after training.
         var untied = Tiny with { TieEmbeddings = false };
         using var model = Gpt.Create(untied);
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 2 }, Gpt.Loss, ps => optim.SGD(ps, 0.1));
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 2 }, Gpt.Loss, ps => optim.SGD(ps, 0.1));
         Assert.Empty(pipe.SharedParameterNames);
     }
 
@@ -82,7 +82,7 @@ public class SharedParameterTests
     {
         var (diff, drift) = EquivalenceCheck.Compare(
             Seeded,
-            new PipelineOptions { Stages = stages, MicroBatches = 4, Schedule = schedule, MaxGradNorm = maxNorm, ThreadsPerStage = 1 },
+            new PipelineOptions { Ranks = stages, MicroBatches = 4, Schedule = schedule, MaxGradNorm = maxNorm, ThreadsPerRank = 1 },
             ps => optim.SGD(ps, 0.5), Gpt.Loss, TokenBatches(5));
         Assert.Equal(0, drift);
         Assert.True(diff <= 1e-5, $"max parameter difference {diff:E2}");
@@ -92,7 +92,7 @@ public class SharedParameterTests
     public void Clipping_reports_the_global_norm()
     {
         using var model = Gpt.Create(Tiny);
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 2, MaxGradNorm = 1e-3 }, Gpt.Loss, ps => optim.SGD(ps, 0.1));
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 2, MaxGradNorm = 1e-3 }, Gpt.Loss, ps => optim.SGD(ps, 0.1));
         var (x, y) = TokenBatches(1)[0];
         pipe.TrainStep(x, y);
         Assert.True(pipe.LastStep!.GradientNorm > 1e-3);

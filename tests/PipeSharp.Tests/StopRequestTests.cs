@@ -20,7 +20,7 @@ public class StopRequestTests
         var stop = new StopRequest();
         torch.manual_seed(1);
         var model = nn.Sequential(("0", nn.Linear(8, 16)), ("1", nn.ReLU()), ("2", nn.Linear(16, 3)));
-        using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, MicroBatches = 2, Stop = stop },
+        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 2, Stop = stop },
             (o, t) => nn.functional.cross_entropy(o, t), ps => optim.SGD(ps, 0.1));
         using var x = torch.randn(8, 8);
         using var y = torch.randint(0, 3, [8]);
@@ -54,7 +54,7 @@ public class StopRequestTests
         var task = LanguageModelTaskSpec.Sorting().Create(null, Tokenizers.CharKind);
         var config = new GptConfig(task.VocabularySize, ((SortingLanguageTask)task).Task.ContextLength, Layers: 2, Width: 32, Heads: 2);
         using var trainer = new LanguageModelTrainer(config, task,
-            new PipelineOptions { Stages = 2, MicroBatches = 2, Stop = stop },
+            new PipelineOptions { Ranks = 2, MicroBatches = 2, Stop = stop },
             new LanguageModelTrainingOptions { Steps = 50, BatchSize = 8, EvalEvery = 0, EvalBatches = 1, Seed = 3 });
         var reported = new List<int>();
         var summary = trainer.Run(report =>

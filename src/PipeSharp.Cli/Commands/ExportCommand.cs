@@ -40,9 +40,9 @@ internal static class ExportCommand
         var (info, loaded) = CheckpointFolder.Open(args.GetValue(Checkpoint)!);
         using (loaded)
         {
-            using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, stages: 1);
+            using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, ranks: 1);
             ModelExport.Save(pipe, path, GptExportConfig.From(info));
-            long parameters = ParameterIdentity.Distinct(pipe.Stages.SelectMany(s => s.parameters())).Sum(p => p.numel());
+            long parameters = pipe.Stages.Sum(s => s.ParameterCount); // one rank: the whole model in one stage
             string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
             Console.WriteLine($"wrote {path} (model of {loaded.Path}, step {info.Step})");
             Console.WriteLine($"wrote {Path.Combine(folder, ModelExport.ConfigName)}");

@@ -35,7 +35,7 @@ internal static class FailureInjection
         var (rank, step, checkpoint, nan) = Parse(spec);
         if (checkpoint) return;
         int ranks = pipe.Schedule.RankCount;
-        int? here = pipe.Options.Cluster is { } cluster ? cluster.Rank : null;
+        int? here = pipe.Options.Backend is { ProcessCount: > 1 } backend ? backend.ProcessIndex : null;
         foreach (var piece in pipe.Stages)
         {
             bool target = here is { } r ? r == rank : pipe.Schedule.StageToRank[piece.Index] == rank;

@@ -10,7 +10,7 @@ namespace PipeSharp.Cli.Commands;
 
 /// <summary>
 /// <c>pipesharp generate</c>: continues a prompt with the newest checkpoint of a <c>train --model gpt</c> run, the
-/// model split into any number of stages (the same seed gives the same text whatever the split).
+/// model on any number of ranks (the same seed gives the same text whatever the split).
 /// </summary>
 internal static class GenerateCommand
 {
@@ -59,18 +59,13 @@ internal static class GenerateCommand
     private static readonly Option<int> Seed = new("--seed")
     {
         CustomParser = Numbers.AtLeast(0),
-        Description = "Seed of the sampling: the same seed prints the same text, for any --stages.",
+        Description = "Seed of the sampling: the same seed prints the same text, for any --ranks.",
         DefaultValueFactory = _ => 0,
         HelpName = "S",
     };
 
-    private static readonly Option<int> Stages = new("--stages", "-p")
-    {
-        CustomParser = Numbers.AtLeast(1),
-        Description = "Pipeline stages to split the model into (at most --layers + 2).",
-        DefaultValueFactory = _ => 1,
-        HelpName = "P",
-    };
+    private static readonly Option<int> Ranks = ScheduleOptions.Ranks(
+        "Pipeline ranks to run the model on, one stage each (at most --layers + 2).", defaultValue: 1);
 
     public static Command Create()
     {
@@ -78,7 +73,7 @@ internal static class GenerateCommand
             "Continue a prompt with a GPT trained by train --model gpt --checkpoint DIR. Prints the prompt and the " +
             "generated text on stdout (which checkpoint was used on stderr).")
         {
-            Checkpoint, Prompt, Tokens, Temperature, TopK, Seed, Stages,
+            Checkpoint, Prompt, Tokens, Temperature, TopK, Seed, Ranks,
         };
         command.SetAction(Run);
         return command;
@@ -94,12 +89,12 @@ internal static class GenerateCommand
             var tokenizer = TokenizerOf(info, prompt);
             var ids = tokenizer.Encode(prompt); // an unknown character fails here, before the model is built
             if (ids.Length == 0) throw new ArgumentException("the prompt has no tokens: give at least one character.");
-            int stages = args.GetValue(Stages);
-            using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, stages);
+            int ranks = args.GetValue(Ranks);
+            using var pipe = LanguageModelCheckpoint.LoadForInference(loaded, ranks);
             foreach (var piece in pipe.Stages) piece.eval(); // no dropout when generating
             var c = info.Config;
             Console.Error.WriteLine($"checkpoint {loaded.Path} (step {info.Step}): GPT {c.Layers} layers, width {c.Width}, " +
-                                    $"context {c.ContextLength}, vocabulary {c.VocabularySize}; {stages} stage{(stages == 1 ? "" : "s")}");
+                                    $"context {c.ContextLength}, vocabulary {c.VocabularySize}; {ranks} rank{(ranks == 1 ? "" : "s")}");
             if (info.Task.Kind == "sorting" && ids.Length != info.Task.SortLength)
                 Console.Error.WriteLine($"note: the model learned to sort {info.Task.SortLength} digits; this prompt has {ids.Length}.");
 

@@ -16,13 +16,9 @@ internal static class SimulateCommand
 {
     private static readonly Option<string> Schedule = ScheduleOptions.Schedule(defaultName: null);
 
-    private static readonly Option<int> Stages = new("--stages", "-p")
-    {
-        CustomParser = Numbers.AtLeast(1),
-        Description = "Number of stages (ranks, one worker each); required with a schedule name. " +
-                      "With chunks, the model is cut into stages x chunks pieces.",
-        HelpName = "P",
-    };
+    private static readonly Option<int> Ranks = ScheduleOptions.Ranks(
+        "Number of ranks (workers); required with a schedule name. " +
+        "With several stages per rank, the model is cut into ranks x stages-per-rank stages.");
 
     private static readonly Option<int> MicroBatches = new("--microbatches", "-m")
     {
@@ -31,12 +27,12 @@ internal static class SimulateCommand
         HelpName = "M",
     };
 
-    private static readonly Option<int> Chunks = ScheduleOptions.Chunks();
+    private static readonly Option<int> StagesPerRank = ScheduleOptions.StagesPerRank();
 
     private static readonly Option<ActionCosts> Costs = new("--costs")
     {
         Description = "Time in milliseconds of one forward F, full backward B, input-gradient I and weight-gradient W " +
-                      "of ONE model piece (with chunks: of one chunk, not of a whole stage), and optionally C, of one " +
+                      "of ONE stage (with several stages per rank: of one stage, not of a whole rank), and optionally C, of one " +
                       "message between ranks. zb-h1 and zb-v also place their actions by these costs. [default: 1,2,1,1]",
         HelpName = "F,B,I,W[,C]",
         CustomParser = result =>
@@ -73,10 +69,10 @@ internal static class SimulateCommand
     {
         var command = new Command("simulate",
             "Predict how a schedule runs, without training: every action takes its --costs time and waits for its " +
-            "inputs. Prints the makespan, the bubble (idle share of all ranks), per rank (stage worker) the busy and idle time and " +
+            "inputs. Prints the makespan, the bubble (idle share of all ranks), per rank the busy and idle time and " +
             "the peak number of micro-batch activations held, and a text timeline (F/B/I/W; lower case: second chunk).")
         {
-            Schedule, Stages, MicroBatches, Chunks, Costs, Svg, SaveSchedule, Width,
+            Schedule, Ranks, MicroBatches, StagesPerRank, Costs, Svg, SaveSchedule, Width,
         };
         command.SetAction(Run);
         return command;
@@ -94,13 +90,13 @@ internal static class SimulateCommand
         int ranks = schedule.RankCount, pieces = schedule.StageCount;
         var output = Console.Out;
         output.WriteLine($"schedule       {schedule.Name}");
-        output.WriteLine($"ranks          {ranks} (--stages: one worker each)");
-        output.WriteLine($"model pieces   {pieces} ({(pieces % ranks == 0 ? $"{pieces / ranks} chunk{(pieces / ranks == 1 ? "" : "s")}" : "uneven")} per rank)");
+        output.WriteLine($"ranks          {ranks} (--ranks: one worker each)");
+        output.WriteLine($"stages         {pieces} ({(pieces % ranks == 0 ? $"{pieces / ranks}" : "uneven")} per rank)");
         output.WriteLine($"micro-batches  {schedule.MicroBatchCount}");
         output.WriteLine($"costs (ms)     F {N(costs.Forward)}, B {N(costs.Backward)}, I {N(costs.InputGrad)}, " +
-                         $"W {N(costs.WeightGrad)} per model piece; message {N(costs.Communication)}");
+                         $"W {N(costs.WeightGrad)} per stage; message {N(costs.Communication)}");
         if (pieces > ranks && pieces % ranks == 0)
-            output.WriteLine($"               (a piece is 1/{pieces / ranks} of a stage's layers: to compare with one-chunk " +
+            output.WriteLine($"               (a stage is 1/{pieces / ranks} of a rank's layers: to compare with one-stage-per-rank " +
                              $"schedules, divide the costs by {pieces / ranks})");
         output.WriteLine($"makespan       {N(result.Makespan)} ms");
         output.WriteLine($"bubble         {Percent(result.BubbleFraction)} (idle share of {ranks} ranks x {N(result.Makespan)} ms)");
@@ -130,12 +126,12 @@ internal static class SimulateCommand
     private static Schedule MakeSchedule(ParseResult args, ActionCosts costs)
     {
         string name = args.GetValue(Schedule)!;
-        int? stages = args.Given(Stages), microBatches = args.Given(MicroBatches), chunks = args.Given(Chunks);
+        int? ranks = args.Given(Ranks), microBatches = args.Given(MicroBatches), perRank = args.Given(StagesPerRank);
         if (ScheduleOptions.IsFile(name))
-            return ScheduleOptions.ReadFile(name, stages, microBatches, chunks);
-        if (stages is null || microBatches is null)
-            throw new ArgumentException($"give --stages and --microbatches for schedule '{name}', e.g. --stages 4 --microbatches 8.");
-        return ScheduleGenerators.Create(name, stages.Value, microBatches.Value, chunks, costs);
+            return ScheduleOptions.ReadFile(name, ranks, microBatches, perRank);
+        if (ranks is null || microBatches is null)
+            throw new ArgumentException($"give --ranks and --microbatches for schedule '{name}', e.g. --ranks 4 --microbatches 8.");
+        return ScheduleGenerators.Create(name, ranks.Value, microBatches.Value, perRank, costs);
     }
 
     /// <summary>Per rank: busy and idle time, and the activation peaks (W inputs only when a split backward holds more).</summary>

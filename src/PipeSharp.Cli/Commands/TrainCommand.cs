@@ -33,7 +33,7 @@ internal static class TrainCommand
     public static Command Create()
     {
         var command = new Command("train",
-            "Train a built-in model split into pipeline stages. mlp and cnn learn synthetic classification data; gpt " +
+            "Train a built-in model cut into pipeline stages on ranks. mlp and cnn learn synthetic classification data; gpt " +
             "learns a text file (--data) or, without one, to sort digits. Prints the split, then per step the loss, " +
             "the throughput and how busy each stage was, then a summary; optionally the timeline of the last step " +
             "(--trace, --svg). Options marked (gpt) are for --model gpt only.")
@@ -95,7 +95,7 @@ internal static class TrainCommand
         using var model = spec.Create();
         int copies = 0; // in-process replicas: a model each, made equal to the first by the pipeline
         Func<Tensor, Tensor, Tensor> crossEntropy = (output, target) => nn.functional.cross_entropy(output, target);
-        using var pipe = options.DataParallel > 1 && cluster is null
+        using var pipe = options.Replicas > 1 && cluster is null
             ? new Pipeline(() => copies++ == 0 ? model : spec.Create(), options, crossEntropy, optimizer)
             : new Pipeline(model, options, crossEntropy, optimizer);
         using var data = new SyntheticClassification(spec.SampleShape, spec.Classes, seed);
@@ -108,11 +108,11 @@ internal static class TrainCommand
             spec.Description,
             pipe.Stages.Select((s, i) => new StageInfo(s.Index, pipe.Schedule.StageToRank[s.Index], s.FirstLayer, s.LayerCount,
                 pipe.Devices[i].ToString(), s.parameters().Sum(p => p.numel()))).ToList(),
-            pipe.Schedule.Name + (pieces == ranks ? "" : $" ({pieces / ranks} chunks per stage)") +
+            pipe.Schedule.Name + (pieces == ranks ? "" : $" ({pieces / ranks} stages per rank)") +
             (choice.File is null ? "" : $", from {choice.Schedule}"),
             options.MicroBatches, batchSize,
             optimizerName == "sgd" ? $"sgd, lr {lr:G}, momentum 0.9" : $"adam, lr {lr:G}",
-            options.ThreadsPerStage, steps, seed));
+            options.ThreadsPerRank, steps, seed));
 
         int done = 0;
         for (int step = 1; step <= steps && signals.ExitCode is null; step++)
@@ -138,22 +138,22 @@ internal static class TrainCommand
     }
 
     /// <summary>
-    /// The stages and balance to ask the library for. A given --balance goes through as it is (the library checks it
-    /// against the stages and chunks). Otherwise: --stages, or 2, or the schedule file's count; cnn with one chunk
-    /// per stage gets the article's split, anything else is balanced by the library by parameter count.
+    /// The ranks and balance to ask the library for. A given --balance goes through as it is (the library checks it
+    /// against the ranks and stages per rank). Otherwise: --ranks, or 2, or the schedule file's count; cnn with one
+    /// stage per rank gets the article's split, anything else is balanced by the library by parameter count.
     /// </summary>
-    private static (int? Stages, int[]? Balance) Split(ParseResult args, BuiltInModel spec, ScheduleChoice choice)
+    private static (int? Ranks, int[]? Balance) Split(ParseResult args, BuiltInModel spec, ScheduleChoice choice)
     {
-        int? stages = args.Given(TrainOptions.Stages);
-        if (args.GetResult(TrainOptions.Balance) is not null) return (stages, args.GetValue(TrainOptions.Balance));
-        int p = stages ?? choice.File?.RankCount ?? 2;
+        int? ranks = args.Given(TrainOptions.Ranks);
+        if (args.GetResult(TrainOptions.Balance) is not null) return (ranks, args.GetValue(TrainOptions.Balance));
+        int p = ranks ?? choice.File?.RankCount ?? 2;
         bool oneChunk = choice.File is null
-            ? ScheduleGenerators.ChunksPerRank(choice.Schedule, choice.Chunks) == 1
+            ? ScheduleGenerators.StagesPerRank(choice.Schedule, choice.StagesPerRank) == 1
             : choice.File.StageCount == choice.File.RankCount;
         return (p, oneChunk && spec.DefaultBalance is not null ? spec.DefaultBalance(p) : null);
     }
 
-    /// <summary>The share of the step each stage worker (rank) was computing, over all the model pieces it holds.</summary>
+    /// <summary>The share of the step each rank was computing, over all the stages it holds.</summary>
     private static IReadOnlyList<double> RankBusy(Schedules.Schedule schedule, Tracing.StepStatistics stats) =>
         Enumerable.Range(0, schedule.RankCount)
             .Select(r => stats.WallSeconds <= 0 ? 0 : Math.Min(1.0,

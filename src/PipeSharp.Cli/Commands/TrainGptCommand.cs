@@ -49,8 +49,8 @@ internal static class TrainGptCommand
         if (loaded is not null) CheckSeed(loaded, training.Seed, notes);
 
         var balance = args.GetResult(TrainOptions.Balance) is null ? null : args.GetValue(TrainOptions.Balance);
-        int? stages = args.Given(TrainOptions.Stages) ?? (balance is null ? choice.File?.RankCount ?? 2 : null);
-        var pipeline = TrainOptions.Pipeline(args, choice, stages, balance, cluster) with { Stop = signals.Request };
+        int? ranks = args.Given(TrainOptions.Ranks) ?? (balance is null ? choice.File?.RankCount ?? 2 : null);
+        var pipeline = TrainOptions.Pipeline(args, choice, ranks, balance, cluster) with { Stop = signals.Request };
         using var trainer = new LanguageModelTrainer(config, task, pipeline, training);
         FailureInjection.Arm(args.GetValue(ClusterOptions.InjectFailure), trainer.Pipeline, () => trainer.Step + 1);
         if (loaded is not null)

@@ -17,7 +17,7 @@ namespace PipeSharp.Cli.Commands;
 /// </summary>
 internal static class VerifyCommand
 {
-    private static readonly int[] StageCounts = [1, 2, 4, 5];
+    private static readonly int[] RankCounts = [1, 2, 4, 5];
     private static readonly int[] MicroBatchCounts = [1, 2, 4, 8];
     private const int BatchSize = 16;
     private const long DataSeed = 7;
@@ -50,11 +50,11 @@ internal static class VerifyCommand
         var command = new Command("verify",
             "Check that pipelined training gives the same parameters as single-device training (up to float round-off), " +
             "as the test suite does: small mlp (10 layers) and cnn (10 conv layers + head) models, every schedule " +
-            $"({string.Join(", ", ScheduleGenerators.Names)}), stages {string.Join(",", StageCounts)} and micro-batches " +
-            $"{string.Join(",", MicroBatchCounts)} (interleaved only where micro-batches are a multiple of stages), " +
+            $"({string.Join(", ", ScheduleGenerators.Names)}), ranks {string.Join(",", RankCounts)} and micro-batches " +
+            $"{string.Join(",", MicroBatchCounts)} (interleaved only where micro-batches are a multiple of ranks), " +
             $"{string.Join(" and ", Optimizers.Select(o => o.Description))}, cross-entropy, batch {BatchSize}. " +
-            "Exits with 1 if any check exceeds the tolerance. Under mpirun (N processes, --data-parallel D) it checks " +
-            "every schedule with N/D stages per replica, one stage per process, for mlp, cnn and a GPT with a tied " +
+            "Exits with 1 if any check exceeds the tolerance. Under mpirun (N processes, --replicas D) it checks " +
+            "every schedule with N/D ranks per replica, one rank per process, for mlp, cnn and a GPT with a tied " +
             "embedding (whose copies on the first and last stage must stay identical).")
         {
             Steps, Tolerance,
@@ -74,14 +74,14 @@ internal static class VerifyCommand
         TorchNative.EnsureLoaded();
         int steps = args.GetValue(Steps);
         double tolerance = args.GetValue(Tolerance);
-        int replicas = args.GetValue(ClusterOptions.DataParallel);
+        int replicas = args.GetValue(ClusterOptions.Replicas);
         if (cluster != null && cluster.Size % replicas != 0)
-            throw new ArgumentException($"--data-parallel {replicas} does not divide the {cluster.Size} MPI processes: use a divisor of {cluster.Size}.");
+            throw new ArgumentException($"--replicas {replicas} does not divide the {cluster.Size} MPI processes: use a divisor of {cluster.Size}.");
         if (replicas * MicroBatchCounts.Min() > BatchSize)
-            throw new ArgumentException($"--data-parallel {replicas} leaves too few of the batch's {BatchSize} samples per replica.");
+            throw new ArgumentException($"--replicas {replicas} leaves too few of the batch's {BatchSize} samples per replica.");
 
-        if (cluster != null) Console.WriteLine($"{cluster.Size} MPI processes: {replicas} replica{(replicas == 1 ? "" : "s")} x {cluster.Size / replicas} stages");
-        Console.WriteLine($"{"model",-6} {"optimizer",-9} {"schedule",-11} {"stages",6} {"micro-batches",13} {"max |diff|",11}  ok");
+        if (cluster != null) Console.WriteLine($"{cluster.Size} MPI processes: {replicas} replica{(replicas == 1 ? "" : "s")} x {cluster.Size / replicas} ranks");
+        Console.WriteLine($"{"model",-6} {"optimizer",-9} {"schedule",-11} {"ranks",6} {"micro-batches",13} {"max |diff|",11}  ok");
         int checks = 0, mismatches = 0;
         foreach (var (name, modelSeed) in new[] { ("mlp", 1L), ("cnn", 2L) })
         {
@@ -92,17 +92,17 @@ internal static class VerifyCommand
                 foreach (var optimizer in Optimizers)
                 foreach (var (schedule, stages, microBatches) in Cases(cluster, replicas))
                 {
-                    // cnn: the article's split when each stage holds one piece; with chunks, by parameter count.
-                    bool oneChunk = ScheduleGenerators.ChunksPerRank(schedule, null) == 1;
+                    // cnn: the article's split when each rank holds one stage; with several, by parameter count.
+                    bool oneChunk = ScheduleGenerators.StagesPerRank(schedule, null) == 1;
                     var options = new PipelineOptions
                     {
-                        Stages = stages,
+                        Ranks = stages,
                         Balance = oneChunk ? spec.DefaultBalance?.Invoke(stages) : null,
                         MicroBatches = microBatches,
                         Schedule = schedule,
-                        ThreadsPerStage = 1,
-                        DataParallel = replicas,
-                        Cluster = cluster,
+                        ThreadsPerRank = 1,
+                        Replicas = replicas,
+                        Backend = cluster,
                         Stop = signals.Request,
                     };
                     double diff = EquivalenceCheck.MaxParameterDifference(
@@ -147,12 +147,12 @@ internal static class VerifyCommand
     }
 
     /// <summary>
-    /// Every schedule x stages x micro-batches; interleaved needs micro-batches to be a multiple of stages. Under MPI the
-    /// stages are the processes of one replica; each replica's share of the batch must hold its micro-batches.
+    /// Every schedule x ranks x micro-batches; interleaved needs micro-batches to be a multiple of ranks. Under MPI the
+    /// ranks are the processes of one replica; each replica's share of the batch must hold its micro-batches.
     /// </summary>
-    private static IEnumerable<(string Schedule, int Stages, int MicroBatches)> Cases(Mpi.MpiCluster? cluster, int replicas) =>
+    private static IEnumerable<(string Schedule, int Ranks, int MicroBatches)> Cases(Mpi.MpiCluster? cluster, int replicas) =>
         from schedule in ScheduleGenerators.Names
-        from stages in cluster is null ? StageCounts : [cluster.Size / replicas]
+        from stages in cluster is null ? RankCounts : [cluster.Size / replicas]
         from microBatches in MicroBatchCounts
         where schedule != "interleaved" || microBatches % stages == 0
         where replicas * microBatches <= BatchSize && (cluster is null || microBatches >= stages)
@@ -173,7 +173,7 @@ internal static class VerifyCommand
         {
             var options = new PipelineOptions
             {
-                Stages = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerStage = 1, DataParallel = replicas, Cluster = cluster,
+                Ranks = stages, MicroBatches = microBatches, Schedule = schedule, ThreadsPerRank = 1, Replicas = replicas, Backend = cluster,
                 Stop = stop,
             };
             return EquivalenceCheck.Compare(() => { torch.manual_seed(3); return Gpt.Create(config); }, options,

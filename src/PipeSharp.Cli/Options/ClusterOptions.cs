@@ -2,15 +2,15 @@ using System.CommandLine;
 
 namespace PipeSharp.Cli.Options;
 
-/// <summary>Options for data parallelism and for runs across MPI processes (train and verify).</summary>
+/// <summary>Options for replicas (data parallelism) and for runs across MPI processes (train and verify).</summary>
 internal static class ClusterOptions
 {
-    public static readonly Option<int> DataParallel = new("--data-parallel", "-d")
+    public static readonly Option<int> Replicas = new("--replicas", "-d", RenamedOptions.OldName("--replicas"))
     {
         CustomParser = Numbers.AtLeast(1),
-        Description = "Data-parallel replicas of the pipeline: each takes 1/D of every batch and gradients are summed " +
-                      "over them. Under mpirun the N processes form D replicas of N/D stages (N must be stages x D); " +
-                      "without mpirun the replicas are thread groups of this process.",
+        Description = "Replicas of the pipeline (data parallelism): each takes 1/D of every batch and gradients are summed " +
+                      "over them. Under mpirun the N processes form D replicas of N/D ranks (N must be ranks x D); " +
+                      "without mpirun the replicas are thread groups of this process. (--data-parallel is its old name.)",
         DefaultValueFactory = _ => 1,
         HelpName = "D",
     };
@@ -32,12 +32,12 @@ internal static class ClusterOptions
 
     public static readonly Option<string?> InjectFailure = new("--inject-failure")
     {
-        Description = "For testing failure handling: pipeline rank R (in MPI, process R) throws inside its stage's forward " +
+        Description = "For testing failure handling: rank R (in MPI, process R) throws inside its stage's forward " +
                       "during step S. Format R:S.",
         HelpName = "R:S",
         Hidden = true,
     };
 
     /// <summary>Every option above, in help order.</summary>
-    public static IEnumerable<Option> All => [DataParallel, PeerTimeout, LogDirectory, InjectFailure];
+    public static IEnumerable<Option> All => [Replicas, PeerTimeout, LogDirectory, InjectFailure];
 }

@@ -3,15 +3,18 @@ using PipeSharp.Schedules;
 
 namespace PipeSharp.Cli.Options;
 
-/// <summary>The options <c>train</c> and <c>simulate</c> share to pick a schedule: <c>--schedule</c> and <c>--chunks</c>.</summary>
+/// <summary>
+/// The options <c>train</c> and <c>simulate</c> share to pick a schedule: <c>--schedule</c>, <c>--ranks</c> and
+/// <c>--stages-per-rank</c>.
+/// </summary>
 internal static class ScheduleOptions
 {
     /// <summary>One line per schedule, for the help of <c>--schedule</c>.</summary>
     public const string NamesHelp =
         "gpipe (all forwards, then all backwards), 1f1b (after a warm-up alternate one forward and one backward: less " +
-        "activation memory), interleaved (1F1B with --chunks model pieces per stage, default 2: smaller bubble; " +
-        "micro-batches must be a multiple of stages), zb-h1 (zero bubble: backward split into input grad I and " +
-        "weight grad W, W fills the bubble; 1F1B's activation memory, W inputs kept longer), zb-v (zero bubble with 2 pieces per stage in a V shape), " +
+        "activation memory), interleaved (1F1B with --stages-per-rank stages on each rank, default 2: smaller bubble; " +
+        "micro-batches must be a multiple of ranks), zb-h1 (zero bubble: backward split into input grad I and " +
+        "weight grad W, W fills the bubble; 1F1B's activation memory, W inputs kept longer), zb-v (zero bubble with 2 stages per rank in a V shape), " +
         "or the path of a schedule file (see simulate --save-schedule).";
 
     /// <summary><c>--schedule NAME|FILE</c>: a generator name or an existing schedule file, checked when parsing.</summary>
@@ -35,12 +38,25 @@ internal static class ScheduleOptions
         return option;
     }
 
-    /// <summary><c>--chunks V</c>: model pieces per stage worker.</summary>
-    public static Option<int> Chunks() => new("--chunks")
+    /// <summary><c>--ranks P</c> (old name <c>--stages</c>): pipeline ranks (workers) per replica.</summary>
+    public static Option<int> Ranks(string description, int? defaultValue = null)
+    {
+        var option = new Option<int>("--ranks", "-p", RenamedOptions.OldName("--ranks"))
+        {
+            CustomParser = Numbers.AtLeast(1),
+            Description = description + " (--stages is its old name.)",
+            HelpName = "P",
+        };
+        if (defaultValue is { } d) option.DefaultValueFactory = _ => d;
+        return option;
+    }
+
+    /// <summary><c>--stages-per-rank V</c> (old name <c>--chunks</c>): stages each rank holds.</summary>
+    public static Option<int> StagesPerRank() => new("--stages-per-rank", RenamedOptions.OldName("--stages-per-rank"))
     {
         CustomParser = Numbers.AtLeast(1),
-        Description = "Model pieces (chunks) per stage for the interleaved schedule [default: 2]. zb-v always uses 2, " +
-                      "gpipe, 1f1b and zb-h1 1; a schedule file fixes its own.",
+        Description = "Stages each rank holds, for the interleaved schedule [default: 2]. zb-v always uses 2, " +
+                      "gpipe, 1f1b and zb-h1 1; a schedule file fixes its own. (--chunks is its old name.)",
         HelpName = "V",
     };
 
@@ -52,15 +68,15 @@ internal static class ScheduleOptions
 
     /// <summary>
     /// Reads (without validating) the schedule file <paramref name="path"/>, and checks that the counts given on the
-    /// command line, if any, are the file's: a file fixes stages, chunks and micro-batches.
+    /// command line, if any, are the file's: a file fixes ranks, stages per rank and micro-batches.
     /// </summary>
-    public static Schedule ReadFile(string path, int? stages, int? microBatches, int? chunks)
+    public static Schedule ReadFile(string path, int? ranks, int? microBatches, int? stagesPerRank)
     {
         var schedule = ScheduleFile.Parse(File.ReadAllText(path), path);
-        if (chunks is not null)
-            throw new ArgumentException($"--chunks is for schedule names; the file '{path}' places its own {schedule.StageCount} model pieces on {schedule.RankCount} stages.");
-        if (stages is { } p && p != schedule.RankCount)
-            throw new ArgumentException($"--stages is {p} but the file '{path}' has {schedule.RankCount} stages (ranks): leave --stages out.");
+        if (stagesPerRank is not null)
+            throw new ArgumentException($"--stages-per-rank is for schedule names; the file '{path}' places its own {schedule.StageCount} stages on {schedule.RankCount} ranks.");
+        if (ranks is { } p && p != schedule.RankCount)
+            throw new ArgumentException($"--ranks is {p} but the file '{path}' has {schedule.RankCount} ranks: leave --ranks out.");
         if (microBatches is { } m && m != schedule.MicroBatchCount)
             throw new ArgumentException($"--microbatches is {m} but the file '{path}' has {schedule.MicroBatchCount}: leave --microbatches out.");
         return schedule;

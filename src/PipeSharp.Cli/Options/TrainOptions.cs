@@ -5,7 +5,7 @@ using PipeSharp.Schedules;
 namespace PipeSharp.Cli.Options;
 
 /// <summary>The schedule a <c>train</c> run asked for: a generator name or a schedule file, and the micro-batch count.</summary>
-internal sealed record ScheduleChoice(string Schedule, int? Chunks, Schedule? File, int MicroBatches);
+internal sealed record ScheduleChoice(string Schedule, int? StagesPerRank, Schedule? File, int MicroBatches);
 
 /// <summary>
 /// The options of <c>train</c> that every model uses (the pipeline, the run's length, the output), and helpers to read
@@ -13,21 +13,17 @@ internal sealed record ScheduleChoice(string Schedule, int? Chunks, Schedule? Fi
 /// </summary>
 internal static class TrainOptions
 {
-    public static readonly Option<int> Stages = new("--stages", "-p")
-    {
-        CustomParser = Numbers.AtLeast(1),
-        Description = "Number of pipeline stages, one worker each [default: 2, or from --balance or the schedule file]. " +
-                      "With chunks (interleaved, zb-v) the model is cut into stages x chunks pieces, so zb-v needs " +
-                      "2 x stages layers (mlp: at most 4 stages, cnn: 5). Without --balance, mlp and gpt are split by " +
-                      "parameter count; cnn with one chunk per stage as in the article (conv layers evenly, the head on " +
-                      "the last stage; 5 stages: 2,2,2,2,3), with several chunks by parameter count.",
-        HelpName = "N",
-    };
+    public static readonly Option<int> Ranks = ScheduleOptions.Ranks(
+        "Number of pipeline ranks (workers) per replica [default: 2, or from --balance or the schedule file]. " +
+        "With several stages per rank (interleaved, zb-v) the model is cut into ranks x stages-per-rank stages, so zb-v needs " +
+        "2 x ranks layers (mlp: at most 4 ranks, cnn: 5). Without --balance, mlp and gpt are split by " +
+        "parameter count; cnn with one stage per rank as in the article (conv layers evenly, the head on " +
+        "the last stage; 5 ranks: 2,2,2,2,3), with several stages per rank by parameter count.");
 
     public static readonly Option<int[]?> Balance = CommaSeparated.Ints("--balance", "N,N,...",
-        "Layers per model piece, in model order: stages x chunks entries adding up to the model's layer count " +
+        "Layers per stage, in model order: ranks x stages-per-rank entries adding up to the model's layer count " +
         "(mlp 8, cnn 11, gpt: --layers + 2, the embeddings and the head being one layer each), e.g. 2,2,2,2,3 " +
-        "(5 stages, one chunk) or 1,1,1,1,1,1,1,1 (zb-v, 4 stages).", "2,2,2,2,3");
+        "(5 ranks, one stage each) or 1,1,1,1,1,1,1,1 (zb-v, 4 ranks).", "2,2,2,2,3");
 
     public static readonly Option<int> MicroBatches = new("--microbatches", "-m")
     {
@@ -38,7 +34,7 @@ internal static class TrainOptions
 
     public static readonly Option<string> Schedule = ScheduleOptions.Schedule(defaultName: "1f1b");
 
-    public static readonly Option<int> Chunks = ScheduleOptions.Chunks();
+    public static readonly Option<int> StagesPerRank = ScheduleOptions.StagesPerRank();
 
     public static readonly Option<int> Steps = new("--steps")
     {
@@ -70,15 +66,16 @@ internal static class TrainOptions
         HelpName = "X",
     };
 
-    public static readonly Option<int> ThreadsPerStage = new("--threads-per-stage")
+    public static readonly Option<int> ThreadsPerRank = new("--threads-per-rank", RenamedOptions.OldName("--threads-per-rank"))
     {
         CustomParser = Numbers.AtLeast(1),
-        Description = "Intra-op threads of each stage's worker [default: processor count / stages, at least 1].",
+        Description = "Intra-op threads of each rank's worker [default: processor count / ranks on this host, at least 1]. " +
+                      "(--threads-per-stage is its old name.)",
         HelpName = "T",
     };
 
     public static readonly Option<string[]?> Devices = CommaSeparated.Strings("--devices", "DEV,DEV,...",
-        "Device of each stage (cpu, cuda, cuda:N): one for all stages, or one per stage [default: cpu].", "cpu,cpu");
+        "Device of each rank (cpu, cuda, cuda:N): one for all ranks, or one per rank [default: cpu].", "cpu,cpu");
 
     public static readonly Option<bool> Json = new("--json")
     {
@@ -117,20 +114,20 @@ internal static class TrainOptions
     /// <summary>Every option above, in help order.</summary>
     public static IEnumerable<Option> All =>
     [
-        Stages, Balance, MicroBatches, Schedule, Chunks, Steps, BatchSize, Seed, LearningRate, ThreadsPerStage, Devices,
+        Ranks, Balance, MicroBatches, Schedule, StagesPerRank, Steps, BatchSize, Seed, LearningRate, ThreadsPerRank, Devices,
         Json, LogEvery, OnNonFinite, Trace, Svg,
     ];
 
     /// <summary>
-    /// The schedule (name or file), chunks and micro-batches; checks that a batch of <paramref name="batchSize"/>
+    /// The schedule (name or file), stages per rank and micro-batches; checks that a batch of <paramref name="batchSize"/>
     /// can be split into that many micro-batches, which the library would find only at the first step.
     /// </summary>
     public static ScheduleChoice ReadSchedule(ParseResult args, int batchSize)
     {
         string schedule = args.GetValue(Schedule)!;
-        int? chunks = args.Given(Chunks);
+        int? perRank = args.Given(StagesPerRank);
         var file = ScheduleOptions.IsFile(schedule)
-            ? ScheduleOptions.ReadFile(schedule, args.Given(Stages), args.Given(MicroBatches), chunks)
+            ? ScheduleOptions.ReadFile(schedule, args.Given(Ranks), args.Given(MicroBatches), perRank)
             : null;
         int microBatches = args.Given(MicroBatches) ?? file?.MicroBatchCount ?? 4;
         if (batchSize < microBatches)
@@ -138,21 +135,21 @@ internal static class TrainOptions
                 $"the batch has {batchSize} samples (--batch-size) but the pipeline splits each batch into {microBatches} " +
                 $"micro-batches (--microbatches): use a batch of at least {microBatches} samples or set --microbatches " +
                 $"to at most {batchSize}.");
-        return new ScheduleChoice(schedule, chunks, file, microBatches);
+        return new ScheduleChoice(schedule, perRank, file, microBatches);
     }
 
-    /// <summary>The pipeline options of the run; <paramref name="stages"/> and <paramref name="balance"/> as decided by the model.</summary>
-    public static PipelineOptions Pipeline(ParseResult args, ScheduleChoice choice, int? stages, int[]? balance, Mpi.MpiCluster? cluster) => new()
+    /// <summary>The pipeline options of the run; <paramref name="ranks"/> and <paramref name="balance"/> as decided by the model.</summary>
+    public static PipelineOptions Pipeline(ParseResult args, ScheduleChoice choice, int? ranks, int[]? balance, Mpi.MpiCluster? cluster) => new()
     {
-        DataParallel = args.GetValue(ClusterOptions.DataParallel),
-        Cluster = cluster,
-        Stages = stages,
-        Chunks = choice.Chunks,
+        Replicas = args.GetValue(ClusterOptions.Replicas),
+        Backend = cluster,
+        Ranks = ranks,
+        StagesPerRank = choice.StagesPerRank,
         Balance = balance,
         Devices = args.GetResult(Devices) is null ? null : args.GetValue(Devices),
         MicroBatches = choice.MicroBatches,
         Schedule = choice.Schedule,
-        ThreadsPerStage = args.Given(ThreadsPerStage),
+        ThreadsPerRank = args.Given(ThreadsPerRank),
         NonFiniteGradients = args.GetValue(OnNonFinite) == "skip" ? NonFiniteGradientPolicy.SkipStep : NonFiniteGradientPolicy.Throw,
     };
 

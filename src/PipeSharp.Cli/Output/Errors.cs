@@ -31,7 +31,7 @@ internal static class Errors
     /// </summary>
     public static bool IsExpected(Exception e) =>
         e is ArgumentException or TorchLoadException or PipelineStageException or InvalidScheduleException or NonFiniteGradientException
-            or Mpi.RankFailedException or Mpi.MpiException
+            or Backends.RankFailedException or Mpi.MpiException
             or FormatException or IOException or UnauthorizedAccessException or InvalidDataException
             or CheckpointCorruptException or CheckpointMismatchException;
 
@@ -41,7 +41,7 @@ internal static class Errors
     public static int Report(Exception e)
     {
         Console.Error.WriteLine($"{Prefix}error: {Message(e)}");
-        return e is PipelineStageException or NonFiniteGradientException or Mpi.RankFailedException or Mpi.MpiException ? ExitCodes.Failure : ExitCodes.Usage;
+        return e is PipelineStageException or NonFiniteGradientException or Backends.RankFailedException or Mpi.MpiException ? ExitCodes.Failure : ExitCodes.Usage;
     }
 
     public static int ReportParseErrors(ParseResult parsed)

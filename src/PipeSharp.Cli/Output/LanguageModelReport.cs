@@ -25,23 +25,23 @@ internal static class LanguageModelReport
             $"weight decay {o.WeightDecay:G}, " + (o.MaxGradNorm is { } clip ? $"gradient norm clipped to {clip:G}" : "no clipping"),
             $"training   {o.Steps} steps, seed {o.Seed}, validation loss on {o.EvalBatches} batch{Es(o.EvalBatches)} " +
             (o.EvalEvery > 0 ? $"every {o.EvalEvery} steps and at the end" : "at the end") +
-            (pipe.Options.ThreadsPerStage is { } t ? $", {t} thread{S(t)} per stage" : ""),
+            (pipe.Options.ThreadsPerRank is { } t ? $", {t} thread{S(t)} per rank" : ""),
         };
         var pieces = pipe.Stages;
         bool chunks = pipe.Schedule.StageCount > pipe.Schedule.RankCount;
         var names = pieces.Select(p => LayerNames(p, c.Layers)).ToList();
         int width = names.Max(n => n.Length);
-        if (pipe.Options.Cluster is { } cluster)
-            lines.Add($"processes  {cluster.Size} MPI ranks: {pipe.Options.DataParallel} replica{S(pipe.Options.DataParallel)} x " +
-                      $"{pipe.Schedule.RankCount} stage{S(pipe.Schedule.RankCount)}; the pieces below are rank 0's");
+        if (pipe.Options.Backend is { ProcessCount: > 1 } backend)
+            lines.Add($"processes  {backend.ProcessCount} MPI processes: {pipe.Options.Replicas} replica{S(pipe.Options.Replicas)} x " +
+                      $"{pipe.Schedule.RankCount} rank{S(pipe.Schedule.RankCount)}; the stages below are process 0's");
         for (int i = 0; i < pieces.Count; i++)
         {
             int index = pieces[i].Index;
-            string name = chunks ? $"piece {index,-3} stage {pipe.Schedule.StageToRank[index],-3}" : $"stage {index,-4}";
+            string name = chunks ? $"stage {index,-3} rank {pipe.Schedule.StageToRank[index],-3}" : $"stage {index,-4}";
             lines.Add($"{name} {names[i].PadRight(width)}  {pipe.Devices[i]}  {Parameters(pieces[i]),10:N0} parameters");
         }
         if (c.TieEmbeddings && pieces.Count > 1)
-            lines.Add("           (the head's weight is the token embedding: the head's piece holds a synchronised copy, counted once in the total)");
+            lines.Add("           (the head's weight is the token embedding: the head's stage holds a synchronised copy, counted once in the total)");
         return lines;
     }
 
@@ -69,15 +69,15 @@ internal static class LanguageModelReport
         string over = summary.Steps > 1 ? $"{firstStep + 2}-{last}" : $"{last}";
         lines.Add($"throughput   {summary.TokensPerSecond:N0} tokens/s (steps {over}; the run's first step is left out), " +
                   $"training took {Duration(summary.Elapsed)} with validation");
-        lines.Add("stage busy   " + string.Join(", ", summary.StageBusy.Select((b, r) => $"stage {r} {b * 100:F0}%")) +
-                  " (share of the training steps' time each stage worker computed)");
-        if (summary.Memory != null) lines.Add("memory       per model piece: parameters, activations held at the schedule's peak");
+        lines.Add("rank busy    " + string.Join(", ", summary.StageBusy.Select((b, r) => $"rank {r} {b * 100:F0}%")) +
+                  " (share of the training steps' time each rank computed)");
+        if (summary.Memory != null) lines.Add("memory       per stage: parameters, activations held at the schedule's peak");
         foreach (var mem in summary.Memory ?? [])
         {
             string activations = mem.PeakActivationBytes is { } peak
                 ? $"{Mb(peak)} ({mem.PeakMicroBatches} micro-batch{Es(mem.PeakMicroBatches)} x {Mb(mem.ActivationBytesPerMicroBatch!.Value)})"
                 : "not measured";
-            lines.Add($"             piece {mem.Stage}: parameters {Mb(mem.ParameterBytes)}, activations {activations}");
+            lines.Add($"             stage {mem.Stage}: parameters {Mb(mem.ParameterBytes)}, activations {activations}");
         }
         lines.Add($"loss         training {summary.LastLoss:F4} (step {last}" +
                   (recentLoss is { } mean ? $"; mean of the last {mean.Steps} steps {mean.Mean:F4})" : ")") +
@@ -90,7 +90,7 @@ internal static class LanguageModelReport
     /// <summary>Distinct parameters of the model: the tied head's copy on the last stage counts once.</summary>
     public static long TotalParameters(LanguageModelTrainer trainer) => trainer.ParameterCount;
 
-    private static long Parameters(StageModule piece) => ParameterIdentity.Distinct(piece.parameters()).Sum(p => p.numel());
+    private static long Parameters(StageModule stage) => stage.ParameterCount;
 
     /// <summary>"embeddings + blocks 0-1", "block 2", "blocks 2-3 + head": the GPT's layers are [embeddings, blocks, head].</summary>
     private static string LayerNames(StageModule piece, int blocks)

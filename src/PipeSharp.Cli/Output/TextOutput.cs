@@ -24,14 +24,14 @@ internal sealed class TextOutput(TextWriter output, int logEvery, ProgressLine? 
         output.WriteLine($"schedule   {setup.Schedule}, {setup.MicroBatches} micro-batches of {sizes} samples (batch {setup.BatchSize})");
         output.WriteLine($"optimizer  {setup.Optimizer}");
         output.WriteLine($"training   {setup.Steps} steps, seed {setup.Seed}" +
-                         (setup.ThreadsPerStage is { } t ? $", {t} thread{(t == 1 ? "" : "s")} per stage" : ""));
+                         (setup.ThreadsPerRank is { } t ? $", {t} thread{(t == 1 ? "" : "s")} per rank" : ""));
         int layerWidth = setup.Stages.Max(s => LayerRange(s).Length);
         int deviceWidth = setup.Stages.Max(s => s.Device.Length);
-        // With chunks, a stage runs several model pieces: one line per piece, in model order.
-        bool chunks = setup.Stages.Select(s => s.Stage).Distinct().Count() < setup.Stages.Count;
+        // With several stages per rank: one line per stage, in model order, naming its rank.
+        bool chunks = setup.Stages.Select(s => s.Rank).Distinct().Count() < setup.Stages.Count;
         foreach (var s in setup.Stages)
         {
-            string name = chunks ? $"piece {s.Index,-3} stage {s.Stage,-3}" : $"stage {s.Index,-4}";
+            string name = chunks ? $"stage {s.Index,-3} rank {s.Rank,-3}" : $"stage {s.Index,-4}";
             output.WriteLine($"{name} layers {LayerRange(s).PadRight(layerWidth)}  {s.Device.PadRight(deviceWidth)}  " +
                              $"{s.Parameters,10:N0} parameters");
         }

@@ -39,7 +39,7 @@ internal static class TimelineFiles
         }
     }
 
-    /// <summary>"4 stages" or "4 stages x 2 chunks", for titles and headers.</summary>
+    /// <summary>"4 ranks" or "4 ranks x 2 stages", for titles and headers.</summary>
     public static string Shape(int ranks, int pieces) =>
-        pieces == ranks ? $"{ranks} stage{(ranks == 1 ? "" : "s")}" : $"{ranks} stage{(ranks == 1 ? "" : "s")} x {pieces / ranks} chunks";
+        pieces == ranks ? $"{ranks} rank{(ranks == 1 ? "" : "s")}" : $"{ranks} rank{(ranks == 1 ? "" : "s")} x {pieces / ranks} stages";
 }

@@ -9,7 +9,7 @@ namespace PipeSharp.Checkpoints;
 /// </summary>
 /// <remarks>
 /// The caller fills the model, tokenizer, step, data position and trainer state; <see cref="CheckpointStore.Save(string, CheckpointManifest, Runtime.Pipeline, int)"/>
-/// fills the split (<see cref="Balance"/>, <see cref="Stages"/>, <see cref="Chunks"/>), <see cref="RngState"/>,
+/// fills the split (<see cref="Balance"/>, <see cref="Ranks"/>, <see cref="StagesPerRank"/>), <see cref="RngState"/>,
 /// <see cref="Files"/> and <see cref="SavedAt"/>. The JSON fields are opaque to PipeSharp: it compares
 /// <see cref="ModelConfig"/> with the resuming run's and hands the rest back.
 /// </remarks>
@@ -30,14 +30,16 @@ public sealed record CheckpointManifest
     /// <summary>How text becomes tokens (opaque to PipeSharp), or null.</summary>
     public JsonElement? Tokenizer { get; init; }
 
-    /// <summary>Layers per model piece when saved (stages x chunks entries).</summary>
+    /// <summary>Layers per stage when saved (ranks x stages-per-rank entries).</summary>
     public IReadOnlyList<int> Balance { get; init; } = Array.Empty<int>();
 
-    /// <summary>Number of stage workers when saved.</summary>
-    public int Stages { get; init; }
+    /// <summary>Pipeline ranks per replica when saved (JSON field <c>stages</c>, its name before ranks and stages were told apart).</summary>
+    [JsonPropertyName("stages")]
+    public int Ranks { get; init; }
 
-    /// <summary>Model chunks per stage worker when saved.</summary>
-    public int Chunks { get; init; } = 1;
+    /// <summary>Stages per rank when saved (JSON field <c>chunks</c>).</summary>
+    [JsonPropertyName("chunks")]
+    public int StagesPerRank { get; init; } = 1;
 
     /// <summary>Optimizer steps taken when saved.</summary>
     public long Step { get; init; }

@@ -23,7 +23,7 @@ namespace PipeSharp.Checkpoints;
 /// optimizer state are stored by model name, so a checkpoint loads into a pipeline with another number of stages or
 /// another balance.</para>
 /// </remarks>
-public static class CheckpointStore
+public static partial class CheckpointStore
 {
     /// <summary>The manifest's file name in a checkpoint folder.</summary>
     public const string ManifestName = "manifest.json";
@@ -66,7 +66,7 @@ public static class CheckpointStore
             throw new ArgumentException("the manifest needs the model kind and config, so that a resuming run can check them.", nameof(manifest));
         if (manifest.Step < 0) throw new ArgumentOutOfRangeException(nameof(manifest), manifest.Step, "the step must not be negative.");
 
-        if (pipe.Options.Cluster is { } cluster) return SaveAcrossRanks(directory, manifest, pipe, keep, cluster, beforeManifest);
+        if (pipe.Backend.ProcessCount > 1) return SaveAcrossProcesses(directory, manifest, pipe, keep, pipe.Backend, beforeManifest);
 
         Directory.CreateDirectory(directory);
         string name = FolderName(manifest.Step);
@@ -87,91 +87,6 @@ public static class CheckpointStore
         return manifest;
     }
 
-    // Across MPI processes: every rank of replica 0 writes the files of its own stages into one temporary folder
-    // (which must be on a file system all ranks share) and flushes them; their names, lengths and SHA-256s reach rank 0
-    // in an all-reduce, and only when every rank has reported success does rank 0 check that it sees every file,
-    // write the manifest and rename the folder. A rank that fails or dies on the way leaves no manifest: the previous
-    // checkpoint stays the newest complete one, and the next save removes the unfinished folder.
-    private static CheckpointManifest SaveAcrossRanks(string directory, CheckpointManifest manifest, Pipeline pipe, int keep,
-        Mpi.MpiCluster cluster, Action<string>? beforeManifest)
-    {
-        string name = FolderName(manifest.Step);
-        // One folder name for all ranks: rank 0 draws it.
-        long token = cluster.AllReduceSum([cluster.IsRoot ? Random.Shared.NextInt64(1, 1L << 48) : 0L])[0];
-        string temp = Path.Combine(directory, $"{TempPrefix}{name}-{token:x}");
-        if (cluster.IsRoot) Directory.CreateDirectory(temp);
-        cluster.Barrier();
-        int stages = pipe.Schedule.StageCount;
-        const int Slot = 6; // per stage: written-by rank + 1, length, SHA-256 as four 64-bit words
-        var report = new long[stages * Slot];
-        string? error = null;
-        bool writer = cluster.Rank < pipe.Schedule.RankCount; // replica 0: the replicas hold identical copies
-        try
-        {
-            if (writer)
-            {
-                Directory.CreateDirectory(temp); // visible already on a shared file system
-                foreach (var piece in pipe.Stages)
-                {
-                    var file = WriteStageFile(temp, pipe, piece.Index);
-                    var hash = Convert.FromHexString(file.Sha256);
-                    report[piece.Index * Slot] = cluster.Rank + 1;
-                    report[piece.Index * Slot + 1] = file.Length;
-                    for (int w = 0; w < 4; w++) report[piece.Index * Slot + 2 + w] = BitConverter.ToInt64(hash, w * 8);
-                }
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            error = $"rank {cluster.Rank} on {cluster.HostName} could not write its checkpoint files in {temp}: {e.Message}";
-        }
-        // Every rank's outcome, then every file's description: a failed rank reports 1 in its slot.
-        var failed = new long[cluster.Size];
-        failed[cluster.Rank] = error is null ? 0 : 1;
-        failed = cluster.AllReduceSum(failed);
-        report = cluster.AllReduceSum(report);
-        if (failed.Any(f => f != 0))
-        {
-            if (cluster.IsRoot) TryDelete(temp);
-            throw new IOException(error ?? $"the checkpoint of step {manifest.Step} was not saved: rank(s) " +
-                $"{string.Join(", ", failed.Select((f, r) => (f, r)).Where(x => x.f != 0).Select(x => x.r))} could not write their files (see their errors).");
-        }
-
-        CheckpointManifest? result = null;
-        string? rootError = null;
-        if (cluster.IsRoot)
-        {
-            try
-            {
-                var files = new List<CheckpointFile>();
-                for (int s = 0; s < stages; s++)
-                {
-                    var hash = new byte[32];
-                    for (int w = 0; w < 4; w++) BitConverter.TryWriteBytes(hash.AsSpan(w * 8), report[s * Slot + 2 + w]);
-                    var file = new CheckpointFile(StageFileName(s), report[s * Slot + 1], Convert.ToHexStringLower(hash));
-                    var info = new FileInfo(Path.Combine(temp, file.Name));
-                    if (!info.Exists || info.Length != file.Length)
-                        throw new IOException(
-                            $"rank {report[s * Slot] - 1} wrote {file.Name} ({file.Length} bytes) but rank 0 on {cluster.HostName} " +
-                            $"{(info.Exists ? $"sees {info.Length} bytes" : "does not see it")} in {temp}: the checkpoint folder must be on a " +
-                            "file system that every rank shares (e.g. NFS), so that one rank can write the manifest for all.");
-                    files.Add(file);
-                }
-                beforeManifest?.Invoke(temp);
-                result = Publish(directory, temp, manifest, files, pipe);
-                Prune(directory, keep, manifest.Step);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                TryDelete(temp);
-                rootError = e.Message;
-            }
-        }
-        long ok = cluster.AllReduceSum([cluster.IsRoot && rootError is null ? 1L : 0L])[0];
-        if (ok == 0) throw new IOException(rootError ?? $"rank 0 could not finish the checkpoint of step {manifest.Step} (see its error).");
-        return result ?? manifest;
-    }
-
     private static string StageFileName(int stage) => $"stage-{stage}.safetensors";
 
     // Writes the manifest (last, after every file) and renames the folder into place.
@@ -182,8 +97,8 @@ public static class CheckpointStore
         {
             FormatVersion = CheckpointManifest.CurrentFormatVersion,
             Balance = pipe.Balance.ToArray(),
-            Stages = pipe.Schedule.RankCount,
-            Chunks = pipe.Schedule.StageCount / pipe.Schedule.RankCount,
+            Ranks = pipe.Schedule.RankCount,
+            StagesPerRank = pipe.Schedule.StageCount / pipe.Schedule.RankCount,
             RngState = rng.bytes.ToArray(),
             Files = files,
             SavedAt = DateTimeOffset.UtcNow,

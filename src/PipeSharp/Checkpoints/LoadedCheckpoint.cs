@@ -27,10 +27,10 @@ public sealed class LoadedCheckpoint : IDisposable
     /// <summary>The manifest: model, tokenizer, split, step, data position, RNG and trainer state.</summary>
     public CheckpointManifest Manifest { get; }
 
-    /// <summary>The model's parameters and buffers by model name, on the CPU (as <see cref="Pipeline.StateDict"/> gives them).</summary>
+    /// <summary>The model's parameters and buffers by model name, on the CPU (as <see cref="PipelineState.StateDict"/> gives them).</summary>
     public IReadOnlyDictionary<string, Tensor> ModelState => _tensors;
 
-    /// <summary>Each parameter's optimizer state by model name (as <see cref="Pipeline.OptimizerState"/> gives it).</summary>
+    /// <summary>Each parameter's optimizer state by model name (as <see cref="PipelineState.OptimizerState"/> gives it).</summary>
     public IReadOnlyDictionary<string, byte[]> OptimizerState { get; }
 
     /// <summary>

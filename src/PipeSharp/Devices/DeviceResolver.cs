@@ -3,23 +3,23 @@ using static TorchSharp.torch;
 
 namespace PipeSharp.Devices;
 
-/// <summary>Turns device names (<c>cpu</c>, <c>cuda</c>, <c>cuda:1</c>) into checked TorchSharp devices, one per stage.</summary>
-public static class DeviceResolver
+/// <summary>Turns device names (<c>cpu</c>, <c>cuda</c>, <c>cuda:1</c>) into checked TorchSharp devices, one per rank.</summary>
+internal static class DeviceResolver
 {
     /// <summary>
-    /// One device per stage: all <c>cpu</c> if <paramref name="names"/> is null, the same device for every stage if
-    /// one name is given, else one name per stage. Every device must exist on this machine.
+    /// One device per rank: all <c>cpu</c> if <paramref name="names"/> is null, the same device for every rank if
+    /// one name is given, else one name per rank. Every device must exist on this machine.
     /// </summary>
     /// <exception cref="ArgumentException">A name is malformed, names a device this machine lacks, or the count is wrong.</exception>
-    public static IReadOnlyList<Device> Resolve(IReadOnlyList<string>? names, int stages)
+    public static IReadOnlyList<Device> Resolve(IReadOnlyList<string>? names, int ranks)
     {
-        if (names == null || names.Count == 0) return Enumerable.Repeat(CPU, stages).ToList();
-        if (names.Count != 1 && names.Count != stages)
+        if (names == null || names.Count == 0) return Enumerable.Repeat(CPU, ranks).ToList();
+        if (names.Count != 1 && names.Count != ranks)
             throw new ArgumentException(
-                $"devices has {names.Count} entries for {stages} stages: give one device for all stages or one per stage.",
+                $"devices has {names.Count} entries for {ranks} ranks: give one device for all ranks or one per rank.",
                 "devices");
         var devices = names.Select(Parse).ToList();
-        return names.Count == 1 ? Enumerable.Repeat(devices[0], stages).ToList() : devices;
+        return names.Count == 1 ? Enumerable.Repeat(devices[0], ranks).ToList() : devices;
     }
 
     /// <summary>Parses and checks one device name.</summary>

@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;

@@ -1,12 +1,14 @@
+using PipeSharp.Backends;
+using PipeSharp.Transport;
 using TorchSharp;
 using static TorchSharp.torch;
 
 namespace PipeSharp.Mpi;
 
 /// <summary>
-/// This process's place among the processes that <c>mpirun</c> started: MPI is set up once per process, and a
-/// <see cref="Runtime.Pipeline"/> given this cluster (<see cref="Runtime.PipelineOptions.Cluster"/>) runs one
-/// pipeline rank here and talks to the others over MPI. Every rank keeps hearing from every other (heartbeats);
+/// This process's place among the processes that <c>mpirun</c> started, and the MPI backend of a pipeline: MPI is set
+/// up once per process, and a pipeline given this cluster (as <c>PipelineOptions.Backend</c>) runs one rank here and
+/// talks to the others over MPI. Every rank keeps hearing from every other (heartbeats);
 /// a rank that fails tells the others, and a rank that goes silent for <see cref="PeerTimeout"/> is reported as
 /// lost, so no rank waits forever.
 /// </summary>
@@ -14,12 +16,12 @@ namespace PipeSharp.Mpi;
 /// <code>
 /// // mpirun.mpich -np 4 dotnet MyTrainer.dll
 /// using var cluster = MpiCluster.Initialize();
-/// using var pipe = new Pipeline(model, new PipelineOptions { Stages = 2, DataParallel = 2, MicroBatches = 4, Cluster = cluster }, loss, optimizer);
+/// using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, Replicas = 2, MicroBatches = 4, Backend = cluster }, loss, optimizer);
 /// float loss = pipe.TrainStep(input, target); // the same global batch on every rank
 /// if (cluster.IsRoot) Console.WriteLine(loss);
 /// </code>
 /// </example>
-public sealed class MpiCluster : IDisposable
+public sealed class MpiCluster : IBackend, IDisposable
 {
     private static MpiCluster? _current;
     private readonly MpiEngine _engine;
@@ -77,7 +79,7 @@ public sealed class MpiCluster : IDisposable
 
     /// <summary>
     /// Tells every other rank that this rank failed, with <paramref name="error"/>'s message, so that they stop at once
-    /// instead of waiting. A <see cref="Runtime.Pipeline"/> does this itself when one of its stages fails.
+    /// instead of waiting. A pipeline does this itself when one of its stages fails.
     /// </summary>
     public void ReportFailure(Exception error)
     {
@@ -109,6 +111,37 @@ public sealed class MpiCluster : IDisposable
     public void Barrier(CancellationToken cancellation = default) => AllReduceSum([0.0], cancellation);
 
     internal void Wait(MpiOperation operation, CancellationToken cancellation) => _engine.Wait(operation, cancellation);
+
+    int IBackend.ProcessCount => Size;
+
+    int IBackend.ProcessIndex => Rank;
+
+    int IBackend.ProcessesOnThisHost =>
+        int.TryParse(Environment.GetEnvironmentVariable("MPI_LOCALNRANKS"), out int n) && n > 0 ? n : Size; // Hydra says how many share the host
+
+    IReadOnlyList<int> IBackend.HostedRanks(int ranks, int replicas)
+    {
+        if (Size != ranks * replicas)
+            throw new ArgumentException(
+                $"the MPI job has {Size} processes but the pipeline needs {ranks} ranks x {replicas} replicas = {ranks * replicas}: " +
+                $"start it with mpirun -np {ranks * replicas}, or change the ranks or replicas so that their product is {Size}.", "backend");
+        return [Rank];
+    }
+
+    ITransport IBackend.CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination) =>
+        new MpiTransport(_engine, stages, microBatches, destination);
+
+    IProcessGroup? IBackend.Split(int color, int key) =>
+        MpiCommunicator.Split(_engine, color, key) is { } comm ? new MpiGroup(_engine, comm) : null;
+
+    void IBackend.DescribeRanksAs(Func<int, string> role) => _engine.RoleOf = role;
+
+    Exception? IBackend.NewFailureException() => Failure switch
+    {
+        RankFailedException lost => new RankFailedException(lost.Rank, lost.Message),
+        { } other => new MpiException(other.Message, other),
+        null => null,
+    };
 
     /// <summary>
     /// Call just before this process exits with the non-zero code of a stop by a signal (130 after SIGINT, 143 after

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
 
+using PipeSharp.Backends;
+
 namespace PipeSharp.Mpi;
 
 /// <summary>

@@ -1,3 +1,5 @@
+using PipeSharp.Backends;
+
 namespace PipeSharp.Mpi;
 
 /// <summary>

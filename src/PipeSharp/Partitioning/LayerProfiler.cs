@@ -9,7 +9,7 @@ namespace PipeSharp.Partitioning;
 /// device: the cost to balance stages by when layers differ in compute more than in parameters (attention over long
 /// sequences, a large vocabulary head, convolutions on large images).
 /// </summary>
-public static class LayerProfiler
+internal static class LayerProfiler
 {
     /// <summary>Seconds of forward plus backward per layer (the fastest of <paramref name="repeats"/> runs).</summary>
     /// <param name="layers">The model's layers, in order; each on the device <paramref name="sample"/> is on.</param>

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace PipeSharp.Partitioning;
 
 /// <summary>Cuts a model, given as an ordered list of layers, into consecutive stages.</summary>
-public static class ModelSplitter
+internal static class ModelSplitter
 {
     /// <summary>
     /// The layers of a <see cref="TorchSharp.Modules.Sequential"/>, in order. Each must map one tensor to one tensor.
@@ -33,26 +33,6 @@ public static class ModelSplitter
     /// <summary>Number of parameter elements of each layer: the default cost for automatic balancing.</summary>
     public static IReadOnlyList<double> ParameterCounts(IReadOnlyList<nn.Module<Tensor, Tensor>> layers) =>
         layers.Select(l => (double)l.parameters().Sum(p => p.numel())).ToList();
-
-    /// <summary>
-    /// The balance to use: <paramref name="balance"/> if given (checked), else a split of the layers into
-    /// <paramref name="stages"/> stages balanced by parameter count.
-    /// </summary>
-    public static IReadOnlyList<int> ResolveBalance(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, int? stages, IReadOnlyList<int>? balance)
-    {
-        if (balance != null)
-        {
-            Balance.Check(balance, layers.Count);
-            if (stages != null && stages != balance.Count)
-                throw new ArgumentException(
-                    $"stages is {stages} but balance has {balance.Count} entries: give one count per stage, or leave stages unset.",
-                    nameof(stages));
-            return balance;
-        }
-        int p = stages ?? 1;
-        Balance.CheckStageCount(p, layers.Count);
-        return Balance.ByCost(ParameterCounts(layers), p);
-    }
 
     /// <summary>
     /// Cuts <paramref name="layers"/> into stages of the given sizes. A stage names its layers as the model does

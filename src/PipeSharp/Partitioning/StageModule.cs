@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -33,6 +34,9 @@ public sealed class StageModule : nn.Module<Tensor, Tensor>
 
     /// <summary>Number of layers in this stage.</summary>
     public int LayerCount => _layers.Length;
+
+    /// <summary>Number of parameter elements of this stage, a parameter used by several of its layers counted once.</summary>
+    public long ParameterCount => Native.ParameterIdentity.Distinct(parameters()).Sum(p => p.numel());
 
     /// <summary>Runs the layers in order (through <c>call</c>, so their forward hooks run).</summary>
     public override Tensor forward(Tensor input)

@@ -1,4 +1,5 @@
 using PipeSharp.Schedules;
+using PipeSharp.Tracing;
 using PipeSharp.Transport;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -38,9 +39,12 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         using var scope = torch.NewDisposeScope();
         var received = s == 0 ? null : Receive(new MessageKey(MessageKind.Activation, s, i), step);
         long start = Now();
-        Tensor input = received is null ? data.Inputs[i].to(stage.Device) : Arrive(received, stage.Device, training);
-        using var gradMode = training ? null : torch.no_grad();
+        bool measure = step.ActivationBytes is not null; // keep the graph as training would, to measure what it holds
+        Tensor input = received is null ? data.Inputs[i].to(stage.Device) : Arrive(received, stage.Device, training || measure);
+        using var gradMode = training || measure ? null : torch.no_grad();
+        long? before = measure ? NativeHeap.BytesInUse() : null;
         var (output, layers) = stage.Forward(input, captureLayers: training && step.IsSplit(s, i));
+        if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ActivationBytes![s] = Math.Max(0, a - b);
 
         if (s == Last)
         {

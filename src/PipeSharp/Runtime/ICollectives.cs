@@ -5,8 +5,8 @@ namespace PipeSharp.Runtime;
 /// <summary>
 /// What the ranks of a step must agree on beyond the pipeline's own messages: gradients summed over data-parallel
 /// replicas and over the copies of shared parameters, the global gradient norm, the loss, and the outputs of a
-/// forward pass. <see cref="LocalCollectives"/> does it for ranks that are threads of this process,
-/// <see cref="MpiCollectives"/> across processes.
+/// forward pass. <see cref="LocalCollectives"/> does it when every rank runs in this process,
+/// <see cref="CrossProcessCollectives"/> with one rank per process, over the backend's collectives.
 /// </summary>
 internal interface ICollectives : IDisposable
 {

@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using TorchSharp;
 using static TorchSharp.torch;
 

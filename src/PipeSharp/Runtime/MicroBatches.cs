@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace PipeSharp.Runtime;
 
 /// <summary>Splits a batch along dimension 0 into micro-batches (sizes differ by at most one).</summary>
-public static class MicroBatches
+internal static class MicroBatches
 {
     /// <summary>
     /// Views of <paramref name="batch"/>, one per micro-batch; the first <c>N mod m</c> get one extra sample.
@@ -19,12 +19,5 @@ public static class MicroBatches
                 $"{parameterName} has {n} samples but the pipeline splits each batch into {count} micro-batches: " +
                 $"use a batch of at least {count} samples or set MicroBatches to at most {n}.", parameterName);
         return batch.tensor_split(count, 0);
-    }
-
-    /// <summary>The weight of each micro-batch in a mean loss: its share of the samples.</summary>
-    public static double[] MeanWeights(Tensor[] microBatches)
-    {
-        double total = microBatches.Sum(t => (double)t.shape[0]);
-        return microBatches.Select(t => t.shape[0] / total).ToArray();
     }
 }

@@ -1,30 +1,36 @@
+using PipeSharp.Backends;
+
 namespace PipeSharp.Runtime;
 
-/// <summary>How a <see cref="Pipeline"/> splits, places and schedules a model.</summary>
+/// <summary>
+/// How a <see cref="Pipeline"/> splits, places and schedules a model. Vocabulary: a <em>layer</em> is never cut; a
+/// <em>stage</em> is a run of consecutive layers (a model piece); a <em>rank</em> is a worker (a thread, or a process
+/// under MPI) that holds one or more stages; a <em>replica</em> is a copy of the whole pipeline.
+/// </summary>
 public sealed record PipelineOptions
 {
     /// <summary>
-    /// Number of pipeline stages, each run by its own worker on its own device. With <see cref="Chunks"/> = v the
-    /// model is cut into Stages x v pieces and each worker holds v of them. If <see cref="Balance"/> is null, the
-    /// pieces are balanced by parameter count. Default: the length of <see cref="Balance"/> divided by the chunks, or 1.
+    /// Number of pipeline ranks (workers) per replica, each on its own device. With <see cref="StagesPerRank"/> = v the
+    /// model is cut into Ranks x v stages and each rank holds v of them. If <see cref="Balance"/> is null, the stages are
+    /// balanced by parameter count. Default: the length of <see cref="Balance"/> divided by the stages per rank, or 1.
     /// </summary>
-    public int? Stages { get; init; }
+    public int? Ranks { get; init; }
 
     /// <summary>
-    /// Model chunks per stage worker: only for the <c>interleaved</c> schedule (default 2); <c>zb-v</c> always uses 2
-    /// and the other schedules 1.
+    /// Stages held by each rank: only for the <c>interleaved</c> schedule (default 2); <c>zb-v</c> always uses 2 and the
+    /// other schedules 1.
     /// </summary>
-    public int? Chunks { get; init; }
+    public int? StagesPerRank { get; init; }
 
     /// <summary>
-    /// Layers per model piece, in model order (e.g. 2,2,2,2,2): Stages x chunks entries that add up to the model's
+    /// Layers per stage, in model order (e.g. 2,2,2,2,2): Ranks x stages-per-rank entries that add up to the model's
     /// layer count.
     /// </summary>
     public IReadOnlyList<int>? Balance { get; init; }
 
     /// <summary>
-    /// The device of each stage worker (<c>cpu</c>, <c>cuda</c>, <c>cuda:N</c>): one name for all or one per stage.
-    /// Default: every stage on the CPU.
+    /// The device of each rank (<c>cpu</c>, <c>cuda</c>, <c>cuda:N</c>): one name for all or one per rank.
+    /// Default: every rank on the CPU.
     /// </summary>
     public IReadOnlyList<string>? Devices { get; init; }
 
@@ -55,34 +61,55 @@ public sealed record PipelineOptions
     /// What a training step does when its loss or its global gradient norm (over every stage and replica, computed
     /// every step, with or without clipping) is NaN or infinite: <see cref="NonFiniteGradientPolicy.Throw"/> (the
     /// default) throws a <see cref="NonFiniteGradientException"/> naming the step; <see cref="NonFiniteGradientPolicy.SkipStep"/>
-    /// zeroes the gradients and takes no optimizer or scheduler step. Either way no parameter changes, and with MPI
-    /// every rank takes the same decision.
+    /// zeroes the gradients and takes no optimizer or scheduler step. Either way no parameter changes, and across
+    /// processes every rank takes the same decision.
     /// </summary>
     public NonFiniteGradientPolicy NonFiniteGradients { get; init; } = NonFiniteGradientPolicy.Throw;
 
     /// <summary>
-    /// Number of data-parallel replicas of the pipeline (default 1). Each takes 1/D of every batch (sizes differ by at
-    /// most one sample); gradients are summed over the replicas, weighted so that a step equals one on the whole batch.
-    /// In one process, replicas are groups of worker threads (use the constructor that takes a model factory); with
-    /// <see cref="Cluster"/>, the processes are D groups of <see cref="Stages"/> ranks (rank = replica x stages + stage).
+    /// Number of replicas of the pipeline for data parallelism (default 1). Each takes 1/D of every batch (sizes differ
+    /// by at most one sample); gradients are summed over the replicas, weighted so that a step equals one on the whole
+    /// batch. In one process, replicas are groups of worker threads (use the constructor that takes a model factory);
+    /// with a <see cref="Backend"/> of several processes, the processes are D groups of <see cref="Ranks"/>
+    /// (process = replica x ranks + rank).
     /// </summary>
-    public int DataParallel { get; init; } = 1;
+    public int Replicas { get; init; } = 1;
 
     /// <summary>
-    /// Run across MPI processes: each process (started by mpirun) runs one pipeline rank of one replica and builds the
-    /// same model. Null (the default): every rank is a thread of this process.
+    /// The engine that runs the ranks and connects them, e.g. the MPI backend (one rank per process under mpirun,
+    /// every process building the same model). Null (the default): every rank is a thread of this process.
     /// </summary>
-    public Mpi.MpiCluster? Cluster { get; init; }
+    public IBackend? Backend { get; init; }
 
     /// <summary>
-    /// Intra-op threads of each stage's worker. Default: the processor count divided by the number of
-    /// stages, at least 1.
+    /// Intra-op threads of each rank's worker. Default: the processor count divided by the number of ranks on this host,
+    /// at least 1.
     /// </summary>
-    public int? ThreadsPerStage { get; init; }
+    public int? ThreadsPerRank { get; init; }
 
     /// <summary>
     /// Lets training stop after a step every rank agrees on: each <see cref="Pipeline.TrainStep"/> combines the ranks'
     /// requests and sets <see cref="StopRequest.Agreed"/> on all of them in the same step. Null (the default): no stops.
     /// </summary>
     public StopRequest? Stop { get; init; }
+
+    /// <summary>Old name of <see cref="Ranks"/>.</summary>
+    [Obsolete("use Ranks (pipeline ranks per replica); Stages will be removed in the next release.")]
+    public int? Stages { get => Ranks; init => Ranks = value; }
+
+    /// <summary>Old name of <see cref="StagesPerRank"/>.</summary>
+    [Obsolete("use StagesPerRank; Chunks will be removed in the next release.")]
+    public int? Chunks { get => StagesPerRank; init => StagesPerRank = value; }
+
+    /// <summary>Old name of <see cref="Replicas"/>.</summary>
+    [Obsolete("use Replicas; DataParallel will be removed in the next release.")]
+    public int DataParallel { get => Replicas; init => Replicas = value; }
+
+    /// <summary>Old name of <see cref="ThreadsPerRank"/>.</summary>
+    [Obsolete("use ThreadsPerRank; ThreadsPerStage will be removed in the next release.")]
+    public int? ThreadsPerStage { get => ThreadsPerRank; init => ThreadsPerRank = value; }
+
+    /// <summary>Old name of <see cref="Backend"/>.</summary>
+    [Obsolete("use Backend; Cluster will be removed in the next release.")]
+    public IBackend? Cluster { get => Backend; init => Backend = value; }
 }

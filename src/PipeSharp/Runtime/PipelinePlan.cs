@@ -1,3 +1,4 @@
+using PipeSharp.Backends;
 using PipeSharp.Devices;
 using PipeSharp.Partitioning;
 using PipeSharp.Schedules;
@@ -7,21 +8,69 @@ namespace PipeSharp.Runtime;
 
 /// <summary>
 /// What a pipeline will run, worked out from its options before anything starts: the training schedule (validated),
-/// the layers of each model piece, and the device of each stage worker.
+/// the layers of each stage, the device of each rank, the topology of ranks and replicas (which of them run in this
+/// process) and the intra-op threads of each rank's worker.
 /// </summary>
-internal sealed record PipelinePlan(Schedule Schedule, Schedule ForwardSchedule, IReadOnlyList<int> Balance, IReadOnlyList<Device> RankDevices)
+internal sealed record PipelinePlan(
+    Schedule Schedule,
+    Schedule ForwardSchedule,
+    IReadOnlyList<int> Balance,
+    IReadOnlyList<Device> RankDevices,
+    int Replicas,
+    IReadOnlyList<int> HostedRanks,
+    int ThreadsPerRank)
 {
-    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module<Tensor, Tensor>> layers)
+    /// <summary>Pipeline ranks per replica.</summary>
+    public int Ranks => Schedule.RankCount;
+
+    /// <summary>True when every rank of every replica runs in this process.</summary>
+    public bool HostsAll => HostedRanks.Count == Ranks * Replicas;
+
+    /// <summary>The replicas this process runs ranks of, in order.</summary>
+    public IReadOnlyList<int> LocalReplicas => HostedRanks.Select(r => r / Ranks).Distinct().ToList();
+
+    /// <summary>True if this process runs stage <paramref name="stage"/> (of every local replica).</summary>
+    public bool IsLocal(int stage) => HostsAll || HostedRanks.Contains(JobRank(LocalReplicas[0], Schedule.StageToRank[stage]));
+
+    /// <summary>The job rank of <paramref name="rank"/> in <paramref name="replica"/>: replica x ranks + rank.</summary>
+    public int JobRank(int replica, int rank) => replica * Ranks + rank;
+
+    private readonly Dictionary<int, Schedule> _smallForwardSchedules = new();
+
+    /// <summary>
+    /// The forward-only schedule for a batch of <paramref name="perReplica"/> samples per replica: one with fewer samples
+    /// than the micro-batches (one sequence when generating text) runs as that many micro-batches, so inference takes
+    /// any batch size.
+    /// </summary>
+    public Schedule ForwardScheduleFor(long perReplica)
+    {
+        int m = Schedule.MicroBatchCount;
+        if (perReplica >= m || perReplica < 1) return ForwardSchedule;
+        lock (_smallForwardSchedules)
+        {
+            if (!_smallForwardSchedules.TryGetValue((int)perReplica, out var schedule))
+                _smallForwardSchedules[(int)perReplica] = schedule = ScheduleGenerators.ForwardOnly(Schedule.StageCount, (int)perReplica, Schedule.StageToRank);
+            return schedule;
+        }
+    }
+
+    /// <param name="options">The pipeline's options.</param>
+    /// <param name="layers">The model's layers, in order.</param>
+    /// <param name="backend">Where the ranks run.</param>
+    /// <param name="copiesModel">True if each in-process replica can get its own copy of the model (a model factory was given).</param>
+    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module<Tensor, Tensor>> layers, IBackend backend, bool copiesModel)
     {
         if (options.MicroBatches < 1)
             throw new ArgumentOutOfRangeException("microBatches", options.MicroBatches,
                 "MicroBatches must be at least 1 (1 means no micro-batching).");
-        if (options.ThreadsPerStage is < 1)
-            throw new ArgumentOutOfRangeException("threadsPerStage", options.ThreadsPerStage,
-                "ThreadsPerStage must be at least 1, or null for the processor count divided by the stage count.");
+        if (options.ThreadsPerRank is < 1)
+            throw new ArgumentOutOfRangeException("threadsPerRank", options.ThreadsPerRank,
+                "ThreadsPerRank must be at least 1, or null for the processor count divided by the ranks on this host.");
         CheckMaxGradNorm(options.MaxGradNorm);
-        if (options.Stages is < 1)
-            throw new ArgumentOutOfRangeException("stages", options.Stages, "The number of stages must be at least 1.");
+        if (options.Ranks is < 1)
+            throw new ArgumentOutOfRangeException("ranks", options.Ranks, "Ranks (pipeline ranks per replica) must be at least 1.");
+        if (options.Replicas < 1)
+            throw new ArgumentOutOfRangeException("replicas", options.Replicas, "Replicas (copies of the pipeline) must be at least 1.");
 
         var schedule = File.Exists(options.Schedule) ? FromFile(options) : Generate(options, layers.Count);
         ScheduleValidator.Validate(schedule);
@@ -31,11 +80,19 @@ internal sealed record PipelinePlan(Schedule Schedule, Schedule ForwardSchedule,
             : Partitioning.Balance.ByCost(ModelSplitter.ParameterCounts(layers), CheckPieces(pieces, layers.Count, schedule));
         if (balance.Count != pieces)
             throw new ArgumentException(
-                $"balance has {balance.Count} entries but schedule '{schedule.Name}' cuts the model into {pieces} pieces " +
-                $"({schedule.RankCount} stages x {pieces / schedule.RankCount} chunks): give {pieces} layer counts.", "balance");
+                $"balance has {balance.Count} entries but schedule '{schedule.Name}' cuts the model into {pieces} stages " +
+                $"({schedule.RankCount} ranks x {pieces / schedule.RankCount} stages per rank): give {pieces} layer counts.", "balance");
         var devices = DeviceResolver.Resolve(options.Devices, schedule.RankCount);
         var forward = ScheduleGenerators.ForwardOnly(pieces, schedule.MicroBatchCount, schedule.StageToRank);
-        return new PipelinePlan(schedule, forward, balance, devices);
+
+        var hosted = backend.HostedRanks(schedule.RankCount, options.Replicas);
+        if (hosted.Count > schedule.RankCount && options.Replicas > 1 && !copiesModel)
+            throw new ArgumentException(
+                $"Replicas is {options.Replicas}, and in one process each replica needs its own copy of the model: use the constructor " +
+                "that takes a model factory (Func<Sequential>), or run one process per rank (PipelineOptions.Backend).", "replicas");
+        // Intra-op threads: this host's cores shared by the workers on it.
+        int threads = options.ThreadsPerRank ?? Math.Max(1, Environment.ProcessorCount / (hosted.Count * backend.ProcessesOnThisHost));
+        return new PipelinePlan(schedule, forward, balance, devices, options.Replicas, hosted, threads);
     }
 
     /// <summary>Refuses a clipping bound that is not a positive finite number (null: no clipping).</summary>
@@ -51,55 +108,55 @@ internal sealed record PipelinePlan(Schedule Schedule, Schedule ForwardSchedule,
     {
         if (pieces > layerCount)
         {
-            int chunks = pieces / schedule.RankCount;
-            throw new ArgumentOutOfRangeException("stages", schedule.RankCount,
-                $"{schedule.RankCount} stages{(chunks > 1 ? $" x {chunks} chunks" : "")} need {pieces} model pieces but the model has only " +
-                $"{layerCount} layers: use at most {layerCount / chunks} stages (each piece needs at least one layer).");
+            int perRank = pieces / schedule.RankCount;
+            throw new ArgumentOutOfRangeException("ranks", schedule.RankCount,
+                $"{schedule.RankCount} ranks{(perRank > 1 ? $" x {perRank} stages per rank" : "")} need {pieces} stages but the model has only " +
+                $"{layerCount} layers: use at most {layerCount / perRank} ranks (each stage needs at least one layer).");
         }
         return pieces;
     }
 
     private static Schedule Generate(PipelineOptions options, int layerCount)
     {
-        int chunks = ScheduleGenerators.ChunksPerRank(options.Schedule, options.Chunks);
+        int perRank = ScheduleGenerators.StagesPerRank(options.Schedule, options.StagesPerRank);
         int ranks;
         if (options.Balance != null)
         {
-            if (options.Balance.Count % chunks != 0)
+            if (options.Balance.Count % perRank != 0)
                 throw new ArgumentException(
-                    $"balance has {options.Balance.Count} entries, which is not a multiple of the {chunks} chunks per stage of schedule '{options.Schedule}'.",
+                    $"balance has {options.Balance.Count} entries, which is not a multiple of the {perRank} stages per rank of schedule '{options.Schedule}'.",
                     "balance");
-            ranks = options.Balance.Count / chunks;
-            if (options.Stages != null && options.Stages != ranks)
+            ranks = options.Balance.Count / perRank;
+            if (options.Ranks != null && options.Ranks != ranks)
                 throw new ArgumentException(
-                    $"stages is {options.Stages} but balance has {options.Balance.Count} entries ({ranks} stages x {chunks} chunks): " +
-                    "give one count per model piece, or leave stages unset.", "stages");
+                    $"ranks is {options.Ranks} but balance has {options.Balance.Count} entries ({ranks} ranks x {perRank} stages per rank): " +
+                    "give one count per stage, or leave ranks unset.", "ranks");
         }
         else
         {
-            ranks = options.Stages ?? 1;
-            if (ranks * chunks > layerCount)
-                throw new ArgumentOutOfRangeException("stages", ranks,
-                    $"{ranks} stages{(chunks > 1 ? $" x {chunks} chunks" : "")} but the model has only {layerCount} layers: " +
-                    $"use at most {layerCount / chunks} stages (each model piece needs at least one layer).");
+            ranks = options.Ranks ?? 1;
+            if (ranks * perRank > layerCount)
+                throw new ArgumentOutOfRangeException("ranks", ranks,
+                    $"{ranks} ranks{(perRank > 1 ? $" x {perRank} stages per rank" : "")} but the model has only {layerCount} layers: " +
+                    $"use at most {layerCount / perRank} ranks (each stage needs at least one layer).");
         }
-        return ScheduleGenerators.Create(options.Schedule, ranks, options.MicroBatches, options.Chunks, options.ScheduleCosts);
+        return ScheduleGenerators.Create(options.Schedule, ranks, options.MicroBatches, options.StagesPerRank, options.ScheduleCosts);
     }
 
     private static Schedule FromFile(PipelineOptions options)
     {
-        if (options.Chunks != null)
+        if (options.StagesPerRank != null)
             throw new ArgumentException(
-                $"chunks is set, but schedule file '{options.Schedule}' already fixes the placement of every stage: leave chunks unset.", "chunks");
+                $"StagesPerRank is set, but schedule file '{options.Schedule}' already fixes the placement of every stage: leave it unset.", "stagesPerRank");
         var schedule = ScheduleFile.Parse(File.ReadAllText(options.Schedule), options.Schedule);
         if (schedule.MicroBatchCount != options.MicroBatches)
             throw new ArgumentException(
                 $"schedule file '{options.Schedule}' is for {schedule.MicroBatchCount} micro-batches but MicroBatches is {options.MicroBatches}: make them equal.",
                 "microBatches");
-        if (options.Stages != null && options.Stages != schedule.RankCount)
+        if (options.Ranks != null && options.Ranks != schedule.RankCount)
             throw new ArgumentException(
-                $"schedule file '{options.Schedule}' has {schedule.RankCount} ranks but stages is {options.Stages}: make them equal or leave stages unset.",
-                "stages");
+                $"schedule file '{options.Schedule}' has {schedule.RankCount} ranks but ranks is {options.Ranks}: make them equal or leave ranks unset.",
+                "ranks");
         return schedule;
     }
 }

@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using System.Reflection;
 using TorchSharp;
 using TorchSharp.Modules;

@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using PipeSharp.Partitioning;
 using TorchSharp;
 using static TorchSharp.torch;

@@ -1,3 +1,4 @@
+using PipeSharp.Schedules;
 using PipeSharp.Tracing;
 using static TorchSharp.torch;
 
@@ -49,6 +50,12 @@ internal sealed class StepContext : IDisposable
     public List<ActionTiming> Timeline { get; } = new();
     public long StartTimestamp { get; } = System.Diagnostics.Stopwatch.GetTimestamp();
 
+    /// <summary>
+    /// Set for a memory measurement: forwards keep their graph as in training (without a loss), and each records here
+    /// the native memory its stage's forward holds for a backward (null where it cannot be measured).
+    /// </summary>
+    public long?[]? ActivationBytes { get; init; }
+
     /// <summary>The global gradient norm before clipping, when clipping is on.</summary>
     public double? GradientNorm { get; set; }
 
@@ -63,6 +70,17 @@ internal sealed class StepContext : IDisposable
 
     public double Seconds(long timestamp) =>
         (timestamp - StartTimestamp) / (double)System.Diagnostics.Stopwatch.Frequency;
+
+    /// <summary>
+    /// The step's statistics, with <paramref name="stageBusy"/> as each stage's busy time. Across processes the
+    /// timeline and messages are this process's own; the busy times are every stage's.
+    /// </summary>
+    public StepStatistics Statistics(double[] stageBusy, bool skipped = false)
+    {
+        double wall = Seconds(System.Diagnostics.Stopwatch.GetTimestamp());
+        var timeline = Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
+        return new StepStatistics(wall, stageBusy.ToArray(), timeline, GradientNorm, Messages.OrderBy(m => m.SendTime).ToList(), skipped);
+    }
 
     /// <summary>Records the first failure and stops every rank.</summary>
     public void Fail(Exception e)

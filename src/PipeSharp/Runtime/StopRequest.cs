@@ -11,7 +11,7 @@ namespace PipeSharp.Runtime;
 /// <remarks>
 /// A request made while a step runs is usually taken up by that step, one made late in it (after its loss is summed)
 /// by the next. A request is final: it cannot be withdrawn, and <see cref="Agreed"/>, once set, stays set.
-/// <see cref="Training.LanguageModelTrainer.Run"/> stops by itself when it is agreed.
+/// <c>LanguageModelTrainer.Run</c> stops by itself when it is agreed.
 /// </remarks>
 /// <example>
 /// <code>

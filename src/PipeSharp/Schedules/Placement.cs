@@ -1,7 +1,7 @@
 namespace PipeSharp.Schedules;
 
 /// <summary>Standard ways to place stages on ranks.</summary>
-public static class Placement
+internal static class Placement
 {
     /// <summary>Stage s on rank s: one stage per rank.</summary>
     public static int[] OnePerRank(int ranks) => Enumerable.Range(0, ranks).ToArray();

@@ -1,5 +1,3 @@
-using PipeSharp.Tracing;
-
 namespace PipeSharp.Schedules;
 
 /// <summary>The predicted run of a schedule.</summary>

@@ -17,7 +17,7 @@ public static class ScheduleValidator
     public static void Validate(Schedule schedule)
     {
         int p = schedule.StageCount, m = schedule.MicroBatchCount;
-        if (p < 1 || m < 1) Fail(schedule, $"stage count {p} and micro-batch count {m} must both be at least 1.");
+        if (p < 1 || m < 1) Fail(schedule, $"the stage count {p} and the micro-batch count {m} must both be at least 1.");
         if (schedule.StageToRank.Count != p)
             Fail(schedule, $"the placement names {schedule.StageToRank.Count} stages but the schedule has {p}.");
         for (int s = 0; s < p; s++)

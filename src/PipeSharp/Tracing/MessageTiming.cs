@@ -1,3 +1,5 @@
+using PipeSharp.Schedules;
+
 namespace PipeSharp.Tracing;
 
 /// <summary>

@@ -6,7 +6,7 @@ namespace PipeSharp.Tracing;
 /// Bytes of native heap in use by the process, from glibc's <c>mallinfo2</c> (small blocks plus mmap'd large
 /// ones), which is where libtorch's CPU tensors live. Null where that call does not exist (not glibc Linux).
 /// </summary>
-public static class NativeHeap
+internal static class NativeHeap
 {
     [StructLayout(LayoutKind.Sequential)]
     private struct MallInfo2

@@ -2,9 +2,6 @@ using PipeSharp.Schedules;
 
 namespace PipeSharp.Tracing;
 
-/// <summary>When one action ran on its rank, in seconds from the start of the step.</summary>
-public readonly record struct ActionTiming(int Rank, PipelineAction Action, double Start, double End);
-
 /// <summary>What one training step or forward pass took.</summary>
 public sealed class StepStatistics
 {
@@ -28,7 +25,7 @@ public sealed class StepStatistics
 
     /// <summary>
     /// True if the step was skipped: its loss or gradient norm was not finite and
-    /// <see cref="Runtime.PipelineOptions.NonFiniteGradients"/> is <see cref="Runtime.NonFiniteGradientPolicy.SkipStep"/>,
+    /// <c>PipelineOptions.NonFiniteGradients</c> is <c>NonFiniteGradientPolicy.SkipStep</c>,
     /// so no optimizer or scheduler step was taken.
     /// </summary>
     public bool Skipped { get; }

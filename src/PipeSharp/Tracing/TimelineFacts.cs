@@ -1,3 +1,5 @@
+using PipeSharp.Schedules;
+
 namespace PipeSharp.Tracing;
 
 /// <summary>What the timeline renderers need to know about a timeline: its checks, its length and its chunks.</summary>

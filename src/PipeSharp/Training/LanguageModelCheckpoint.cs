@@ -70,12 +70,12 @@ public static class LanguageModelCheckpoint
         trainer.Step = checked((int)loaded.Manifest.Step);
     }
 
-    /// <summary>A pipeline holding the checkpoint's model for inference, split into <paramref name="stages"/> stages.</summary>
-    public static Pipeline LoadForInference(LoadedCheckpoint loaded, int stages)
+    /// <summary>A pipeline holding the checkpoint's model for inference, on <paramref name="ranks"/> ranks (one stage each).</summary>
+    public static Pipeline LoadForInference(LoadedCheckpoint loaded, int ranks)
     {
         var info = Describe(loaded);
         var model = Gpt.Create(info.Config);
-        var pipe = new Pipeline(model, new PipelineOptions { Stages = stages, MicroBatches = 1, Schedule = "gpipe" },
+        var pipe = new Pipeline(model, new PipelineOptions { Ranks = ranks, MicroBatches = 1, Schedule = "gpipe" },
             (o, t) => Gpt.Loss(o, t), ps => TorchSharp.torch.optim.SGD(ps, 0));
         try
         {

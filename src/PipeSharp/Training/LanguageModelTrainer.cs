@@ -1,3 +1,4 @@
+using PipeSharp.Native;
 using System.Diagnostics;
 using PipeSharp.Models;
 using PipeSharp.Runtime;
@@ -58,7 +59,7 @@ public sealed class LanguageModelTrainer : IDisposable
         ParameterCount = ParameterIdentity.Distinct(_model.parameters()).Sum(p => p.numel());
         pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm };
         // Replicas in this process need a model each (they start from this one's values).
-        bool replicasHere = pipelineOptions.DataParallel > 1 && pipelineOptions.Cluster is null;
+        bool replicasHere = pipelineOptions.Replicas > 1 && pipelineOptions.Backend is null;
         int copies = 0;
         Pipeline = replicasHere
             ? new Pipeline(() => copies++ == 0 ? _model : Gpt.Create(config), pipelineOptions, task.Loss, MakeOptimizer)
@@ -162,10 +163,10 @@ public sealed class LanguageModelTrainer : IDisposable
     /// <summary>Logits of token ids [B, t] through the pipeline (for generation).</summary>
     public Tensor Logits(Tensor tokens) => Pipeline.Forward(tokens);
 
-    // Layers per model piece from each layer's measured time on one micro-batch of the first training batch.
+    // Layers per stage from each layer's measured time on one micro-batch of the first training batch.
     private int[] ProfiledBalance(PipelineOptions pipelineOptions)
     {
-        int pieces = (pipelineOptions.Stages ?? 1) * Schedules.ScheduleGenerators.ChunksPerRank(pipelineOptions.Schedule, pipelineOptions.Chunks);
+        int pieces = (pipelineOptions.Ranks ?? 1) * Schedules.ScheduleGenerators.StagesPerRank(pipelineOptions.Schedule, pipelineOptions.StagesPerRank);
         var (x, y) = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed);
         using (x)
         using (y)

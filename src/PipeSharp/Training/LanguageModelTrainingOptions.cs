@@ -32,7 +32,7 @@ public sealed record LanguageModelTrainingOptions
 
     /// <summary>
     /// When the pipeline options give no balance: split the model by the measured forward + backward time of each layer
-    /// on one micro-batch (<see cref="Partitioning.LayerProfiler"/>) instead of by parameter count.
+    /// on one micro-batch (each layer timed) instead of by parameter count.
     /// </summary>
     public bool BalanceByTime { get; init; }
 

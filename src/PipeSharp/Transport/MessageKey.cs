@@ -1,7 +1,7 @@
 namespace PipeSharp.Transport;
 
 /// <summary>What a message between stages carries.</summary>
-public enum MessageKind
+internal enum MessageKind
 {
     /// <summary>A forward activation, sent to the stage that consumes it.</summary>
     Activation,
@@ -15,7 +15,7 @@ public enum MessageKind
 /// Names one message: its kind, the stage that will consume it and the micro-batch. Messages are received by
 /// key, never by arrival order, so a schedule's order of sends and receives cannot cause a hang.
 /// </summary>
-public readonly record struct MessageKey(MessageKind Kind, int Stage, int MicroBatch)
+internal readonly record struct MessageKey(MessageKind Kind, int Stage, int MicroBatch)
 {
     /// <inheritdoc />
     public override string ToString() => $"{Kind} for stage {Stage}, micro-batch {MicroBatch}";

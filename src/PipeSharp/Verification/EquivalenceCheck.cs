@@ -1,3 +1,5 @@
+using PipeSharp.Native;
+using PipeSharp.Checkpoints;
 using PipeSharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -15,7 +17,7 @@ public static class EquivalenceCheck
     /// </summary>
     /// <param name="makeModel">
     /// Makes the model (called twice, and once more per extra in-process replica; the pipeline's copy gets the reference's
-    /// initial weights). With <see cref="PipelineOptions.Cluster"/> every process trains the reference and compares the
+    /// initial weights). With a <see cref="PipelineOptions.Backend"/> of several processes every process trains the reference and compares the
     /// stages it holds; every rank gets the largest difference of all.
     /// </param>
     /// <param name="options">The pipeline to check.</param>
@@ -59,7 +61,7 @@ public static class EquivalenceCheck
 
         double drift, difference;
         int copies = 0; // replicas in this process need a model each; the pipeline makes them equal to the first
-        using (var pipe = options.DataParallel > 1 && options.Cluster is null
+        using (var pipe = options.Replicas > 1 && options.Backend is null
                    ? new Pipeline(() => copies++ == 0 ? model : makeModel(), options, loss, optimizer)
                    : new Pipeline(model, options, loss, optimizer))
         {
@@ -79,11 +81,11 @@ public static class EquivalenceCheck
             {
                 foreach (var t in trained.Values) t.Dispose();
             }
-            if (options.Cluster is { } cluster)
+            if (options.Backend is { ProcessCount: > 1 } backend)
             {
-                var all = new double[cluster.Size];
-                all[cluster.Rank] = difference;
-                difference = cluster.AllReduceSum(all).Max();
+                var all = new double[backend.ProcessCount];
+                all[backend.ProcessIndex] = difference;
+                difference = backend.AllReduceSum(all).Max();
             }
         }
         return (difference, drift);

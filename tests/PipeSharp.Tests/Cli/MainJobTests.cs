@@ -4,7 +4,7 @@ namespace PipeSharp.Tests.Cli;
 
 /// <summary>
 /// The README's main job, at a small number of steps: the character GPT on the tiny Shakespeare that comes with the
-/// repository, 2 stages, a validation loss and a sample at the end, a checkpoint that <c>generate</c> continues.
+/// repository, 2 ranks, a validation loss and a sample at the end, a checkpoint that <c>generate</c> continues.
 /// </summary>
 public sealed class MainJobTests : IDisposable
 {
@@ -18,10 +18,10 @@ public sealed class MainJobTests : IDisposable
     {
         string checkpoint = Path.Combine(Folder, "shakespeare");
         // Started from an empty folder: the corpus is found beside the program, not relative to the working directory.
-        var train = CliProcess.Run(Args($"train --model gpt --stages 2 --steps 12 --eval-batches 2 --sample 320 --checkpoint {checkpoint}"), Timeout, Folder);
+        var train = CliProcess.Run(Args($"train --model gpt --ranks 2 --steps 12 --eval-batches 2 --sample 320 --checkpoint {checkpoint}"), Timeout, Folder);
         Assert.True(train.ExitCode == 0, train.Output);
         Assert.Matches(@"(?m)^task +tinyshakespeare\.txt \(char tokens, vocabulary 65", train.Output);
-        Assert.Matches(@"(?m)^schedule +1f1b, 2 stages", train.Output);
+        Assert.Matches(@"(?m)^schedule +1f1b, 2 ranks", train.Output);
         Assert.Matches(@"(?m)^loss .*validation \d+\.\d+", train.Output);
 
         // The sample: a line that starts with "sample", then the generated text (320 characters, line breaks included).
@@ -33,7 +33,7 @@ public sealed class MainJobTests : IDisposable
         Assert.Contains($"generate --checkpoint {checkpoint}", lines[header]);
         Assert.True(Directory.Exists(Path.Combine(checkpoint, "step-000012")), train.Output);
 
-        var generate = CliProcess.Run(Args($"generate --checkpoint {checkpoint} --prompt ROMEO: --tokens 40 --stages 2"), Timeout, Folder);
+        var generate = CliProcess.Run(Args($"generate --checkpoint {checkpoint} --prompt ROMEO: --tokens 40 --ranks 2"), Timeout, Folder);
         Assert.True(generate.ExitCode == 0, generate.Output);
         Assert.StartsWith("ROMEO:", generate.Stdout);
         Assert.True(generate.Stdout.TrimEnd().Length >= "ROMEO:".Length + 40, generate.Output);

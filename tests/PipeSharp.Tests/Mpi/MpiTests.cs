@@ -20,7 +20,7 @@ public class MpiTests
     {
         var run = MpiJob.Run(4, "verify --data-parallel 2 --steps 3", Long);
         Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("4 MPI processes: 2 replicas x 2 stages", run.Output);
+        Assert.Contains("4 MPI processes: 2 replicas x 2 ranks", run.Output);
         Assert.Matches(@"\d+ checks, 0 mismatches", run.Output);
         var gpt = GptLines(run.Output);
         Assert.Equal(15, gpt.Count); // 5 schedules x micro-batches 2, 4, 8
@@ -32,7 +32,7 @@ public class MpiTests
     {
         var run = MpiJob.Run(4, "verify --steps 3", Long);
         Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("4 MPI processes: 1 replica x 4 stages", run.Output);
+        Assert.Contains("4 MPI processes: 1 replica x 4 ranks", run.Output);
         foreach (var schedule in new[] { "interleaved", "zb-h1", "zb-v" })
             Assert.Matches(new Regex($@"^mlp\s+adam\s+{schedule}\s+4\s+8\s+\S+\s+ok$", RegexOptions.Multiline), run.Output);
         Assert.All(GptLines(run.Output), line => Assert.EndsWith("ok  tied copies differ by 0e+00", line));
@@ -51,7 +51,7 @@ public class MpiTests
         {
             string log = File.ReadAllText(Path.Combine(logs.Path, $"rank-{rank}.log"));
             Assert.Contains($"rank {rank}: error: rank 2 on ", log);
-            Assert.Contains("(replica 0, stage 2) failed: Stage 2 failed in the forward of micro-batch 0", log);
+            Assert.Contains("(replica 0, rank 2: stage 2) failed: Stage 2 failed in the forward of micro-batch 0", log);
             Assert.DoesNotContain("step 3 ", log); // nobody finished the failed step
             var delay = Noticed(log) - Noticed(File.ReadAllText(Path.Combine(logs.Path, "rank-2.log")));
             Assert.True(delay < TimeSpan.FromSeconds(10), $"rank {rank} stopped {delay.TotalSeconds:F1} s after rank 2 failed:\n{log}");
@@ -131,7 +131,7 @@ public class MpiTests
     {
         var run = MpiJob.Run(3, "train --model mlp --stages 2 --data-parallel 2 --steps 5", TimeSpan.FromSeconds(60));
         Assert.NotEqual(0, run.ExitCode); // each rank exits with 2; mpirun reports whichever ended first (or was ended by it)
-        Assert.Contains("the MPI job has 3 processes but the pipeline needs 2 stages x 2 replicas = 4: start it with mpirun -np 4", run.Output);
+        Assert.Contains("the MPI job has 3 processes but the pipeline needs 2 ranks x 2 replicas = 4: start it with mpirun -np 4", run.Output);
         Assert.DoesNotContain("step 1", run.Output);
     }
 
@@ -156,7 +156,7 @@ public class MpiTests
     private static void AssertSameMemory(string local, string mpi)
     {
         static List<(int Piece, string Parameters, double Activations, int Peak)> Pieces(string output) =>
-            Regex.Matches(output, @"piece (\d+): parameters ([\d.]+) MB, activations ([\d.]+) MB \((\d+) micro-batch")
+            Regex.Matches(output, @"stage (\d+): parameters ([\d.]+) MB, activations ([\d.]+) MB \((\d+) micro-batch")
                 .Select(m => (int.Parse(m.Groups[1].Value), m.Groups[2].Value, double.Parse(m.Groups[3].Value, CultureInfo.InvariantCulture), int.Parse(m.Groups[4].Value)))
                 .ToList();
         var one = Pieces(local);

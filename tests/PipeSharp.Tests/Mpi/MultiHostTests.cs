@@ -114,9 +114,9 @@ public class MultiHostTests(ITestOutputHelper output)
                 output.WriteLine($"rank {rank.Rank}: noticed {delay.TotalSeconds:F1} s after the cut: {ErrorLine(log, rank.Rank)}");
                 Assert.True(delay >= TimeSpan.Zero && delay <= TimeSpan.FromSeconds(PeerTimeout) + Margin,
                     $"rank {rank.Rank} noticed the failure {delay.TotalSeconds:F1} s after the cut:\n{log}");
-                // "rank 1: error: rank 1 on ps-t1-X lost rank 2 on ps-t2-X (replica 0, stage 2): it has sent nothing for 5.3 s
+                // "rank 1: error: rank 1 on ps-t1-X lost rank 2 on ps-t2-X (replica 0, rank 2: stage 2): it has sent nothing for 5.3 s
                 // (...)": the rank that found the peer silent is this one, or another rank of this host that told it.
-                var lost = Regex.Match(log, $@"^rank {rank.Rank}: error: rank (\d+) on (\S+) lost rank (\d+) on (\S+) \(replica 0, stage (\d+)\): " +
+                var lost = Regex.Match(log, $@"^rank {rank.Rank}: error: rank (\d+) on (\S+) lost rank (\d+) on (\S+) \(replica 0, rank \d+: stage (\d+)\): " +
                     $@"it has sent nothing for (\d+\.\d) s \(peer timeout {PeerTimeout} s\), so that process stopped or the network link to it is down\.$",
                     RegexOptions.Multiline);
                 Assert.True(lost.Success, $"rank {rank.Rank} did not report a lost peer:\n{log}");

@@ -1,5 +1,5 @@
 using PipeSharp.Native;
-using PipeSharp.Transport;
+using PipeSharp.Mpi;
 using TorchSharp;
 using static TorchSharp.torch;
 

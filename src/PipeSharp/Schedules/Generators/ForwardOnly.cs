@@ -1,7 +1,7 @@
 namespace PipeSharp.Schedules.Generators;
 
 /// <summary>Forwards only, for evaluation and inference.</summary>
-public static class ForwardOnly
+internal static class ForwardOnly
 {
     /// <summary>
     /// Every rank runs the forwards of its stages in the order they can start with unit costs (stage + micro-batch),

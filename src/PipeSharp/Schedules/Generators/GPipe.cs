@@ -1,7 +1,7 @@
 namespace PipeSharp.Schedules.Generators;
 
 /// <summary>GPipe: every stage runs the forwards of all micro-batches, then their backwards in reverse order.</summary>
-public static class GPipe
+internal static class GPipe
 {
     /// <summary>Makes the schedule. Holds the activations of all m micro-batches at once.</summary>
     public static Schedule Create(int stages, int microBatches)

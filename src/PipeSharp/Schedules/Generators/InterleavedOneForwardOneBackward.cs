@@ -5,7 +5,7 @@ namespace PipeSharp.Schedules.Generators;
 /// over "virtual" micro-batches that cycle through its chunks. The bubble shrinks by a factor v, at the cost of v
 /// times as many messages.
 /// </summary>
-public static class InterleavedOneForwardOneBackward
+internal static class InterleavedOneForwardOneBackward
 {
     /// <summary>Makes the schedule for <paramref name="ranks"/> ranks with <paramref name="chunks"/> chunks each.</summary>
     /// <exception cref="ArgumentException">The micro-batch count is not a multiple of the rank count.</exception>

@@ -1,7 +1,7 @@
 namespace PipeSharp.Schedules.Generators;
 
 /// <summary>1F1B (PipeDream-Flush): warm-up forwards, then one forward and one backward in turn, then the last backwards.</summary>
-public static class OneForwardOneBackward
+internal static class OneForwardOneBackward
 {
     /// <summary>
     /// Stage s runs min(p - s - 1, m) warm-up forwards, then alternates one forward and one backward, then drains the

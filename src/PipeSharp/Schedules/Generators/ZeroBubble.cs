@@ -14,7 +14,7 @@ namespace PipeSharp.Schedules.Generators;
 /// per-rank order is fixed; at run time only the order matters, so the schedule stays valid (if less tight)
 /// whatever the real costs are.
 /// </remarks>
-public static class ZeroBubble
+internal static class ZeroBubble
 {
     /// <summary>
     /// ZB-H1: one stage per rank; stage s holds at most p - s micro-batches awaiting their input gradient (1F1B's

@@ -4,7 +4,7 @@ using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace PipeSharp.Transport;
+namespace PipeSharp.Mpi;
 
 /// <summary>
 /// Memory for received messages that is used again. Every message is received into a new tensor (the runtime keeps a

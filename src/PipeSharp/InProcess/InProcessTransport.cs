@@ -1,9 +1,10 @@
+using PipeSharp.Transport;
 using static TorchSharp.torch;
 
-namespace PipeSharp.Transport;
+namespace PipeSharp.InProcess;
 
 /// <summary>A keyed mailbox for ranks that are threads of one process.</summary>
-public sealed class InProcessTransport : ITransport
+internal sealed class InProcessTransport : ITransport
 {
     private readonly object _gate = new();
     private readonly Dictionary<MessageKey, Tensor> _mail = new();
@@ -18,6 +19,9 @@ public sealed class InProcessTransport : ITransport
             Monitor.PulseAll(_gate);
         }
     }
+
+    /// <inheritdoc />
+    public void SendTo(int rank, MessageKey key, Tensor tensor) => Send(key, tensor); // one mailbox for every rank here
 
     /// <inheritdoc />
     public Tensor Receive(MessageKey key, CancellationToken cancellation)

@@ -1,11 +1,12 @@
 using PipeSharp.Native;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
-using PipeSharp.Mpi;
+using PipeSharp.Backends;
+using PipeSharp.Transport;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace PipeSharp.Transport;
+namespace PipeSharp.Mpi;
 
 /// <summary>
 /// Moves activations and gradients between MPI ranks. A tensor is sent from its own native memory and received

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace PipeSharp.Transport;
+namespace PipeSharp.Mpi;
 
 /// <summary>
 /// What a receiver knows of one shape slot of a channel (peer, kind, stage): the shape and dtype its header announced,

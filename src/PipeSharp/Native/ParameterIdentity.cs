@@ -1,14 +1,13 @@
-using PipeSharp.Native;
 using static TorchSharp.torch;
 
-namespace PipeSharp.Runtime;
+namespace PipeSharp.Native;
 
 /// <summary>
 /// Tells whether two parameter objects are the same parameter. TorchSharp may hand out a new wrapper object for the
 /// same tensor on every access (e.g. <c>Embedding.weight</c>), so neither reference equality nor the handle says
 /// so; the storage address, shape and type do.
 /// </summary>
-public static class ParameterIdentity
+internal static class ParameterIdentity
 {
     /// <summary>A key equal for two tensors exactly when they are the same tensor.</summary>
     public static (IntPtr Data, string Shape, ScalarType Type, string Device) Key(Tensor t) =>

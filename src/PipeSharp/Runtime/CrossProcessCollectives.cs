@@ -1,4 +1,5 @@
-using PipeSharp.Mpi;
+using PipeSharp.Native;
+using PipeSharp.Backends;
 using PipeSharp.Transport;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -7,38 +8,41 @@ using static TorchSharp.torch;
 namespace PipeSharp.Runtime;
 
 /// <summary>
-/// Collectives across MPI processes, one pipeline rank per process. A stage's gradients are summed over its replicas
+/// Collectives across processes, one rank per process, on the backend's process groups. A stage's gradients are summed over its replicas
 /// with non-blocking all-reduces in buckets, started on the worker thread as soon as the stage's last backward of
 /// the step is done (so they overlap the rank's remaining backwards); shared-parameter copies are summed over the
 /// ranks that own them with an all-gather added up in owner order, so every owner gets bit-identical sums.
 /// </summary>
-internal sealed class MpiCollectives : ICollectives
+internal sealed class CrossProcessCollectives : ICollectives
 {
     private const long BucketBytes = 16 << 20;
 
-    private readonly MpiCluster _cluster;
+    private readonly IBackend _backend;
     private readonly ReplicaRuntime _replica;
-    private readonly MpiTransport _transport;
+    private readonly ITransport _transport;
     private readonly int _replicas;
-    private readonly MpiCommunicator? _replicaGroup;
-    private readonly List<(SharedParameters.Group Group, MpiCommunicator? Owners)> _shared = new();
-    private readonly List<(IReadOnlyList<Parameter> Parameters, Tensor Flat, MpiOperation Operation)> _pending = new();
+    private readonly IProcessGroup? _replicaGroup;
+    private readonly List<(SharedParameters.Group Group, IProcessGroup? Owners)> _shared = new();
+    private readonly List<(IReadOnlyList<Parameter> Parameters, Tensor Flat, ICollectiveOperation Operation)> _pending = new();
 
-    public MpiCollectives(MpiCluster cluster, ReplicaRuntime replica, MpiTransport transport, int pipelineRanks, int replicas)
+    /// <param name="backend">The backend; this process runs one rank, of <paramref name="replica"/>.</param>
+    /// <param name="replica">The replica this process's rank belongs to.</param>
+    /// <param name="ranks">Pipeline ranks per replica.</param>
+    /// <param name="replicas">Number of replicas.</param>
+    public CrossProcessCollectives(IBackend backend, ReplicaRuntime replica, int ranks, int replicas)
     {
-        _cluster = cluster;
+        _backend = backend;
         _replica = replica;
-        _transport = transport;
+        _transport = replica.Transport;
         _replicas = replicas;
-        int rank = cluster.Rank % pipelineRanks;
-        // Collective calls: every rank makes the same splits in the same order.
-        _replicaGroup = MpiCommunicator.Split(cluster.Engine, rank, replica.Index);
+        int rank = backend.ProcessIndex % ranks;
+        // Collective calls: every process makes the same splits in the same order.
+        _replicaGroup = backend.Split(rank, replica.Index);
         var groups = replica.Shared.Groups;
         for (int g = 0; g < groups.Count; g++)
         {
             bool owner = groups[g].Copies.Count > 0;
-            var comm = MpiCommunicator.Split(cluster.Engine, owner ? g * replicas + replica.Index : -1, cluster.Rank);
-            _shared.Add((groups[g], comm));
+            _shared.Add((groups[g], backend.Split(owner ? g * replicas + replica.Index : -1, backend.ProcessIndex)));
         }
     }
 
@@ -54,7 +58,7 @@ internal sealed class MpiCollectives : ICollectives
             {
                 var list = group.ToList();
                 var flat = torch.cat(list.Select(t => t.detach().reshape(-1).cpu()).ToArray()).contiguous();
-                _cluster.Wait(_replicaGroup!.Broadcast(flat, 0), CancellationToken.None);
+                _replicaGroup!.Broadcast(flat, 0).Wait(CancellationToken.None);
                 long offset = 0;
                 foreach (var t in list)
                 {
@@ -100,7 +104,7 @@ internal sealed class MpiCollectives : ICollectives
         {
             foreach (var (parameters, flat, op) in _pending)
             {
-                _cluster.Wait(op, cancellation);
+                op.Wait(cancellation);
                 long offset = 0;
                 foreach (var p in parameters)
                 {
@@ -111,8 +115,8 @@ internal sealed class MpiCollectives : ICollectives
         }
         finally
         {
-            // After a failure the buffers stay with MPI (the process is going down); otherwise they are done.
-            if (_cluster.Failure == null) foreach (var (_, flat, _) in _pending) flat.Dispose();
+            // After a failure the buffers stay with the backend (the process is going down); otherwise they are done.
+            if (_backend.Failure == null) foreach (var (_, flat, _) in _pending) flat.Dispose();
             _pending.Clear();
         }
         foreach (var (group, owners) in _shared)
@@ -127,7 +131,7 @@ internal sealed class MpiCollectives : ICollectives
             if (owners is { Size: > 1 })
             {
                 var all = torch.empty(new long[] { owners.Size }.Concat(first.shape).ToArray(), first.dtype);
-                _cluster.Wait(owners.AllGather(local.contiguous(), all), cancellation);
+                owners.AllGather(local.contiguous(), all).Wait(cancellation);
                 sum = all[0].clone();
                 for (int k = 1; k < owners.Size; k++) sum.add_(all[k]);
             }
@@ -143,7 +147,7 @@ internal sealed class MpiCollectives : ICollectives
     {
         // Only replica 0 contributes: a value plus zeros is that value, so every rank adds up the same numbers.
         var mine = _replica.Index == 0 ? perStage : new double[perStage.Length];
-        return _cluster.AllReduceSum(mine, cancellation).Sum();
+        return _backend.AllReduceSum(mine, cancellation).Sum();
     }
 
     public (double Loss, int Stop) TotalLoss(StepContext step, int stop, CancellationToken cancellation)
@@ -151,10 +155,10 @@ internal sealed class MpiCollectives : ICollectives
         // One reduction: each replica's loss share, then one slot per rank for its stop code (a sum of one value and
         // zeros is that value, so the largest slot is the largest code). A few bytes more on the step's only
         // reduction that every rank makes anyway.
-        var values = new double[_replicas + _cluster.Size];
+        var values = new double[_replicas + _backend.ProcessCount];
         values[_replica.Index] = _replica.Stages[^1] != null ? step.Replicas[_replica.Index]!.Loss : 0;
-        values[_replicas + _cluster.Rank] = stop;
-        var sums = _cluster.AllReduceSum(values, cancellation);
+        values[_replicas + _backend.ProcessIndex] = stop;
+        var sums = _backend.AllReduceSum(values, cancellation);
         return (sums.Take(_replicas).Sum(), (int)sums.Skip(_replicas).Max());
     }
 
@@ -162,7 +166,7 @@ internal sealed class MpiCollectives : ICollectives
     {
         double[] mine;
         lock (step.StageBusy) mine = _replica.Index == 0 ? step.StageBusy.ToArray() : new double[step.StageBusy.Length];
-        return _cluster.AllReduceSum(mine, cancellation);
+        return _backend.AllReduceSum(mine, cancellation);
     }
 
     public Tensor CollectOutputs(StepContext step, CancellationToken cancellation)
@@ -172,12 +176,12 @@ internal sealed class MpiCollectives : ICollectives
         bool holdsLast = _replica.Stages[^1] != null;
         if (holdsLast)
         {
-            for (int r = 0; r < _cluster.Size; r++)
+            for (int r = 0; r < _backend.ProcessCount; r++)
             {
-                if (r == _cluster.Rank) continue;
+                if (r == _backend.ProcessIndex) continue;
                 for (int i = 0; i < m; i++)
                 {
-                        _transport.SendTo(r, new MessageKey(MessageKind.Output, 0, _replica.Index * m + i), mine.Outputs[i]!.clone());
+                    _transport.SendTo(r, new MessageKey(MessageKind.Output, 0, _replica.Index * m + i), mine.Outputs[i]!.clone());
                 }
             }
         }
@@ -205,16 +209,16 @@ internal sealed class MpiCollectives : ICollectives
             using var scope = NewDisposeScope();
             var mine = group.Copies[0].Copy.detach().cpu().contiguous();
             var all = torch.empty(new long[] { owners.Size }.Concat(mine.shape).ToArray(), mine.dtype);
-            _cluster.Wait(owners.AllGather(mine, all), CancellationToken.None);
+            owners.AllGather(mine, all).Wait(CancellationToken.None);
             for (int k = 1; k < owners.Size; k++) local = Math.Max(local, (all[k] - all[0]).abs().max().item<float>());
         }
         // Every rank learns the largest: the sum of one value per rank is not it, so gather them all.
-        var values = new double[_cluster.Size];
-        values[_cluster.Rank] = local;
-        return _cluster.AllReduceSum(values).Max();
+        var values = new double[_backend.ProcessCount];
+        values[_backend.ProcessIndex] = local;
+        return _backend.AllReduceSum(values).Max();
     }
 
-    public void ReportFailure(Exception failure) => _cluster.ReportFailure(failure);
+    public void ReportFailure(Exception failure) => _backend.ReportFailure(failure);
 
     public void Dispose()
     {

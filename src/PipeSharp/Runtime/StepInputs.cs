@@ -1,0 +1,54 @@
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>
+/// Makes a step's context from a batch: split among the replicas (each takes 1/D of it), then into the schedule's
+/// micro-batches, with each micro-batch's loss weight its share of the whole batch.
+/// </summary>
+internal static class StepInputs
+{
+    /// <param name="schedule">The schedule the step runs.</param>
+    /// <param name="replicas">Number of replicas of the job.</param>
+    /// <param name="local">The replicas held by this process: only their shares are made.</param>
+    /// <param name="input">The batch (every process passes the same).</param>
+    /// <param name="target">Its targets, or null for a forward-only pass.</param>
+    /// <param name="cancellation">The caller's cancellation.</param>
+    /// <param name="failure">The backend's failure token.</param>
+    public static StepContext Split(Schedules.Schedule schedule, int replicas, IEnumerable<int> local, Tensor input, Tensor? target,
+        CancellationToken cancellation, CancellationToken failure)
+    {
+        int m = schedule.MicroBatchCount;
+        if (input.dim() > 0 && input.shape[0] < (long)replicas * m && replicas > 1)
+            throw new ArgumentException(
+                $"input has {input.shape[0]} samples but each of the {replicas} replicas splits its share into {m} micro-batches: " +
+                $"use a batch of at least {replicas * m} samples, or fewer micro-batches or replicas.", nameof(input));
+        var inputShares = replicas == 1 ? [input] : MicroBatches.Split(input, replicas, nameof(input));
+        var targetShares = target is null ? null : replicas == 1 ? [target] : MicroBatches.Split(target, replicas, nameof(target));
+        double total = input.shape[0];
+        var steps = new ReplicaStep?[replicas];
+        try
+        {
+            foreach (int r in local)
+            {
+                var inputs = MicroBatches.Split(inputShares[r], m, nameof(input));
+                var targets = targetShares is null ? null : MicroBatches.Split(targetShares[r], m, nameof(target));
+                steps[r] = new ReplicaStep(inputs, targets, inputs.Select(t => t.shape[0] / total).ToArray());
+            }
+        }
+        catch
+        {
+            foreach (var s in steps) s?.Dispose();
+            throw;
+        }
+        finally
+        {
+            if (replicas > 1)
+            {
+                foreach (var t in inputShares) t.Dispose();
+                if (targetShares != null) foreach (var t in targetShares) t.Dispose();
+            }
+        }
+        return new StepContext(schedule, steps, cancellation, failure);
+    }
+}

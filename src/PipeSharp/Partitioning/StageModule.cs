@@ -1,3 +1,4 @@
+using PipeSharp.Boundaries;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -6,22 +7,25 @@ namespace PipeSharp.Partitioning;
 /// <summary>
 /// One stage: a run of consecutive layers of the original model, applied in order. Its parameters keep the
 /// original model's names (<c>3.weight</c> for layer "3"), so a stage's state dict is a slice of the model's.
+/// Layers map one tensor to one tensor, or are <see cref="SetLayer"/>s that read and write named tensors.
 /// </summary>
 public sealed class StageModule : nn.Module<Tensor, Tensor>
 {
-    private readonly nn.Module<Tensor, Tensor>[] _layers;
+    private readonly nn.Module[] _layers;
+    private readonly LayerSignature[] _signatures;
 
     /// <summary>Wraps <paramref name="layers"/>, which are layers <paramref name="firstLayer"/>.. of the model.</summary>
     /// <param name="index">The stage number.</param>
     /// <param name="firstLayer">The model index of the first layer.</param>
-    /// <param name="layers">The layers, in order.</param>
+    /// <param name="layers">The layers, in order: <c>nn.Module&lt;Tensor, Tensor&gt;</c> or <see cref="SetLayer"/>.</param>
     /// <param name="names">The layers' names in the model (default: their indices).</param>
-    public StageModule(int index, int firstLayer, IReadOnlyList<nn.Module<Tensor, Tensor>> layers, IReadOnlyList<string>? names = null)
+    public StageModule(int index, int firstLayer, IReadOnlyList<nn.Module> layers, IReadOnlyList<string>? names = null)
         : base($"stage{index}")
     {
         Index = index;
         FirstLayer = firstLayer;
         _layers = layers.ToArray();
+        _signatures = _layers.Select((l, i) => LayerSignature.Of(l, firstLayer + i, names?[i])).ToArray();
         for (int i = 0; i < _layers.Length; i++) register_module(names?[i] ?? (firstLayer + i).ToString(), _layers[i]);
     }
 
@@ -34,17 +38,72 @@ public sealed class StageModule : nn.Module<Tensor, Tensor>
     /// <summary>Number of layers in this stage.</summary>
     public int LayerCount => _layers.Length;
 
-    /// <summary>Runs the layers in order (through <c>call</c>, so their forward hooks run).</summary>
+    /// <summary>
+    /// Runs the layers in order (through <c>call</c>, so their forward hooks run). A stage with set layers takes its
+    /// input as <see cref="TensorSet.DefaultName"/> and returns the tensor of that name; use the pipeline for a stage
+    /// that takes several tensors.
+    /// </summary>
     public override Tensor forward(Tensor input)
     {
-        // Intermediate results are disposed here; the autograd graph keeps what backward needs.
-        Tensor x = input;
-        foreach (var layer in _layers)
+        if (_signatures.All(s => s.IsSingle))
         {
-            var y = layer.call(x);
-            if (!ReferenceEquals(x, input)) x.Dispose();
-            x = y;
+            // Intermediate results are disposed here; the autograd graph keeps what backward needs.
+            Tensor x = input;
+            foreach (var layer in _layers)
+            {
+                var y = ((nn.Module<Tensor, Tensor>)layer).call(x);
+                if (!ReferenceEquals(x, input)) x.Dispose();
+                x = y;
+            }
+            return x;
         }
-        return x;
+        var values = Run(TensorSet.Of(input));
+        return values.TryGetValue(TensorSet.DefaultName, out var output)
+            ? output
+            : throw new InvalidOperationException($"stage {Index} does not end with a tensor named '{TensorSet.DefaultName}'; it ends with: {values}.");
     }
+
+    /// <summary>
+    /// Runs the layers on named tensors: each layer gets the latest tensors of the names it reads and its writes replace
+    /// earlier ones. Returns every named tensor at the end of the stage (the inputs included, unless replaced).
+    /// </summary>
+    internal TensorSet Run(TensorSet inputs)
+    {
+        var values = new Dictionary<string, Tensor>(inputs, StringComparer.Ordinal);
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            var signature = _signatures[i];
+            if (_layers[i] is nn.Module<Tensor, Tensor> single)
+            {
+                Replace(values, inputs, TensorSet.DefaultName, single.call(Read(values, TensorSet.DefaultName, i)));
+                continue;
+            }
+            var read = new TensorSet();
+            foreach (var name in signature.Reads) read.Add(name, Read(values, name, i));
+            var written = ((SetLayer)_layers[i]).call(read);
+            if (written is null || written.Count != signature.Writes.Count || !signature.Writes.All(written.ContainsKey))
+                throw new InvalidOperationException(
+                    $"layer {Describe(i)} declares that it writes {string.Join(", ", signature.Writes)} but returned " +
+                    $"{(written is null ? "null" : written.ToString())}: return exactly the declared tensors.");
+            foreach (var name in signature.Writes) Replace(values, inputs, name, written[name]);
+        }
+        return new TensorSet(values);
+    }
+
+    private Tensor Read(Dictionary<string, Tensor> values, string name, int layer) =>
+        values.TryGetValue(name, out var t)
+            ? t
+            : throw new InvalidOperationException(
+                $"layer {Describe(layer)} of stage {Index} reads '{name}', which this stage was not given: it holds {string.Join(", ", values.Keys)}.");
+
+    // A replaced intermediate result is disposed, unless it is an input or still held under another name.
+    private static void Replace(Dictionary<string, Tensor> values, TensorSet inputs, string name, Tensor tensor)
+    {
+        if (values.TryGetValue(name, out var old) && !ReferenceEquals(old, tensor)
+            && !inputs.Values.Any(t => ReferenceEquals(t, old)) && !values.Any(v => v.Key != name && ReferenceEquals(v.Value, old)))
+            old.Dispose();
+        values[name] = tensor;
+    }
+
+    private string Describe(int i) => $"{FirstLayer + i} ('{named_children().ElementAt(i).name}')";
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using PipeSharp.Boundaries;
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Partitioning;
@@ -43,6 +44,7 @@ public sealed partial class Pipeline : IDisposable
     private readonly int[][] _gradientsDoneAfter;
     private readonly MpiCluster? _cluster;
     private readonly IReadOnlyList<IReadOnlyList<string>> _stageStateNames;
+    private readonly BoundaryPlan _boundaries;
     private Exception? _broken;
     private long _trainSteps;
     private bool _disposed;
@@ -91,15 +93,15 @@ public sealed partial class Pipeline : IDisposable
     {
     }
 
-    private static (IReadOnlyList<nn.Module<Tensor, Tensor>>, IReadOnlyList<string>?) Model(TorchSharp.Modules.Sequential model)
+    private static (IReadOnlyList<nn.Module>, IReadOnlyList<string>?) Model(TorchSharp.Modules.Sequential model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return (ModelSplitter.Layers(model), ModelSplitter.LayerNames(model));
+        return (ModelSplitter.PipelineLayers(model), ModelSplitter.LayerNames(model));
     }
 
     private Pipeline(
-        (IReadOnlyList<nn.Module<Tensor, Tensor>> Layers, IReadOnlyList<string>? Names) first,
-        Func<(IReadOnlyList<nn.Module<Tensor, Tensor>>, IReadOnlyList<string>?)>? another,
+        (IReadOnlyList<nn.Module> Layers, IReadOnlyList<string>? Names) first,
+        Func<(IReadOnlyList<nn.Module>, IReadOnlyList<string>?)>? another,
         PipelineOptions options,
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
@@ -115,6 +117,8 @@ public sealed partial class Pipeline : IDisposable
         Schedule = plan.Schedule;
         Balance = plan.Balance;
         _forwardSchedule = plan.ForwardSchedule;
+        _boundaries = BoundaryPlan.Create(first.Layers, first.Names, plan.Balance, options.Inputs);
+        if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages
         _cluster = options.Cluster;
         int ranks = Schedule.RankCount, replicas = options.DataParallel;
         if (replicas < 1)
@@ -166,8 +170,8 @@ public sealed partial class Pipeline : IDisposable
                 ITransport transport = _cluster == null
                     ? new InProcessTransport()
                     : new MpiTransport(_cluster.Engine, modules.Count, options.MicroBatches * replicas,
-                        key => d * ranks + Schedule.StageToRank[key.Stage]);
-                var replica = new ReplicaRuntime(d, stages, shared, transport, new ActionRunner(d, stages, transport, loss));
+                        key => d * ranks + Schedule.StageToRank[key.Stage], _boundaries.ValueNames.Count);
+                var replica = new ReplicaRuntime(d, stages, shared, transport, new ActionRunner(d, stages, transport, loss, _boundaries));
                 built.Add(replica);
                 for (int r = 0; r < ranks; r++)
                     if (localRank < 0 || r == localRank) workers.Add((replica, r, new RankWorker(d * ranks + r, threads)));
@@ -287,10 +291,10 @@ public sealed partial class Pipeline : IDisposable
     /// <summary>Number of worker threads still running (0 after <see cref="Dispose"/>).</summary>
     internal int LiveWorkerThreads => _workers.Count(w => w.Worker.IsAlive);
 
-    /// <summary>Timings of the last <see cref="TrainStep"/>.</summary>
+    /// <summary>Timings of the last <see cref="TrainStep(TorchSharp.torch.Tensor, TorchSharp.torch.Tensor, System.Threading.CancellationToken)"/>.</summary>
     public StepStatistics? LastStep { get; private set; }
 
-    /// <summary>Timings of the last <see cref="Forward"/> (kept apart, so evaluation does not hide the training step's).</summary>
+    /// <summary>Timings of the last <see cref="Forward(TorchSharp.torch.Tensor, System.Threading.CancellationToken)"/> (kept apart, so evaluation does not hide the training step's).</summary>
     public StepStatistics? LastForward { get; private set; }
 
     /// <summary>
@@ -320,7 +324,23 @@ public sealed partial class Pipeline : IDisposable
             throw new ArgumentException(
                 $"target has shape [{string.Join(",", target.shape)}] but input has shape [{string.Join(",", input.shape)}]: " +
                 "both need the same number of samples in dimension 0.", nameof(target));
-        using var step = NewStep(Schedule, input, target, cancellation);
+        return TrainStep(PipelineInputs.Single(input, _boundaries), target, cancellation, nameof(input));
+    }
+
+    /// <summary>
+    /// A training step on a batch of several named tensors (<see cref="PipelineOptions.Inputs"/>), e.g. token ids and a
+    /// padding mask: each is split along dimension 0 like a single input; otherwise as <see cref="TrainStep(Tensor, Tensor, CancellationToken)"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The set does not hold exactly the declared inputs, or their sample counts differ.</exception>
+    public float TrainStep(TensorSet inputs, Tensor target, CancellationToken cancellation = default) =>
+        TrainStep(inputs, target, cancellation, nameof(inputs));
+
+    private float TrainStep(TensorSet inputs, Tensor target, CancellationToken cancellation, string parameterName)
+    {
+        ThrowIfUnusable();
+        ArgumentNullException.ThrowIfNull(target);
+        long samples = PipelineInputs.Check(inputs, target, _boundaries, parameterName);
+        using var step = NewStep(Schedule, inputs, samples, target, cancellation, parameterName);
         long number = ++_trainSteps; // this call's number, for messages
         RunOnWorkers(step, (replica, rank) =>
         {
@@ -375,7 +395,17 @@ public sealed partial class Pipeline : IDisposable
     {
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
-        using var step = NewStep(ForwardScheduleFor(input), input, null, cancellation);
+        return Forward(PipelineInputs.Single(input, _boundaries), cancellation, nameof(input));
+    }
+
+    /// <summary>A pipelined forward pass of a batch of several named tensors; otherwise as <see cref="Forward(Tensor, CancellationToken)"/>.</summary>
+    public Tensor Forward(TensorSet inputs, CancellationToken cancellation = default) => Forward(inputs, cancellation, nameof(inputs));
+
+    private Tensor Forward(TensorSet inputs, CancellationToken cancellation, string parameterName)
+    {
+        ThrowIfUnusable();
+        long samples = inputs.Count == 1 && inputs.Values.First().dim() == 0 ? 0 : PipelineInputs.Check(inputs, null, _boundaries, parameterName);
+        using var step = NewStep(ForwardScheduleFor(samples), inputs, samples, null, cancellation, parameterName);
         var modes = _replicas.SelectMany(r => r.Local).Select(s => TrainingModes(s.Module)).ToList();
         foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
@@ -396,9 +426,9 @@ public sealed partial class Pipeline : IDisposable
 
     // The forward-only schedule for this batch: a batch with fewer samples per replica than MicroBatches (one
     // sequence when generating text) runs as that many micro-batches, so inference takes any batch size.
-    private Schedule ForwardScheduleFor(Tensor input)
+    private Schedule ForwardScheduleFor(long samples)
     {
-        long perReplica = input.dim() > 0 ? input.shape[0] / Options.DataParallel : Options.MicroBatches;
+        long perReplica = samples > 0 ? samples / Options.DataParallel : Options.MicroBatches;
         if (perReplica >= Options.MicroBatches || perReplica < 1) return _forwardSchedule;
         int m = (int)perReplica;
         lock (_smallForwardSchedules)
@@ -424,24 +454,24 @@ public sealed partial class Pipeline : IDisposable
 
     // Splits the batch among the replicas held here, then into the schedule's micro-batches; loss weights are shares
     // of the whole batch.
-    private StepContext NewStep(Schedule schedule, Tensor input, Tensor? target, CancellationToken cancellation)
+    private StepContext NewStep(Schedule schedule, TensorSet input, long samples, Tensor? target, CancellationToken cancellation, string parameterName)
     {
         int replicas = Options.DataParallel, m = schedule.MicroBatchCount;
-        if (input.dim() > 0 && input.shape[0] < (long)replicas * m && replicas > 1)
+        if (samples > 0 && samples < (long)replicas * m && replicas > 1)
             throw new ArgumentException(
-                $"input has {input.shape[0]} samples but each of the {replicas} data-parallel replicas splits its share into {m} micro-batches: " +
-                $"use a batch of at least {replicas * m} samples, or fewer micro-batches or replicas.", nameof(input));
-        var inputShares = replicas == 1 ? [input] : MicroBatches.Split(input, replicas, nameof(input));
+                $"{parameterName} has {samples} samples but each of the {replicas} data-parallel replicas splits its share into {m} micro-batches: " +
+                $"use a batch of at least {replicas * m} samples, or fewer micro-batches or replicas.", parameterName);
+        var inputShares = replicas == 1 ? [input] : MicroBatches.Split(input, replicas, parameterName);
         var targetShares = target is null ? null : replicas == 1 ? [target] : MicroBatches.Split(target, replicas, nameof(target));
-        double total = input.shape[0];
+        double total = samples;
         var steps = new ReplicaStep?[replicas];
         try
         {
             foreach (var r in _replicas)
             {
-                var inputs = MicroBatches.Split(inputShares[r.Index], m, nameof(input));
+                var inputs = MicroBatches.Split(inputShares[r.Index], m, parameterName);
                 var targets = targetShares is null ? null : MicroBatches.Split(targetShares[r.Index], m, nameof(target));
-                steps[r.Index] = new ReplicaStep(inputs, targets, inputs.Select(t => t.shape[0] / total).ToArray());
+                steps[r.Index] = new ReplicaStep(inputs, targets, inputs.Select(t => t.Values.First().shape[0] / total).ToArray());
             }
         }
         catch
@@ -453,7 +483,7 @@ public sealed partial class Pipeline : IDisposable
         {
             if (replicas > 1)
             {
-                foreach (var t in inputShares) t.Dispose();
+                foreach (var t in inputShares.SelectMany(set => set.Values)) t.Dispose();
                 if (targetShares != null) foreach (var t in targetShares) t.Dispose();
             }
         }

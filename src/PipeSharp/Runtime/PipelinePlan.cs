@@ -11,7 +11,7 @@ namespace PipeSharp.Runtime;
 /// </summary>
 internal sealed record PipelinePlan(Schedule Schedule, Schedule ForwardSchedule, IReadOnlyList<int> Balance, IReadOnlyList<Device> RankDevices)
 {
-    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module<Tensor, Tensor>> layers)
+    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module> layers)
     {
         if (options.MicroBatches < 1)
             throw new ArgumentOutOfRangeException("microBatches", options.MicroBatches,

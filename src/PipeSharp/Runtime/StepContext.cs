@@ -79,11 +79,12 @@ internal sealed class StepContext : IDisposable
 }
 
 /// <summary>One replica's micro-batches of a step, the weights of their losses, and what the last stage gives back.</summary>
-internal sealed class ReplicaStep(Tensor[] inputs, Tensor[]? targets, double[] lossWeights) : IDisposable
+internal sealed class ReplicaStep(Boundaries.TensorSet[] inputs, Tensor[]? targets, double[] lossWeights) : IDisposable
 {
     private double _loss;
 
-    public Tensor[] Inputs { get; } = inputs;
+    /// <summary>Each micro-batch's named input tensors.</summary>
+    public Boundaries.TensorSet[] Inputs { get; } = inputs;
     public Tensor[]? Targets { get; } = targets;
 
     /// <summary>Each micro-batch's share of the samples of the whole (global) batch.</summary>
@@ -103,7 +104,7 @@ internal sealed class ReplicaStep(Tensor[] inputs, Tensor[]? targets, double[] l
     public void Dispose()
     {
         foreach (var t in Outputs) t?.Dispose();
-        foreach (var t in Inputs) t.Dispose();
+        foreach (var t in Inputs.SelectMany(set => set.Values)) t.Dispose();
         if (Targets != null) foreach (var t in Targets) t.Dispose();
     }
 }

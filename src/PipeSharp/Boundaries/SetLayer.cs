@@ -28,7 +28,7 @@ namespace PipeSharp.Boundaries;
 /// }
 /// </code>
 /// </example>
-public abstract class SetLayer : nn.Module<TensorSet, TensorSet>
+public abstract class SetLayer : nn.Module<TensorSet, TensorSet>, nn.IModule<Tensor, Tensor>
 {
     /// <param name="name">The module's name.</param>
     /// <param name="reads">The names of the tensors <c>forward</c> takes (at least one).</param>
@@ -45,6 +45,20 @@ public abstract class SetLayer : nn.Module<TensorSet, TensorSet>
 
     /// <summary>The names of the tensors this layer writes.</summary>
     public IReadOnlyList<string> Writes { get; }
+
+    /// <summary>
+    /// Lets a set layer be an entry of an <c>nn.Sequential</c>, the model container a pipeline splits. Called with one
+    /// tensor (as <c>Sequential.forward</c> would), a layer that reads one tensor and writes one runs on it; any other
+    /// refuses: run such a model with a <see cref="Runtime.Pipeline"/> or <see cref="SetModels.Forward"/>.
+    /// </summary>
+    Tensor nn.IModule<Tensor, Tensor>.call(Tensor input)
+    {
+        if (Reads.Count != 1 || Writes.Count != 1)
+            throw new NotSupportedException(
+                $"set layer '{GetName()}' reads {string.Join(", ", Reads)} and writes {string.Join(", ", Writes)}: it cannot run on one tensor. " +
+                "Run the model with a Pipeline, or with SetModels.Forward on one device.");
+        return call(TensorSet.Of(input, Reads[0]))[Writes[0]];
+    }
 
     private static IReadOnlyList<string> Check(IReadOnlyList<string> names, string parameter)
     {

@@ -67,43 +67,7 @@ public sealed class StageModule : nn.Module<Tensor, Tensor>
     /// Runs the layers on named tensors: each layer gets the latest tensors of the names it reads and its writes replace
     /// earlier ones. Returns every named tensor at the end of the stage (the inputs included, unless replaced).
     /// </summary>
-    internal TensorSet Run(TensorSet inputs)
-    {
-        var values = new Dictionary<string, Tensor>(inputs, StringComparer.Ordinal);
-        for (int i = 0; i < _layers.Length; i++)
-        {
-            var signature = _signatures[i];
-            if (_layers[i] is nn.Module<Tensor, Tensor> single)
-            {
-                Replace(values, inputs, TensorSet.DefaultName, single.call(Read(values, TensorSet.DefaultName, i)));
-                continue;
-            }
-            var read = new TensorSet();
-            foreach (var name in signature.Reads) read.Add(name, Read(values, name, i));
-            var written = ((SetLayer)_layers[i]).call(read);
-            if (written is null || written.Count != signature.Writes.Count || !signature.Writes.All(written.ContainsKey))
-                throw new InvalidOperationException(
-                    $"layer {Describe(i)} declares that it writes {string.Join(", ", signature.Writes)} but returned " +
-                    $"{(written is null ? "null" : written.ToString())}: return exactly the declared tensors.");
-            foreach (var name in signature.Writes) Replace(values, inputs, name, written[name]);
-        }
-        return new TensorSet(values);
-    }
-
-    private Tensor Read(Dictionary<string, Tensor> values, string name, int layer) =>
-        values.TryGetValue(name, out var t)
-            ? t
-            : throw new InvalidOperationException(
-                $"layer {Describe(layer)} of stage {Index} reads '{name}', which this stage was not given: it holds {string.Join(", ", values.Keys)}.");
-
-    // A replaced intermediate result is disposed, unless it is an input or still held under another name.
-    private static void Replace(Dictionary<string, Tensor> values, TensorSet inputs, string name, Tensor tensor)
-    {
-        if (values.TryGetValue(name, out var old) && !ReferenceEquals(old, tensor)
-            && !inputs.Values.Any(t => ReferenceEquals(t, old)) && !values.Any(v => v.Key != name && ReferenceEquals(v.Value, old)))
-            old.Dispose();
-        values[name] = tensor;
-    }
+    internal TensorSet Run(TensorSet inputs) => LayerRunner.Run(_layers, _signatures, inputs, i => $"layer {Describe(i)} of stage {Index}");
 
     private string Describe(int i) => $"{FirstLayer + i} ('{named_children().ElementAt(i).name}')";
 }

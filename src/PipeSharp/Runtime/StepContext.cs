@@ -43,7 +43,8 @@ internal sealed class StepContext : IDisposable
     public void RecordReceive(Transport.MessageKey key, int toRank, long timestamp)
     {
         if (!_sent.TryRemove(key, out var sent)) return;
-        string label = $"{(key.Kind == Transport.MessageKind.Activation ? "activation" : "gradient")} {key.Stage}:{key.MicroBatch}";
+        string label = $"{(key.Kind == Transport.MessageKind.Activation ? "activation" : "gradient")} {key.Stage}:{key.MicroBatch}" +
+                       (key.IsBetweenNeighbours ? "" : $" (value {key.Value} from stage {key.From})");
         lock (Messages) Messages.Add(new MessageTiming(sent.Rank, toRank, label, Seconds(sent.Time), Seconds(timestamp)));
     }
     public List<ActionTiming> Timeline { get; } = new();

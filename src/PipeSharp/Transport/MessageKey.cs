@@ -62,9 +62,12 @@ public readonly record struct MessageKey
         _ => -1,
     };
 
+    /// <summary>True for a message of value 0 between neighbours, the only kind a model of one value sends.</summary>
+    public bool IsBetweenNeighbours => Value == 0 && From == Neighbour(Kind, Stage);
+
     /// <inheritdoc />
     public override string ToString() =>
-        Value == 0 && From == Neighbour(Kind, Stage)
+        IsBetweenNeighbours
             ? $"{Kind} for stage {Stage}, micro-batch {MicroBatch}"
             : $"{Kind} of value {Value} from stage {From} for stage {Stage}, micro-batch {MicroBatch}";
 }

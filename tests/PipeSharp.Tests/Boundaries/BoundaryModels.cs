@@ -38,7 +38,7 @@ internal static class BoundaryModels
         return Enumerable.Range(0, steps).Select(_ => MaskedTransformer.Batch(generator, BatchSize, 11, 8, 3)).ToList();
     }
 
-    public static optim.Optimizer Adam(IEnumerable<TorchSharp.Modules.Parameter> parameters) => optim.Adam(parameters, 1e-2);
+    public static optim.Optimizer Adam(IEnumerable<TorchSharp.Modules.Parameter> parameters) => optim.Adam(parameters, 1e-3);
 
     public static Tensor CrossEntropy(Tensor output, Tensor target) => nn.functional.cross_entropy(output, target);
 

@@ -30,6 +30,9 @@ public sealed partial class Pipeline
     public IReadOnlyList<StageMemory> MeasureMemory(Tensor sampleInput)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_boundaries.IsPlain)
+            throw new NotSupportedException(
+                "MeasureMemory measures models whose layers map one tensor to one tensor; this model's stages pass several named tensors.");
         // A micro-batch as a replica trains it: with D replicas, each takes 1/D of the batch.
         var parts = MicroBatches.Split(sampleInput, Options.MicroBatches * Options.DataParallel, nameof(sampleInput));
         foreach (var other in parts.Skip(1)) other.Dispose();

@@ -72,6 +72,28 @@ public class BoundaryEquivalenceTests
         }
     }
 
+    [Theory]
+    [InlineData("1f1b")]
+    [InlineData("zb-v")]
+    public void Transformer_with_two_data_parallel_replicas_matches_single_device(string schedule)
+    {
+        // Each named input (ids and padding) is split between the replicas, then into micro-batches.
+        var batches = BoundaryModels.TransformerBatches(Steps);
+        try
+        {
+            var options = new PipelineOptions
+            {
+                Stages = 2, MicroBatches = 2, Schedule = schedule, ThreadsPerStage = 1, DataParallel = 2, Inputs = Models.MaskedTransformer.Inputs,
+            };
+            var (diff, _) = EquivalenceCheck.Compare(BoundaryModels.Transformer, options, BoundaryModels.Adam, BoundaryModels.CrossEntropy, batches);
+            Assert.True(diff <= Tolerance, $"max parameter difference {diff:E2} > {Tolerance:E0}");
+        }
+        finally
+        {
+            BoundaryModels.Dispose(batches);
+        }
+    }
+
     [Fact]
     public void The_parameters_move_so_the_comparison_can_fail()
     {

@@ -86,4 +86,33 @@ public class BoundaryMessageTests
         Assert.All(pairs, p => Assert.Equal(1, Math.Abs(p.FromRank - p.ToRank)));
         Assert.All(pipe.LastStep.Messages, m => Assert.DoesNotContain("value", m.Label));
     }
+
+    [Fact]
+    public void Integer_ids_cross_a_boundary_without_a_gradient_message()
+    {
+        // Stage 0 passes the ids on (as they are) beside its hidden state; stage 1 embeds them and adds them in.
+        manual_seed(4);
+        var model = SetModels.Sequential([
+            ("hidden", new FunctionLayer("hidden", ["ids"], ["ids", "x"], t => new TensorSet { ["ids"] = t["ids"], ["x"] = t["ids"].to(ScalarType.Float32) })),
+            ("0", nn.Linear(6, 8)),
+            ("embed", new EmbedAndAdd()),
+            ("head", nn.Linear(8, 3))]);
+        using var ids = randint(0, 5, [8, 6]);
+        using var y = randint(0, 3, [8]);
+        using var pipe = new Pipeline(model, new PipelineOptions { Balance = [2, 2], MicroBatches = 2, ThreadsPerStage = 1, Inputs = ["ids"] },
+            BoundaryModels.CrossEntropy, BoundaryModels.Adam);
+        pipe.TrainStep(new TensorSet { ["ids"] = ids }, y);
+        var labels = pipe.LastStep!.Messages.Select(m => (m.Label.Split(' ')[0], m.FromRank, m.ToRank)).ToList();
+        Assert.Equal(2 * 2, labels.Count(l => l == ("activation", 0, 1))); // x and ids, 2 micro-batches
+        Assert.Equal(2, labels.Count(l => l == ("gradient", 1, 0)));       // x only
+    }
+
+    private sealed class EmbedAndAdd : SetLayer
+    {
+        private readonly TorchSharp.Modules.Embedding embedding = nn.Embedding(5, 8);
+
+        public EmbedAndAdd() : base("embed", ["x", "ids"], ["x"]) => RegisterComponents();
+
+        public override TensorSet forward(TensorSet t) => TensorSet.Of(t["x"] + embedding.call(t["ids"]).sum(1));
+    }
 }

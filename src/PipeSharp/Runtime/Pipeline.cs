@@ -404,6 +404,7 @@ public sealed partial class Pipeline : IDisposable
     private Tensor Forward(TensorSet inputs, CancellationToken cancellation, string parameterName)
     {
         ThrowIfUnusable();
+        ArgumentNullException.ThrowIfNull(inputs, parameterName);
         long samples = inputs.Count == 1 && inputs.Values.First().dim() == 0 ? 0 : PipelineInputs.Check(inputs, null, _boundaries, parameterName);
         using var step = NewStep(ForwardScheduleFor(samples), inputs, samples, null, cancellation, parameterName);
         var modes = _replicas.SelectMany(r => r.Local).Select(s => TrainingModes(s.Module)).ToList();

@@ -6,7 +6,7 @@ namespace PipeSharp.Tests.Mpi;
 /// Models whose stages pass several tensors, across MPI processes: a U-Net-like model whose skips cross stages and a
 /// transformer whose stages pass hidden state and a padding mask train to the parameters of single-device training
 /// under every schedule (<c>pipesharp verify --model ...</c>, one stage per process; with 2 chunks per rank the
-/// skips go between pieces that are not neighbours).
+/// skips go between pieces that are not neighbours), also with two data-parallel replicas.
 /// </summary>
 [Collection(MpiCollection.Name)]
 public class MpiBoundaryTests
@@ -14,15 +14,17 @@ public class MpiBoundaryTests
     private static readonly TimeSpan Long = TimeSpan.FromMinutes(4);
 
     [MpiTheory]
-    [InlineData(2, "unet")]
-    [InlineData(2, "transformer")]
-    [InlineData(4, "unet")]
-    public void Models_passing_several_tensors_match_single_device_training_on_MPI_ranks(int processes, string model)
+    [InlineData(2, "unet", 1)]
+    [InlineData(2, "transformer", 1)]
+    [InlineData(4, "unet", 1)]
+    [InlineData(4, "transformer", 2)]
+    public void Models_passing_several_tensors_match_single_device_training_on_MPI_ranks(int processes, string model, int replicas)
     {
-        var run = MpiJob.Run(processes, $"verify --model {model} --steps 3", Long);
+        var run = MpiJob.Run(processes, $"verify --model {model} --steps 3 --data-parallel {replicas}", Long);
         Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains($"{processes} MPI processes: 1 replica x {processes} stages", run.Output);
-        var lines = Regex.Matches(run.Output, $@"^{model}\s+adam\s+(\S+)\s+{processes}\s+\d+\s+\S+\s+ok$", RegexOptions.Multiline);
+        int stages = processes / replicas;
+        Assert.Contains($"{processes} MPI processes: {replicas} replica{(replicas == 1 ? "" : "s")} x {stages} stages", run.Output);
+        var lines = Regex.Matches(run.Output, $@"^{model}\s+adam\s+(\S+)\s+{stages}\s+\d+\s+\S+\s+ok$", RegexOptions.Multiline);
         Assert.Equal(5, lines.Select(m => m.Groups[1].Value).Distinct().Count()); // every schedule
         Assert.Matches(@"\d+ checks, 0 mismatches", run.Output);
         Assert.DoesNotContain("FAIL", run.Output);

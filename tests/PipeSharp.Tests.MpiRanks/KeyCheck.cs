@@ -40,7 +40,7 @@ internal static class KeyCheck
             count++;
         }
         cluster.Barrier();
-        Console.WriteLine($"rank {cluster.Rank}: {count} keyed messages checked");
+        Console.WriteLine($"rank {cluster.Rank}: {count} keyed messages checked (MPI tags up to {cluster.Engine.TagUpperBound})");
     }
 
     private static double[] Values(Tensor t)

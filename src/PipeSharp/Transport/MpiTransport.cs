@@ -43,6 +43,7 @@ internal sealed class MpiTransport : ITransport
     // Slots whose spare tensor was used, to be made again when the poller finds nothing to do.
     private readonly Stack<ReceiveSlot> _refill = new();
     private readonly List<(MessageKey Key, Tensor Tensor, int Request, bool RequiresGrad)> _incoming = new();
+    private readonly long[] _sentCounts; // per (destination rank, kind)
 
     /// <param name="engine">The process's MPI engine.</param>
     /// <param name="stages">Number of stages (for the tag encoding).</param>
@@ -57,6 +58,7 @@ internal sealed class MpiTransport : ITransport
         // A channel is (consuming stage, sending stage + 1 in 0..stages+1, value).
         _channels = stages * (stages + 2) * values;
         _destination = destination;
+        _sentCounts = new long[engine.Size * 3];
         long largest = Tag(MessageKind.Output, _channels - 1, microBatches - 1, Slots - 1);
         if (largest > engine.TagUpperBound)
             throw new ArgumentException(
@@ -92,6 +94,9 @@ internal sealed class MpiTransport : ITransport
 
     /// <inheritdoc />
     public void Send(MessageKey key, Tensor tensor) => SendTo(_destination(key), key, tensor);
+
+    /// <summary>How many messages of <paramref name="kind"/> this transport has sent to MPI rank <paramref name="rank"/> (itself included).</summary>
+    public long MessagesSent(int rank, MessageKind kind) => Interlocked.Read(ref _sentCounts[rank * 3 + (int)kind]);
 
     /// <summary>Sends <paramref name="tensor"/> to MPI rank <paramref name="rank"/> under <paramref name="key"/>; takes ownership.</summary>
     public void SendTo(int rank, MessageKey key, Tensor tensor)
@@ -136,6 +141,7 @@ internal sealed class MpiTransport : ITransport
             data.Dispose();
             throw new ArgumentException($"a {bytes}-byte message ({key}) is larger than one MPI message can carry (2 GB): use more micro-batches.");
         }
+        Interlocked.Increment(ref _sentCounts[rank * 3 + (int)key.Kind]);
         _engine.Submit(new SendOperation(_comm, rank, tag, announce ? header : null, data, (int)bytes));
     }
 

@@ -38,6 +38,19 @@ public class RankChecksTests
     }
 
     /// <summary>
+    /// A skip connection is one message from the process that makes it to the process that reads it (and its gradient
+    /// one message back), not a relay through the processes of the stages in between: counted per destination and kind.
+    /// </summary>
+    [MpiFact]
+    public void A_skip_goes_straight_from_the_process_that_makes_it_to_the_process_that_reads_it()
+    {
+        var run = MpiJob.Run(2, "skips", TimeSpan.FromMinutes(2), program: Program);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("rank 0: skips sent directly", run.Output);
+        Assert.Contains("rank 1: skips sent directly", run.Output);
+    }
+
+    /// <summary>
     /// Each process builds the whole model, then keeps its own stages: the others' memory is freed when the pipeline
     /// is built, not left to the garbage collector, so a rank holds its share of the model, not all of it.
     /// </summary>

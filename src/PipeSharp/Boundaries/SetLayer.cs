@@ -12,7 +12,7 @@ namespace PipeSharp.Boundaries;
 /// </summary>
 /// <remarks>
 /// In a pipeline, every tensor read is the latest one of that name written by an earlier layer, or a pipeline input
-/// (<see cref="Runtime.PipelineOptions.Inputs"/>). A tensor written in one stage and read in a later one is sent
+/// (<c>PipelineOptions.Inputs</c>). A tensor written in one stage and read in a later one is sent
 /// directly from the stage that makes it to the stage that uses it, however many stages lie between them, and its
 /// gradient goes straight back; a tensor that does not require a gradient (a mask, integer ids, positions) travels
 /// without autograd and gets no gradient message. Layers that map one tensor to one tensor
@@ -49,7 +49,7 @@ public abstract class SetLayer : nn.Module<TensorSet, TensorSet>, nn.IModule<Ten
     /// <summary>
     /// Lets a set layer be an entry of an <c>nn.Sequential</c>, the model container a pipeline splits. Called with one
     /// tensor (as <c>Sequential.forward</c> would), a layer that reads one tensor and writes one runs on it; any other
-    /// refuses: run such a model with a <see cref="Runtime.Pipeline"/> or <see cref="SetModels.Forward"/>.
+    /// refuses: run such a model with a <c>Pipeline</c> or <see cref="SetModels.Forward"/>.
     /// </summary>
     Tensor nn.IModule<Tensor, Tensor>.call(Tensor input)
     {

@@ -1,21 +1,25 @@
 // Checks run inside the ranks of a 2-process MPI job; each prints what it checked and exits 0, or throws (exit 1).
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport   the MPI transport, message by message
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll memory      a rank frees the stages it does not train
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll keys        every key of a pipeline with skips has its own tag
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll skips       a skip goes straight from its maker's process to its reader's
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Tests.MpiRanks;
 
 TorchNative.EnsureLoaded();
 using var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(20));
-if (cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory"))
+if (cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips"))
 {
-    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory " +
+    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips " +
                             $"(this job has {cluster.Size} processes)");
     return 2;
 }
 try
 {
     if (args[0] == "transport") TransportCheck.Run(cluster);
+    else if (args[0] == "keys") KeyCheck.Run(cluster);
+    else if (args[0] == "skips") SkipCheck.Run(cluster);
     else MemoryCheck.Run(cluster);
     return 0;
 }

@@ -27,7 +27,7 @@ public class BackendSeamTests
         IReadOnlyList<int> IBackend.HostedRanks(int ranks, int replicas) =>
             ranks * replicas == count ? [index] : throw new ArgumentException("does not fit", "backend");
         int IBackend.ProcessesOnThisHost => perHost;
-        ITransport IBackend.CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination) => throw new NotSupportedException();
+        ITransport IBackend.CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination, int values) => throw new NotSupportedException();
         IProcessGroup? IBackend.Split(int color, int key) => throw new NotSupportedException();
         void IBackend.DescribeRanksAs(Func<int, string> role) { }
         Exception? IBackend.NewFailureException() => null;

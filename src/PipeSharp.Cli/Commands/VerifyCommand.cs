@@ -37,6 +37,14 @@ internal static class VerifyCommand
         HelpName = "K",
     };
 
+    private static readonly Option<string?> Model = new("--model")
+    {
+        Description = "Check only this model: mlp, cnn, or one whose stages pass several tensors: unet (skips across stages) or " +
+                      "transformer (hidden state and a padding mask), for every schedule, with Adam. Default: mlp and cnn " +
+                      "(and the tied GPT under mpirun).",
+        HelpName = "NAME",
+    };
+
     private static readonly Option<double> Tolerance = new("--tolerance")
     {
         CustomParser = Numbers.NonNegative,
@@ -57,8 +65,9 @@ internal static class VerifyCommand
             "every schedule with N/D ranks per replica, one rank per process, for mlp, cnn and a GPT with a tied " +
             "embedding (whose copies on the first and last stage must stay identical).")
         {
-            Steps, Tolerance,
+            Steps, Tolerance, Model,
         };
+        Model.AcceptOnlyFromAmong(["mlp", "cnn", .. BoundaryModelChecks.Names]);
         foreach (var option in ClusterOptions.All) command.Options.Add(option);
         command.SetAction(args =>
         {
@@ -83,7 +92,14 @@ internal static class VerifyCommand
         if (cluster != null) Console.WriteLine($"{cluster.Size} MPI processes: {replicas} replica{(replicas == 1 ? "" : "s")} x {cluster.Size / replicas} ranks");
         Console.WriteLine($"{"model",-6} {"optimizer",-9} {"schedule",-11} {"ranks",6} {"micro-batches",13} {"max |diff|",11}  ok");
         int checks = 0, mismatches = 0;
-        foreach (var (name, modelSeed) in new[] { ("mlp", 1L), ("cnn", 2L) })
+        string? only = args.GetValue(Model);
+        if (only is not null && BoundaryModelChecks.Names.Contains(only))
+        {
+            // At most 8 pieces: the models have 8 layers.
+            (checks, mismatches) = BoundaryModelChecks.Run(only, Cases(cluster, replicas, [1, 2, 4]), replicas, cluster, steps, tolerance, signals);
+            if (signals.ExitCode is { } stoppedAt) return Stopped(stoppedAt, checks, mismatches);
+        }
+        foreach (var (name, modelSeed) in new[] { ("mlp", 1L), ("cnn", 2L) }.Where(m => only is null || m.Item1 == only))
         {
             var spec = BuiltInModels.ForVerification(name);
             var batches = Batches(spec, steps);
@@ -120,7 +136,7 @@ internal static class VerifyCommand
                 foreach (var (input, target) in batches) { input.Dispose(); target.Dispose(); }
             }
         }
-        if (cluster != null)
+        if (cluster != null && only is null)
         {
             // The tied embedding: its copies on the first and last stage of each replica, across processes.
             foreach (var (schedule, stages, microBatches) in Cases(cluster, replicas))
@@ -150,9 +166,9 @@ internal static class VerifyCommand
     /// Every schedule x ranks x micro-batches; interleaved needs micro-batches to be a multiple of ranks. Under MPI the
     /// ranks are the processes of one replica; each replica's share of the batch must hold its micro-batches.
     /// </summary>
-    private static IEnumerable<(string Schedule, int Ranks, int MicroBatches)> Cases(Mpi.MpiCluster? cluster, int replicas) =>
+    private static IEnumerable<(string Schedule, int Ranks, int MicroBatches)> Cases(Mpi.MpiCluster? cluster, int replicas, int[]? rankCounts = null) =>
         from schedule in ScheduleGenerators.Names
-        from stages in cluster is null ? RankCounts : [cluster.Size / replicas]
+        from stages in cluster is null ? rankCounts ?? RankCounts : [cluster.Size / replicas]
         from microBatches in MicroBatchCounts
         where schedule != "interleaved" || microBatches % stages == 0
         where replicas * microBatches <= BatchSize && (cluster is null || microBatches >= stages)

@@ -56,9 +56,10 @@ public interface IBackend
 
     /// <summary>
     /// A transport for one replica's messages. <paramref name="destination"/> gives the job rank that consumes a message;
-    /// <paramref name="stages"/> and <paramref name="microBatches"/> bound the keys it will carry.
+    /// <paramref name="stages"/>, <paramref name="microBatches"/> and <paramref name="values"/> (the boundary values a stage
+    /// may pass; 1 for a model whose layers map one tensor to one tensor) bound the keys it will carry.
     /// </summary>
-    internal ITransport CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination);
+    internal ITransport CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination, int values);
 
     /// <summary>
     /// Splits the processes into groups (a collective call: every process calls it, in the same order): processes with

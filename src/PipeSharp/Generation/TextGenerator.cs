@@ -5,7 +5,7 @@ namespace PipeSharp.Generation;
 
 /// <summary>
 /// Autoregressive generation with a language model given as a function from token ids [1, t] to logits [1, t, V]:
-/// the whole model's forward, or a <see cref="Runtime.Pipeline"/>'s pipelined <see cref="Runtime.Pipeline.Forward"/>.
+/// the whole model's forward, or a <see cref="Runtime.Pipeline"/>'s pipelined <see cref="Runtime.Pipeline.Forward(TorchSharp.torch.Tensor, System.Threading.CancellationToken)"/>.
 /// </summary>
 public static class TextGenerator
 {

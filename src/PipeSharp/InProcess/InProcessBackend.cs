@@ -31,7 +31,7 @@ internal sealed class InProcessBackend : IBackend
 
     int IBackend.ProcessesOnThisHost => 1;
 
-    ITransport IBackend.CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination) => new InProcessTransport();
+    ITransport IBackend.CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination, int values) => new InProcessTransport();
 
     IProcessGroup? IBackend.Split(int color, int key) => color < 0 ? null : new SingleProcessGroup();
 

@@ -128,8 +128,8 @@ public sealed class MpiCluster : IBackend, IDisposable
         return [Rank];
     }
 
-    ITransport IBackend.CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination) =>
-        new MpiTransport(_engine, stages, microBatches, destination);
+    ITransport IBackend.CreateTransport(int stages, int microBatches, Func<MessageKey, int> destination, int values) =>
+        new MpiTransport(_engine, stages, microBatches, destination, values);
 
     IProcessGroup? IBackend.Split(int color, int key) =>
         MpiCommunicator.Split(_engine, color, key) is { } comm ? new MpiGroup(_engine, comm) : null;

@@ -12,8 +12,9 @@ namespace PipeSharp.Mpi;
 /// Moves activations and gradients between MPI ranks. A tensor is sent from its own native memory and received
 /// straight into the native memory of a new tensor (no managed copy), with non-blocking MPI calls; the engine keeps
 /// them moving while the workers compute, so transfers overlap computation. Messages are matched by key
-/// (kind, stage, micro-batch), which is encoded in the MPI tag, never by arrival order. Shapes and dtypes are sent
-/// once per shape: each channel (peer, kind, stage) has a few numbered shape slots, announced in a small header the
+/// (kind, consuming stage, sending stage, boundary value, micro-batch), which is encoded in the MPI tag, never by arrival
+/// order. A tensor's <c>requires_grad</c> flag travels with it (in the header). Shapes and dtypes are sent
+/// once per shape: each channel (peer, kind, stage, sending stage, value) has a few numbered shape slots, announced in a small header the
 /// first time a shape is used; later messages name their slot in the tag. A new shape (a shorter last batch, a
 /// different sequence length) simply takes the next slot.
 /// </summary>
@@ -31,31 +32,39 @@ internal sealed class MpiTransport : ITransport
     private readonly MpiEngine _engine;
     private readonly int _comm;
     private readonly int _stages;
+    private readonly int _values;
+    private readonly int _channels;
     private readonly Func<MessageKey, int> _destination;
     private readonly object _gate = new();
     // Several messages may wait under one key (e.g. a fast rank's outputs of the next forward pass): kept in send order.
     private readonly Dictionary<MessageKey, Queue<Tensor>> _mail = new();
-    private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), long[]?[]> _sent = new();
-    private readonly Dictionary<(int Peer, MessageKind Kind, int Stage), int> _nextSlot = new();
-    private readonly Dictionary<(int Peer, int Kind, int Stage, int Slot), ReceiveSlot> _received = new();
+    private readonly Dictionary<(int Peer, MessageKind Kind, int Channel), long[]?[]> _sent = new();
+    private readonly Dictionary<(int Peer, MessageKind Kind, int Channel), int> _nextSlot = new();
+    private readonly Dictionary<(int Peer, int Kind, int Channel, int Slot), ReceiveSlot> _received = new();
     // Slots whose spare tensor was used, to be made again when the poller finds nothing to do.
     private readonly Stack<ReceiveSlot> _refill = new();
-    private readonly List<(MessageKey Key, Tensor Tensor, int Request)> _incoming = new();
+    private readonly List<(MessageKey Key, Tensor Tensor, int Request, bool RequiresGrad)> _incoming = new();
+    private readonly long[] _sentCounts; // per (destination rank, kind)
 
     /// <param name="engine">The process's MPI engine.</param>
     /// <param name="stages">Number of stages (for the tag encoding).</param>
     /// <param name="microBatches">Largest micro-batch count a message may carry.</param>
     /// <param name="destination">The MPI rank that consumes a message.</param>
-    public MpiTransport(MpiEngine engine, int stages, int microBatches, Func<MessageKey, int> destination)
+    /// <param name="values">Number of boundary values a message may carry (1: a model of one value).</param>
+    public MpiTransport(MpiEngine engine, int stages, int microBatches, Func<MessageKey, int> destination, int values = 1)
     {
         _engine = engine;
         _stages = stages;
+        _values = values;
+        // A channel is (consuming stage, sending stage + 1 in 0..stages+1, value).
+        _channels = stages * (stages + 2) * values;
         _destination = destination;
-        long largest = Tag(MessageKind.Output, stages - 1, microBatches - 1, Slots - 1);
+        _sentCounts = new long[engine.Size * 3];
+        long largest = Tag(MessageKind.Output, _channels - 1, microBatches - 1, Slots - 1);
         if (largest > engine.TagUpperBound)
             throw new ArgumentException(
-                $"{stages} stages x {microBatches} micro-batches need MPI tags up to {largest}, but this MPI allows {engine.TagUpperBound}: " +
-                "use fewer micro-batches.", "microBatches");
+                $"{stages} stages x {values} boundary values x {microBatches} micro-batches need MPI tags up to {largest}, but this MPI allows " +
+                $"{engine.TagUpperBound}: use fewer micro-batches.", "microBatches");
         _comm = engine.Call(() =>
         {
             MpiNative.Check(MpiNative.MPI_Comm_dup(MpiNative.CommWorld, out int comm), "MPI_Comm_dup");
@@ -67,52 +76,73 @@ internal sealed class MpiTransport : ITransport
 
     private readonly Func<bool> _poll;
 
-    private int Tag(MessageKind kind, int stage, int microBatch, int slot) =>
-        1 + (((microBatch * _stages + stage) * 3 + (int)kind) * Slots + slot);
+    private long Tag(MessageKind kind, int channel, int microBatch, int slot) =>
+        1 + (((microBatch * (long)_channels + channel) * 3 + (int)kind) * Slots + slot);
+
+    private int Channel(MessageKey key)
+    {
+        if (key.Stage < 0 || key.Stage >= _stages || key.From < -1 || key.From > _stages || key.Value < 0 || key.Value >= _values)
+            throw new ArgumentOutOfRangeException(nameof(key), key,
+                $"this transport carries stages 0..{_stages - 1} and boundary values 0..{_values - 1}.");
+        return (key.Stage * (_stages + 2) + key.From + 1) * _values + key.Value;
+    }
+
+    private MessageKey Key(MessageKind kind, int channel, int microBatch)
+    {
+        int value = channel % _values, rest = channel / _values;
+        return new MessageKey(kind, rest / (_stages + 2), microBatch, rest % (_stages + 2) - 1, value);
+    }
 
     /// <inheritdoc />
     public void Send(MessageKey key, Tensor tensor) => SendTo(_destination(key), key, tensor);
+
+    /// <summary>How many messages of <paramref name="kind"/> this transport has sent to MPI rank <paramref name="rank"/> (itself included).</summary>
+    public long MessagesSent(int rank, MessageKind kind) => Interlocked.Read(ref _sentCounts[rank * 3 + (int)kind]);
 
     /// <summary>Sends <paramref name="tensor"/> to MPI rank <paramref name="rank"/> under <paramref name="key"/>; takes ownership.</summary>
     public void SendTo(int rank, MessageKey key, Tensor tensor)
     {
         // The transport owns what it sends until MPI is done with the memory: out of any dispose scope, or the
         // caller's scope could free it (and the next tensor reuse it) before MPI has sent it.
+        bool requiresGrad = tensor.requires_grad;
         var data = tensor.device_type == DeviceType.CPU && tensor.is_contiguous() ? tensor : tensor.cpu().contiguous();
         data.DetachFromDisposeScope();
         if (!ReferenceEquals(data, tensor)) tensor.Dispose();
-        // The header: kind, stage, slot, dtype, then the dimensions (read one by one: Tensor.shape costs a microsecond).
+        // The header: kind, channel, slot, dtype (with the requires_grad flag in bit 32), then the dimensions (read one by
+        // one: Tensor.shape costs a microsecond).
+        int channel = Channel(key);
         int dimensions = (int)data.Dimensions;
         var header = new long[4 + dimensions];
         header[0] = (long)key.Kind;
-        header[1] = key.Stage;
-        header[3] = (long)data.dtype;
+        header[1] = channel;
+        header[3] = (long)data.dtype | (requiresGrad ? ReceiveSlot.RequiresGradFlag : 0);
         for (int d = 0; d < dimensions; d++) header[4 + d] = data.size(d);
         int slot;
         bool announce;
         lock (_gate)
         {
-            var channel = (rank, key.Kind, key.Stage);
-            if (!_sent.TryGetValue(channel, out var slots)) _sent[channel] = slots = new long[]?[Slots];
+            var peerChannel = (rank, key.Kind, channel);
+            if (!_sent.TryGetValue(peerChannel, out var slots)) _sent[peerChannel] = slots = new long[]?[Slots];
             slot = -1;
             for (int i = 0; i < Slots && slot < 0; i++)
                 if (slots[i] is { } known && known.AsSpan(3).SequenceEqual(header.AsSpan(3))) slot = i;
             announce = slot < 0;
             if (announce)
             {
-                slot = _nextSlot.GetValueOrDefault(channel);
-                _nextSlot[channel] = (slot + 1) % Slots;
+                slot = _nextSlot.GetValueOrDefault(peerChannel);
+                _nextSlot[peerChannel] = (slot + 1) % Slots;
                 slots[slot] = header;
             }
         }
         header[2] = slot;
-        int tag = Tag(key.Kind, key.Stage, key.MicroBatch, slot);
+        int tag = (int)Tag(key.Kind, channel, key.MicroBatch, slot);
         long bytes = data.NumberOfElements * data.ElementSize;
         if (bytes > int.MaxValue)
         {
             data.Dispose();
             throw new ArgumentException($"a {bytes}-byte message ({key}) is larger than one MPI message can carry (2 GB): use more micro-batches.");
         }
+        Interlocked.Increment(ref _sentCounts[rank * 3 + (int)key.Kind]);
         _engine.Submit(new SendOperation(_comm, rank, tag, announce ? header : null, data, (int)bytes));
     }
 
@@ -201,9 +231,9 @@ internal sealed class MpiTransport : ITransport
             int t = status.Tag - 1;
             int slot = t % Slots;
             int kind = t / Slots % 3;
-            int stage = t / Slots / 3 % _stages;
-            int microBatch = t / Slots / 3 / _stages;
-            if (!_received.TryGetValue((status.Source, kind, stage, slot), out var announced))
+            int channel = t / Slots / 3 % _channels;
+            int microBatch = t / Slots / 3 / _channels;
+            if (!_received.TryGetValue((status.Source, kind, channel, slot), out var announced))
                 throw new MpiException($"rank {status.Source} sent a message (tag {status.Tag}) whose shape was never announced.");
             if (announced.Bytes != bytes)
                 throw new MpiException($"rank {status.Source} sent {bytes} bytes for a tensor of shape [{string.Join(",", announced.Shape)}] " +
@@ -213,7 +243,7 @@ internal sealed class MpiTransport : ITransport
             var tensor = announced.Take(out bool wantsSpare);
             if (wantsSpare) _refill.Push(announced);
             MpiNative.Check(MpiNative.MPI_Imrecv(TensorMemory.Pointer(tensor), bytes, MpiNative.Byte, ref message, out int request), "MPI_Imrecv");
-            _incoming.Add((new MessageKey((MessageKind)kind, stage, microBatch), tensor, request));
+            _incoming.Add((Key((MessageKind)kind, channel, microBatch), tensor, request, announced.RequiresGrad));
             _engine.ReceiveStarted();
             // A small (eager) message is usually complete at once: then hand it over now, and leave any later arrival
             // to the next turn, so that the thread waiting for this one gets it without another poll of MPI first.
@@ -229,20 +259,21 @@ internal sealed class MpiTransport : ITransport
         HashSet<MessageKey>? blocked = null;
         for (int i = 0; i < _incoming.Count; i++)
         {
-            var (key, tensor, request) = _incoming[i];
+            var (key, tensor, request, requiresGrad) = _incoming[i];
             int flag = 0;
             if (request != MpiNative.RequestNull)
             {
                 MpiNative.Check(MpiNative.MPI_Test(ref request, out flag, out _), "MPI_Test");
                 if (flag != 0) _engine.ReceiveEnded();
             }
-            _incoming[i] = (key, tensor, request);
+            _incoming[i] = (key, tensor, request, requiresGrad);
             if (request != MpiNative.RequestNull || blocked?.Contains(key) == true)
             {
                 (blocked ??= new()).Add(key);
                 continue;
             }
             _incoming.RemoveAt(i--);
+            if (requiresGrad) tensor.requires_grad_(true); // as it was sent: the receiver makes it a leaf and sends its gradient back
             Deliver(key, tensor);
             progress = true;
         }

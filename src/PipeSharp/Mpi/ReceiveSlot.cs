@@ -14,10 +14,14 @@ internal sealed class ReceiveSlot
     /// <summary>Messages up to this size get a spare tensor; above it the tensor's cost is lost in the transfer time.</summary>
     public const long SpareLimitBytes = 1 << 20;
 
+    /// <summary>The bit of a header's dtype entry that says the tensor was sent with <c>requires_grad</c>.</summary>
+    public const long RequiresGradFlag = 1L << 32;
+
     private Tensor? _spare;
 
-    private ReceiveSlot(long[] shape, ScalarType dtype, long elementSize, long bytes)
+    private ReceiveSlot(long[] shape, ScalarType dtype, long elementSize, long bytes, bool requiresGrad)
     {
+        RequiresGrad = requiresGrad;
         Shape = shape;
         Dtype = dtype;
         ElementSize = elementSize;
@@ -26,6 +30,9 @@ internal sealed class ReceiveSlot
 
     public long[] Shape { get; }
     public ScalarType Dtype { get; }
+
+    /// <summary>Whether the messages of this slot were sent with <c>requires_grad</c> (and are delivered so).</summary>
+    public bool RequiresGrad { get; }
     public long ElementSize { get; }
 
     /// <summary>The size of one message in this slot.</summary>
@@ -34,14 +41,14 @@ internal sealed class ReceiveSlot
     /// <summary>False once a new header has taken the slot over (a later message has another shape).</summary>
     public bool Current { get; private set; } = true;
 
-    /// <summary>The slot of a header: kind, stage, slot, dtype, then the dimensions.</summary>
+    /// <summary>The slot of a header: kind, channel, slot, dtype (and the requires_grad flag), then the dimensions.</summary>
     public static ReceiveSlot FromHeader(long[] header, Func<ScalarType, long> elementSizeOf)
     {
-        var dtype = (ScalarType)header[3];
+        var dtype = (ScalarType)(header[3] & ~RequiresGradFlag);
         long elementSize = elementSizeOf(dtype), bytes = elementSize;
         var shape = header[4..];
         foreach (long d in shape) bytes *= d;
-        return new ReceiveSlot(shape, dtype, elementSize, bytes);
+        return new ReceiveSlot(shape, dtype, elementSize, bytes, (header[3] & RequiresGradFlag) != 0);
     }
 
     /// <summary>

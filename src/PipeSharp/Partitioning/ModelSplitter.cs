@@ -18,11 +18,24 @@ internal static class ModelSplitter
             if (child is not nn.Module<Tensor, Tensor> layer)
                 throw new ArgumentException(
                     $"layer {i} of the model ({child.GetType().Name}) does not map one tensor to one tensor; " +
-                    "wrap it in a module that does.", nameof(model));
+                    "wrap it in a module that does (a Pipeline also takes Boundaries.SetLayer layers, which read and write named tensors).", nameof(model));
             layers.Add(layer);
             i++;
         }
         if (layers.Count == 0) throw new ArgumentException("The model has no layers to split.", nameof(model));
+        return layers;
+    }
+
+    /// <summary>
+    /// The layers of a <see cref="TorchSharp.Modules.Sequential"/>, in order, for a pipeline: each maps one tensor to one
+    /// tensor or is a <see cref="Boundaries.SetLayer"/>.
+    /// </summary>
+    internal static IReadOnlyList<nn.Module> PipelineLayers(TorchSharp.Modules.Sequential model)
+    {
+        var layers = model.named_children().Select(c => c.module).ToList();
+        if (layers.Count == 0) throw new ArgumentException("The model has no layers to split.", nameof(model));
+        var names = LayerNames(model);
+        for (int i = 0; i < layers.Count; i++) Boundaries.LayerSignature.Of(layers[i], i, names[i]); // a clear error for any other kind
         return layers;
     }
 
@@ -31,14 +44,14 @@ internal static class ModelSplitter
         model.named_children().Select(c => c.name).ToList();
 
     /// <summary>Number of parameter elements of each layer: the default cost for automatic balancing.</summary>
-    public static IReadOnlyList<double> ParameterCounts(IReadOnlyList<nn.Module<Tensor, Tensor>> layers) =>
+    public static IReadOnlyList<double> ParameterCounts(IReadOnlyList<nn.Module> layers) =>
         layers.Select(l => (double)l.parameters().Sum(p => p.numel())).ToList();
 
     /// <summary>
     /// Cuts <paramref name="layers"/> into stages of the given sizes. A stage names its layers as the model does
     /// (<paramref name="names"/>, default: the layer's index), so its parameter names are the model's.
     /// </summary>
-    public static IReadOnlyList<StageModule> Split(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, IReadOnlyList<int> balance,
+    public static IReadOnlyList<StageModule> Split(IReadOnlyList<nn.Module> layers, IReadOnlyList<int> balance,
         IReadOnlyList<string>? names = null)
     {
         Balance.Check(balance, layers.Count);

@@ -1,3 +1,4 @@
+using PipeSharp.Boundaries;
 using PipeSharp.Schedules;
 using PipeSharp.Tracing;
 using PipeSharp.Transport;
@@ -7,13 +8,17 @@ using static TorchSharp.torch;
 namespace PipeSharp.Runtime;
 
 /// <summary>
-/// Runs one action of any schedule. What an action needs and where its results go follow from the stage
-/// number alone: stage 0 reads the micro-batch, other stages receive the previous stage's activation; the last
-/// stage computes the weighted loss, others send their output on; a backward (B, or I) sends the input gradient
-/// to the previous stage. Nothing here knows which schedule runs.
+/// Runs one action of any schedule. What an action needs and where its results go follow from the stage number and
+/// the boundary plan alone: a stage takes its pipeline inputs from the micro-batch and every other tensor it reads from
+/// the stage that makes it; the last stage computes the weighted loss, others send each tensor a later stage reads to
+/// that stage; a backward (B, or I) sends the gradient of each received tensor that needs one back to its maker.
+/// Nothing here knows which schedule runs.
 /// </summary>
-internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> stages, ITransport transport, Func<Tensor, Tensor, Tensor>? loss)
+internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> stages, ITransport transport, Func<Tensor, Tensor, Tensor>? loss,
+    BoundaryPlan boundaries)
 {
+    private readonly BoundaryMessages _messages = new(replica, stages, transport);
+
     private int Last => stages.Count - 1;
 
     /// <summary>Runs <paramref name="action"/>; returns the timestamp at which its inputs had arrived and compute began.</summary>
@@ -29,25 +34,24 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         }
     }
 
-    private static long Now() => System.Diagnostics.Stopwatch.GetTimestamp();
-
     private long Forward(int s, int i, StepContext step)
     {
         var stage = stages[s]!;
+        var plan = boundaries.Stages[s];
         var data = step.Replicas[replica]!;
         bool training = step.Training;
         using var scope = torch.NewDisposeScope();
-        var received = s == 0 ? null : Receive(new MessageKey(MessageKind.Activation, s, i), step);
-        long start = Now();
         bool measure = step.ActivationBytes is not null; // keep the graph as training would, to measure what it holds
-        Tensor input = received is null ? data.Inputs[i].to(stage.Device) : Arrive(received, stage.Device, training || measure);
+        var (inputs, leaves) = _messages.ReceiveInputs(plan, i, data.Inputs[i], step);
+        long start = BoundaryMessages.Now();
         using var gradMode = training || measure ? null : torch.no_grad();
         long? before = measure ? NativeHeap.BytesInUse() : null;
-        var (output, layers) = stage.Forward(input, captureLayers: training && step.IsSplit(s, i));
+        var (values, layers) = stage.Forward(inputs, captureLayers: training && step.IsSplit(s, i));
         if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ActivationBytes![s] = Math.Max(0, a - b);
 
         if (s == Last)
         {
+            var output = values[plan.Result!];
             if (!training)
             {
                 data.Outputs[i] = output.detach().DetachFromDisposeScope();
@@ -56,12 +60,12 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
             var target = data.Targets![i].to(stage.Device);
             var weighted = loss!(output, target).mul(data.LossWeights[i]);
             data.AddLoss(weighted.item<float>());
-            stage.Save(i, new SavedForward(s == 0 ? null : input, weighted, layers));
+            stage.Save(i, new SavedForward(leaves, [new SentValue("loss", -1, [], weighted)], layers));
         }
         else
         {
-            Send(new MessageKey(MessageKind.Activation, s + 1, i), s, output.detach().DetachFromDisposeScope(), step);
-            if (training) stage.Save(i, new SavedForward(s == 0 ? null : input, output, layers));
+            var sent = _messages.SendOutputs(plan, i, values, training, step);
+            if (training) stage.Save(i, new SavedForward(leaves, sent, layers));
         }
         return start;
     }
@@ -71,54 +75,52 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
     {
         var stage = stages[s]!;
         using var scope = torch.NewDisposeScope();
-        var grad = OutputGrad(s, i, step, scope);
-        long start = Now();
         var saved = stage.Take(i);
         Attach(scope, saved);
-        if (grad is null) saved.Output.backward();
-        else saved.Output.backward([grad]);
-        if (s > 0) SendInputGrad(s, i, saved.Input!.grad, step);
+        var grads = _messages.ReceiveOutputGrads(s, i, saved.Outputs, step);
+        long start = BoundaryMessages.Now();
+        if (saved.Outputs.Count > 0) torch.autograd.backward(saved.Outputs.Select(o => o.Tensor).ToList(), grads);
+        _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => v.Leaf.grad).ToList(), step);
         return start;
     }
 
-    // Input gradient only: the gradients of the stage input and of every captured layer output, from one pass that
+    // Input gradient only: the gradients of the received tensors and of every captured layer output, from one pass that
     // skips all weight gradients. The layer outputs and their gradients are kept for the weight-gradient action.
     private long InputGrad(int s, int i, StepContext step)
     {
         var stage = stages[s]!;
         using var scope = torch.NewDisposeScope();
-        var grad = OutputGrad(s, i, step, scope);
-        long start = Now();
         var saved = stage.Take(i);
-        scope.Attach(saved.Output);
-        if (saved.Input is not null) scope.Attach(saved.Input);
+        foreach (var v in saved.Inputs) scope.Attach(v.Leaf);
+        foreach (var v in saved.Outputs) scope.Attach(v.Tensor);
+        var grads = _messages.ReceiveOutputGrads(s, i, saved.Outputs, step);
+        long start = BoundaryMessages.Now();
         var layers = saved.LayerOutputs ?? [];
+        var roots = saved.Outputs.Select(o => o.Tensor).ToList();
 
-        var wrt = new List<Tensor>();
-        if (s > 0) wrt.Add(saved.Input!);
-        wrt.AddRange(layers.Select(l => l.Output));
-        var grads = wrt.Count == 0
-            ? []
-            : torch.autograd.grad([saved.Output], wrt, grad is null ? null : [grad], retain_graph: true, allow_unused: true);
-        if (s > 0) SendInputGrad(s, i, grads[0], step);
+        var wrt = saved.Inputs.Select(v => v.Leaf).Concat(layers.Select(l => l.Output)).ToList();
+        var found = wrt.Count == 0 || roots.Count == 0
+            ? new Tensor?[wrt.Count]
+            : torch.autograd.grad(roots, wrt, grads, retain_graph: true, allow_unused: true).Select(g => (Tensor?)g).ToArray();
+        _messages.SendInputGrads(s, i, saved.Inputs, found.Take(saved.Inputs.Count).ToList(), step);
 
-        int offset = s > 0 ? 1 : 0;
+        int offset = saved.Inputs.Count;
         var deferred = new List<(LayerOutput, Tensor)>();
         for (int k = 0; k < layers.Count; k++)
         {
-            var g = grads[offset + k];
-            if (g is null || g.IsInvalid) { layers[k].Output.Dispose(); continue; } // this layer's output does not reach the stage output
+            var g = found[offset + k];
+            if (g is null || g.IsInvalid) { layers[k].Output.Dispose(); continue; } // this layer's output does not reach the stage outputs
             deferred.Add((layers[k], g));
         }
         var uncovered = stage.Uncovered(layers);
-        if (uncovered.Count > 0)
+        if (uncovered.Count > 0 && roots.Count > 0)
         {
-            // Parameters no captured layer leads to: their gradient comes from the stage output in the W action.
-            stage.Defer(i, new DeferredWeightGrad(deferred, saved.Output.alias(), grad?.alias(), uncovered));
+            // Parameters no captured layer leads to: their gradient comes from the stage outputs in the W action.
+            stage.Defer(i, new DeferredWeightGrad(deferred, roots.Select(r => r.alias()).ToList(), grads?.Select(g => g.alias()).ToList(), uncovered));
         }
         else
         {
-            stage.Defer(i, new DeferredWeightGrad(deferred, null, null, uncovered));
+            stage.Defer(i, new DeferredWeightGrad(deferred, [], null, []));
         }
         return start;
     }
@@ -126,7 +128,7 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
     // Weight gradient: for each captured layer, backpropagate its output gradient to that layer's own parameters.
     private long WeightGrad(int s, int i)
     {
-        long start = Now();
+        long start = BoundaryMessages.Now();
         var stage = stages[s]!;
         using var scope = torch.NewDisposeScope();
         var deferred = stage.TakeDeferred(i);
@@ -138,11 +140,8 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
                 if (parameters.Count > 0)
                     torch.autograd.backward([layer.Output], [grad], retain_graph: true, inputs: parameters);
             }
-            if (deferred.Output is not null && deferred.Uncovered.Count > 0)
-            {
-                torch.autograd.backward([deferred.Output], deferred.OutputGrad is null ? null : [deferred.OutputGrad],
-                    retain_graph: true, inputs: deferred.Uncovered.ToList());
-            }
+            if (deferred.Outputs.Count > 0 && deferred.Uncovered.Count > 0)
+                torch.autograd.backward(deferred.Outputs.ToList(), deferred.OutputGrads?.ToList(), retain_graph: true, inputs: deferred.Uncovered.ToList());
         }
         finally
         {
@@ -151,52 +150,11 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         return start;
     }
 
-    // The gradient of stage s's output for micro-batch i: received from stage s+1, or none on the last stage
-    // (whose saved output is the weighted loss).
-    private Tensor? OutputGrad(int s, int i, StepContext step, DisposeScope scope)
-    {
-        if (s == Last) return null;
-        var received = Receive(new MessageKey(MessageKind.Gradient, s, i), step);
-        scope.Attach(received);
-        return received.to(stages[s]!.Device);
-    }
-
-    private void SendInputGrad(int s, int i, Tensor? inputGrad, StepContext step)
-    {
-        if (inputGrad is null || inputGrad.IsInvalid)
-            throw new InvalidOperationException(
-                $"stage {s} did not produce a gradient for its input: its output does not depend on its input.");
-        Send(new MessageKey(MessageKind.Gradient, s - 1, i), s, inputGrad.detach().DetachFromDisposeScope(), step);
-    }
-
-    private void Send(MessageKey key, int fromStage, Tensor tensor, StepContext step)
-    {
-        if (replica == step.TracedReplica) step.RecordSend(key, stages[fromStage]!.Rank, Now());
-        transport.Send(key, tensor);
-    }
-
-    private Tensor Receive(MessageKey key, StepContext step)
-    {
-        var tensor = transport.Receive(key, step.Cancellation);
-        if (replica == step.TracedReplica) step.RecordReceive(key, stages[key.Stage]!.Rank, Now());
-        return tensor;
-    }
-
     private static void Attach(DisposeScope scope, SavedForward saved)
     {
-        scope.Attach(saved.Output);
-        if (saved.Input is not null) scope.Attach(saved.Input);
+        foreach (var v in saved.Inputs) scope.Attach(v.Leaf);
+        foreach (var v in saved.Outputs) scope.Attach(v.Tensor);
         if (saved.LayerOutputs != null)
             foreach (var l in saved.LayerOutputs) scope.Attach(l.Output);
-    }
-
-    // A received activation becomes this stage's input: on this stage's device, a leaf of this stage's graph.
-    private static Tensor Arrive(Tensor received, Device device, bool training)
-    {
-        using var scope = torch.NewDisposeScope();
-        scope.Attach(received);
-        var leaf = received.to(device).detach();
-        if (training) leaf.requires_grad_(true);
-        return scope.MoveToOuter(leaf);
     }
 }

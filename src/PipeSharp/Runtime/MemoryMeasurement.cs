@@ -1,5 +1,6 @@
 using PipeSharp.Native;
 using PipeSharp.Backends;
+using PipeSharp.Boundaries;
 using PipeSharp.Schedules;
 
 using static TorchSharp.torch;
@@ -34,7 +35,7 @@ internal static class MemoryMeasurement
         int count = schedule.StageCount;
         bool measures = first.Index == 0; // across processes, the other replicas' processes hold the same stages
         var shares = new ReplicaStep?[plan.Replicas];
-        if (measures) shares[0] = new ReplicaStep([parts[0]], null, [1.0]);
+        if (measures) shares[0] = new ReplicaStep([TensorSet.Of(parts[0])], null, [1.0]);
         else parts[0].Dispose();
         var activation = new long?[count];
         using (var step = new StepContext(ScheduleGenerators.ForwardOnly(count, 1, schedule.StageToRank), shares, CancellationToken.None, backend.FailureToken)

@@ -1,3 +1,4 @@
+using PipeSharp.Boundaries;
 using static TorchSharp.torch;
 
 namespace PipeSharp.Runtime;
@@ -20,4 +21,20 @@ internal static class MicroBatches
                 $"use a batch of at least {count} samples or set MicroBatches to at most {n}.", parameterName);
         return batch.tensor_split(count, 0);
     }
+
+    /// <summary>
+    /// Splits every tensor of <paramref name="batch"/> the same way: one set per micro-batch, holding a view of each.
+    /// The tensors must have the same number of samples (checked by the caller).
+    /// </summary>
+    public static TensorSet[] Split(TensorSet batch, int count, string parameterName = "input")
+    {
+        var parts = batch.Select(t => (t.Key, Parts: Split(t.Value, count, batch.Count == 1 ? parameterName : $"{parameterName}['{t.Key}']"))).ToList();
+        return Enumerable.Range(0, count).Select(i =>
+        {
+            var set = new TensorSet();
+            foreach (var (name, p) in parts) set.Add(name, p[i]);
+            return set;
+        }).ToArray();
+    }
+
 }

@@ -12,7 +12,7 @@ public enum NonFiniteGradientPolicy
 
     /// <summary>
     /// Skip the step: the gradients are zeroed, neither the optimizers nor the learning-rate schedulers are stepped,
-    /// <see cref="Pipeline.TrainStep"/> returns the (non-finite) loss and <see cref="Tracing.StepStatistics.Skipped"/> is true.
+    /// <see cref="Pipeline.TrainStep(TorchSharp.torch.Tensor, TorchSharp.torch.Tensor, System.Threading.CancellationToken)"/> returns the (non-finite) loss and <see cref="Tracing.StepStatistics.Skipped"/> is true.
     /// </summary>
     SkipStep,
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using PipeSharp.Backends;
+using PipeSharp.Boundaries;
 using PipeSharp.InProcess;
 using PipeSharp.Native;
 using PipeSharp.Partitioning;
@@ -40,6 +41,7 @@ public sealed class Pipeline : IDisposable
     private readonly ICollectives _collectives;
     private readonly StepRunner _runner;
     private readonly GradientReduction _gradients;
+    private readonly BoundaryPlan _boundaries;
     private long _trainSteps;
     private bool _disposed;
 
@@ -90,7 +92,7 @@ public sealed class Pipeline : IDisposable
     private static ModelLayers Model(TorchSharp.Modules.Sequential model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        return new ModelLayers(ModelSplitter.Layers(model), ModelSplitter.LayerNames(model));
+        return new ModelLayers(ModelSplitter.PipelineLayers(model), ModelSplitter.LayerNames(model));
     }
 
     private Pipeline(
@@ -107,8 +109,10 @@ public sealed class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(optimizer);
         Backend = options.Backend ?? new InProcessBackend();
         _plan = PipelinePlan.Create(options, first.Layers, Backend, copiesModel: another != null);
+        _boundaries = BoundaryPlan.Create(first.Layers, first.Names, _plan.Balance, options.Inputs);
+        if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages
         Options = options;
-        var built = RuntimeBuilder.Build(_plan, first, another, Backend, loss, optimizer, scheduler);
+        var built = RuntimeBuilder.Build(_plan, _boundaries, first, another, Backend, loss, optimizer, scheduler);
         _replicas = built.Replicas;
         StageStateNames = built.StageStateNames;
         try
@@ -152,10 +156,10 @@ public sealed class Pipeline : IDisposable
     /// </summary>
     public IReadOnlyList<string> SharedParameterNames => _replicas[0].Shared.Groups.Select(g => g.Name).ToList();
 
-    /// <summary>Timings of the last <see cref="TrainStep"/>.</summary>
+    /// <summary>Timings of the last <see cref="TrainStep(Tensor, Tensor, CancellationToken)"/>.</summary>
     public StepStatistics? LastStep { get; private set; }
 
-    /// <summary>Timings of the last <see cref="Forward"/> (kept apart, so evaluation does not hide the training step's).</summary>
+    /// <summary>Timings of the last <see cref="Forward(Tensor, CancellationToken)"/> (kept apart, so evaluation does not hide the training step's).</summary>
     public StepStatistics? LastForward { get; private set; }
 
     /// <summary>The backend the ranks run on (the in-process one unless <see cref="PipelineOptions.Backend"/> is set).</summary>
@@ -221,7 +225,23 @@ public sealed class Pipeline : IDisposable
             throw new ArgumentException(
                 $"target has shape [{string.Join(",", target.shape)}] but input has shape [{string.Join(",", input.shape)}]: " +
                 "both need the same number of samples in dimension 0.", nameof(target));
-        using var step = NewStep(Schedule, input, target, cancellation);
+        return TrainStep(PipelineInputs.Single(input, _boundaries), target, cancellation, nameof(input));
+    }
+
+    /// <summary>
+    /// A training step on a batch of several named tensors (<see cref="PipelineOptions.Inputs"/>), e.g. token ids and a
+    /// padding mask: each is split along dimension 0 like a single input; otherwise as <see cref="TrainStep(Tensor, Tensor, CancellationToken)"/>.
+    /// </summary>
+    /// <exception cref="ArgumentException">The set does not hold exactly the declared inputs, or their sample counts differ.</exception>
+    public float TrainStep(TensorSet inputs, Tensor target, CancellationToken cancellation = default) =>
+        TrainStep(inputs, target, cancellation, nameof(inputs));
+
+    private float TrainStep(TensorSet inputs, Tensor target, CancellationToken cancellation, string parameterName)
+    {
+        ThrowIfUnusable();
+        ArgumentNullException.ThrowIfNull(target);
+        long samples = PipelineInputs.Check(inputs, target, _boundaries, parameterName);
+        using var step = NewStep(Schedule, inputs, samples, target, cancellation, parameterName);
         long number = ++_trainSteps; // this call's number, for messages
         _runner.RunActions(step, before: (replica, rank) =>
         {
@@ -269,14 +289,38 @@ public sealed class Pipeline : IDisposable
     {
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(input);
+        return Forward(PipelineInputs.Single(input, _boundaries), cancellation, nameof(input));
+    }
+
+    /// <summary>A pipelined forward pass of a batch of several named tensors; otherwise as <see cref="Forward(Tensor, CancellationToken)"/>.</summary>
+    public Tensor Forward(TensorSet inputs, CancellationToken cancellation = default) => Forward(inputs, cancellation, nameof(inputs));
+
+    private Tensor Forward(TensorSet inputs, CancellationToken cancellation, string parameterName)
+    {
+        ThrowIfUnusable();
+        ArgumentNullException.ThrowIfNull(inputs, parameterName);
+        long samples = inputs.Count == 1 && inputs.Values.First().dim() == 0 ? 0 : PipelineInputs.Check(inputs, null, _boundaries, parameterName);
         // Fewer samples than replicas (one sequence when generating text): every replica runs all of them, and the
         // output is replica 0's. Every process passes the same batch, so all of them decide alike.
-        long samples = input.dim() > 0 ? input.shape[0] : 0;
         bool replicate = _plan.Replicas > 1 && samples > 0 && samples < _plan.Replicas;
-        using var replicated = replicate ? input.repeat([_plan.Replicas, .. Enumerable.Repeat(1L, (int)input.dim() - 1)]) : null;
-        var batch = replicated ?? input;
-        long perReplica = batch.dim() > 0 ? batch.shape[0] / _plan.Replicas : Options.MicroBatches;
-        using var step = NewStep(_plan.ForwardScheduleFor(perReplica), batch, null, cancellation);
+        var replicated = replicate ? Repeat(inputs, _plan.Replicas) : null;
+        try
+        {
+            long batchSamples = replicate ? samples * _plan.Replicas : samples;
+            long perReplica = batchSamples > 0 ? batchSamples / _plan.Replicas : Options.MicroBatches;
+            var output = Forward(_plan.ForwardScheduleFor(perReplica), replicated ?? inputs, batchSamples, cancellation, parameterName);
+            if (!replicate) return output;
+            using (output) return output.narrow(0, 0, samples).clone();
+        }
+        finally
+        {
+            if (replicated != null) foreach (var t in replicated.Values) t.Dispose();
+        }
+    }
+
+    private Tensor Forward(Schedule schedule, TensorSet batch, long samples, CancellationToken cancellation, string parameterName)
+    {
+        using var step = NewStep(schedule, batch, samples, null, cancellation, parameterName);
         var modes = _replicas.SelectMany(r => r.Local).Select(s => ModuleModes.Of(s.Module)).ToList();
         foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
         try
@@ -285,8 +329,7 @@ public sealed class Pipeline : IDisposable
             LastForward = step.Statistics(step.StageBusy);
             Tensor? output = null;
             _runner.Collective(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
-            if (!replicate) return output!;
-            using (output) return output!.narrow(0, 0, samples).clone();
+            return output!;
         }
         finally
         {
@@ -305,11 +348,22 @@ public sealed class Pipeline : IDisposable
     {
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(sampleInput);
+        if (!_boundaries.IsPlain)
+            throw new NotSupportedException(
+                "MeasureMemory measures models whose layers map one tensor to one tensor; this model's stages pass several named tensors.");
         return MemoryMeasurement.Measure(_plan, _runner, _replicas[0], Backend, sampleInput, Options.MicroBatches);
     }
 
-    private StepContext NewStep(Schedule schedule, Tensor input, Tensor? target, CancellationToken cancellation) =>
-        StepInputs.Split(schedule, _plan.Replicas, _replicas.Select(r => r.Index), input, target, cancellation, Backend.FailureToken);
+    private StepContext NewStep(Schedule schedule, TensorSet inputs, long samples, Tensor? target, CancellationToken cancellation, string parameterName) =>
+        StepInputs.Split(schedule, _plan.Replicas, _replicas.Select(r => r.Index), inputs, samples, target, cancellation, Backend.FailureToken, parameterName);
+
+    // Every tensor of the set repeated along dimension 0 (the caller disposes the copies).
+    private static TensorSet Repeat(TensorSet inputs, int times)
+    {
+        var copies = new TensorSet();
+        foreach (var (name, t) in inputs) copies.Add(name, t.repeat([times, .. Enumerable.Repeat(1L, (int)t.dim() - 1)]));
+        return copies;
+    }
 
     private void ThrowIfUnusable()
     {

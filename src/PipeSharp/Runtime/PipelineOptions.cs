@@ -34,6 +34,15 @@ public sealed record PipelineOptions
     /// </summary>
     public IReadOnlyList<string>? Devices { get; init; }
 
+    /// <summary>
+    /// The names of the pipeline's inputs, for a model whose layers read several named tensors
+    /// (<see cref="Boundaries.SetLayer"/>), e.g. <c>["ids", "pad"]</c>; pass them as a <see cref="Boundaries.TensorSet"/>
+    /// to <see cref="Pipeline.TrainStep(Boundaries.TensorSet, TorchSharp.torch.Tensor, CancellationToken)"/>. Every
+    /// tensor a layer reads must be one of these or be written by an earlier layer (checked before anything runs).
+    /// Default: one input, <c>x</c>.
+    /// </summary>
+    public IReadOnlyList<string>? Inputs { get; init; }
+
     /// <summary>Number of micro-batches each batch is split into along dimension 0. Default 1.</summary>
     public int MicroBatches { get; init; } = 1;
 
@@ -88,7 +97,7 @@ public sealed record PipelineOptions
     public int? ThreadsPerRank { get; init; }
 
     /// <summary>
-    /// Lets training stop after a step every rank agrees on: each <see cref="Pipeline.TrainStep"/> combines the ranks'
+    /// Lets training stop after a step every rank agrees on: each <see cref="Pipeline.TrainStep(TorchSharp.torch.Tensor, TorchSharp.torch.Tensor, System.Threading.CancellationToken)"/> combines the ranks'
     /// requests and sets <see cref="StopRequest.Agreed"/> on all of them in the same step. Null (the default): no stops.
     /// </summary>
     public StopRequest? Stop { get; init; }

@@ -58,7 +58,7 @@ internal sealed record PipelinePlan(
     /// <param name="layers">The model's layers, in order.</param>
     /// <param name="backend">Where the ranks run.</param>
     /// <param name="copiesModel">True if each in-process replica can get its own copy of the model (a model factory was given).</param>
-    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module<Tensor, Tensor>> layers, IBackend backend, bool copiesModel)
+    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module> layers, IBackend backend, bool copiesModel)
     {
         if (options.MicroBatches < 1)
             throw new ArgumentOutOfRangeException("microBatches", options.MicroBatches,

@@ -1,5 +1,6 @@
 using PipeSharp.Native;
 using PipeSharp.Backends;
+using PipeSharp.Boundaries;
 using PipeSharp.Partitioning;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -7,7 +8,7 @@ using static TorchSharp.torch;
 namespace PipeSharp.Runtime;
 
 /// <summary>A model as an ordered list of layers, with their names in the model (null: numbered).</summary>
-internal sealed record ModelLayers(IReadOnlyList<nn.Module<Tensor, Tensor>> Layers, IReadOnlyList<string>? Names);
+internal sealed record ModelLayers(IReadOnlyList<nn.Module> Layers, IReadOnlyList<string>? Names);
 
 /// <summary>What <see cref="RuntimeBuilder.Build"/> made: the replicas held here, one worker per rank held here.</summary>
 internal sealed record BuiltRuntime(
@@ -24,6 +25,7 @@ internal static class RuntimeBuilder
 {
     public static BuiltRuntime Build(
         PipelinePlan plan,
+        BoundaryPlan boundaries,
         ModelLayers first,
         Func<ModelLayers>? another,
         IBackend backend,
@@ -58,8 +60,8 @@ internal static class RuntimeBuilder
                 var shared = plan.HostsAll ? untied : untied.KeepLocal(plan.IsLocal);
                 int replica = d;
                 var transport = backend.CreateTransport(modules.Count, plan.Schedule.MicroBatchCount * plan.Replicas,
-                    key => plan.JobRank(replica, schedule.StageToRank[key.Stage]));
-                var runtime = new ReplicaRuntime(d, stages, shared, transport, new ActionRunner(d, stages, transport, loss));
+                    key => plan.JobRank(replica, schedule.StageToRank[key.Stage]), boundaries.ValueNames.Count);
+                var runtime = new ReplicaRuntime(d, stages, shared, transport, new ActionRunner(d, stages, transport, loss, boundaries));
                 built.Add(runtime);
                 for (int r = 0; r < plan.Ranks; r++)
                     if (plan.HostedRanks.Contains(plan.JobRank(d, r))) workers.Add((runtime, r, new RankWorker(plan.JobRank(d, r), plan.ThreadsPerRank)));

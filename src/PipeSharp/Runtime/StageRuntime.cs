@@ -1,3 +1,4 @@
+using PipeSharp.Boundaries;
 using PipeSharp.Native;
 using PipeSharp.Partitioning;
 using TorchSharp;
@@ -5,16 +6,27 @@ using static TorchSharp.torch;
 
 namespace PipeSharp.Runtime;
 
-/// <summary>What a forward keeps for its backward: the stage's input leaf, its output (or the weighted loss on the
-/// last stage) and, when the backward is split into I and W, the outputs of the stage's parameterised layers.</summary>
-internal sealed record SavedForward(Tensor? Input, Tensor Output, IReadOnlyList<LayerOutput>? LayerOutputs);
+/// <summary>A boundary value a stage received and made a leaf of its graph; its gradient goes back to stage <paramref name="From"/>.</summary>
+internal sealed record ReceivedValue(string Name, int Value, int From, Tensor Leaf);
+
+/// <summary>
+/// A tensor from which a stage's backward starts: a boundary value it sent (whose gradients come back from
+/// <paramref name="Consumers"/>) or, on the last stage, the weighted loss (no consumers, no gradient to wait for).
+/// </summary>
+internal sealed record SentValue(string Name, int Value, IReadOnlyList<int> Consumers, Tensor Tensor);
+
+/// <summary>What a forward keeps for its backward: the received values that need a gradient, the values sent that
+/// carry one (or the weighted loss on the last stage) and, when the backward is split into I and W, the outputs of the
+/// stage's parameterised layers.</summary>
+internal sealed record SavedForward(IReadOnlyList<ReceivedValue> Inputs, IReadOnlyList<SentValue> Outputs, IReadOnlyList<LayerOutput>? LayerOutputs);
 
 /// <summary>The output of one parameterised layer during a forward, and that layer's own parameters.</summary>
 internal sealed record LayerOutput(Tensor Output, IReadOnlyList<Tensor> Parameters);
 
 /// <summary>What an input-gradient action leaves for the matching weight-gradient action: each layer output with
-/// its gradient (and, for parameters no layer output covers, the stage output with its gradient).</summary>
-internal sealed record DeferredWeightGrad(IReadOnlyList<(LayerOutput Layer, Tensor Grad)> Layers, Tensor? Output, Tensor? OutputGrad, IReadOnlyList<Tensor> Uncovered);
+/// its gradient (and, for parameters no layer output covers, the stage's outputs with their gradients).</summary>
+internal sealed record DeferredWeightGrad(IReadOnlyList<(LayerOutput Layer, Tensor Grad)> Layers, IReadOnlyList<Tensor> Outputs,
+    IReadOnlyList<Tensor>? OutputGrads, IReadOnlyList<Tensor> Uncovered);
 
 /// <summary>
 /// A stage as the runtime sees it: its module on its device, its optimizer, and the tensors its forwards keep for
@@ -67,13 +79,13 @@ internal sealed class StageRuntime : IDisposable
     public optim.lr_scheduler.LRScheduler? Scheduler { get; }
 
     /// <summary>Runs the stage, keeping the outputs of its parameterised layers if <paramref name="captureLayers"/>.</summary>
-    public (Tensor Output, IReadOnlyList<LayerOutput>? Layers) Forward(Tensor input, bool captureLayers)
+    public (TensorSet Output, IReadOnlyList<LayerOutput>? Layers) Forward(TensorSet input, bool captureLayers)
     {
-        if (!captureLayers) return (Module.forward(input), null);
+        if (!captureLayers) return (Module.Run(input), null);
         _capture = new List<LayerOutput>();
         try
         {
-            var output = Module.forward(input);
+            var output = Module.Run(input);
             return (output, _capture);
         }
         finally
@@ -92,8 +104,8 @@ internal sealed class StageRuntime : IDisposable
     /// <summary>Keeps what micro-batch <paramref name="microBatch"/>'s backward needs (taken out of every dispose scope).</summary>
     public void Save(int microBatch, SavedForward saved)
     {
-        saved.Input?.DetachFromDisposeScope();
-        saved.Output.DetachFromDisposeScope();
+        foreach (var v in saved.Inputs) v.Leaf.DetachFromDisposeScope();
+        foreach (var v in saved.Outputs) v.Tensor.DetachFromDisposeScope();
         if (saved.LayerOutputs != null)
             foreach (var l in saved.LayerOutputs) l.Output.DetachFromDisposeScope();
         _saved.Add(microBatch, saved);
@@ -113,8 +125,8 @@ internal sealed class StageRuntime : IDisposable
             layer.Output.DetachFromDisposeScope();
             grad.DetachFromDisposeScope();
         }
-        deferred.Output?.DetachFromDisposeScope();
-        deferred.OutputGrad?.DetachFromDisposeScope();
+        foreach (var t in deferred.Outputs) t.DetachFromDisposeScope();
+        if (deferred.OutputGrads != null) foreach (var t in deferred.OutputGrads) t.DetachFromDisposeScope();
         _deferred.Add(microBatch, deferred);
     }
 
@@ -135,8 +147,8 @@ internal sealed class StageRuntime : IDisposable
 
     public static void Dispose(SavedForward s)
     {
-        s.Input?.Dispose();
-        s.Output.Dispose();
+        foreach (var v in s.Inputs) v.Leaf.Dispose();
+        foreach (var v in s.Outputs) v.Tensor.Dispose();
         if (s.LayerOutputs != null)
             foreach (var l in s.LayerOutputs) l.Output.Dispose();
     }
@@ -148,8 +160,8 @@ internal sealed class StageRuntime : IDisposable
             layer.Output.Dispose();
             grad.Dispose();
         }
-        d.Output?.Dispose();
-        d.OutputGrad?.Dispose();
+        foreach (var t in d.Outputs) t.Dispose();
+        if (d.OutputGrads != null) foreach (var t in d.OutputGrads) t.Dispose();
     }
 
     public void Dispose()

@@ -44,7 +44,8 @@ internal sealed class StepContext : IDisposable
     public void RecordReceive(Transport.MessageKey key, int toRank, long timestamp)
     {
         if (!_sent.TryRemove(key, out var sent)) return;
-        string label = $"{(key.Kind == Transport.MessageKind.Activation ? "activation" : "gradient")} {key.Stage}:{key.MicroBatch}";
+        string label = $"{(key.Kind == Transport.MessageKind.Activation ? "activation" : "gradient")} {key.Stage}:{key.MicroBatch}" +
+                       (key.IsBetweenNeighbours ? "" : $" (value {key.Value} from stage {key.From})");
         lock (Messages) Messages.Add(new MessageTiming(sent.Rank, toRank, label, Seconds(sent.Time), Seconds(timestamp)));
     }
     public List<ActionTiming> Timeline { get; } = new();
@@ -97,11 +98,12 @@ internal sealed class StepContext : IDisposable
 }
 
 /// <summary>One replica's micro-batches of a step, the weights of their losses, and what the last stage gives back.</summary>
-internal sealed class ReplicaStep(Tensor[] inputs, Tensor[]? targets, double[] lossWeights) : IDisposable
+internal sealed class ReplicaStep(Boundaries.TensorSet[] inputs, Tensor[]? targets, double[] lossWeights) : IDisposable
 {
     private double _loss;
 
-    public Tensor[] Inputs { get; } = inputs;
+    /// <summary>Each micro-batch's named input tensors.</summary>
+    public Boundaries.TensorSet[] Inputs { get; } = inputs;
     public Tensor[]? Targets { get; } = targets;
 
     /// <summary>Each micro-batch's share of the samples of the whole (global) batch.</summary>
@@ -121,7 +123,7 @@ internal sealed class ReplicaStep(Tensor[] inputs, Tensor[]? targets, double[] l
     public void Dispose()
     {
         foreach (var t in Outputs) t?.Dispose();
-        foreach (var t in Inputs) t.Dispose();
+        foreach (var t in Inputs.SelectMany(set => set.Values)) t.Dispose();
         if (Targets != null) foreach (var t in Targets) t.Dispose();
     }
 }

@@ -3,7 +3,7 @@ namespace PipeSharp.Runtime;
 /// <summary>
 /// A request to stop training after a step that every rank agrees on, e.g. from a signal handler
 /// (<c>SIGINT</c>, <c>SIGTERM</c>). Give it to a pipeline (<see cref="PipelineOptions.Stop"/>) and call
-/// <see cref="Request"/> from any thread, in any process of the job: each <see cref="Pipeline.TrainStep"/> combines every
+/// <see cref="Request"/> from any thread, in any process of the job: each <see cref="Pipeline.TrainStep(TorchSharp.torch.Tensor, TorchSharp.torch.Tensor, System.Threading.CancellationToken)"/> combines every
 /// rank's request in an all-reduce it makes anyway (the loss's), so all ranks learn of a stop in the same step, finish
 /// that step, and find <see cref="Agreed"/> set when it returns. Stopping there (and saving a checkpoint) leaves every
 /// rank at the same step. Unlike a cancelled step, an agreed stop does not break a pipeline across processes.

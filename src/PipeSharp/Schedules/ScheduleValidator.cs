@@ -14,7 +14,14 @@ public sealed class InvalidScheduleException(string message) : Exception(message
 public static class ScheduleValidator
 {
     /// <summary>Throws <see cref="InvalidScheduleException"/> if <paramref name="schedule"/> cannot run.</summary>
-    public static void Validate(Schedule schedule)
+    /// <param name="schedule">The schedule.</param>
+    /// <param name="links">
+    /// For a model whose stages exchange tensors beyond their neighbours: the (producer, consumer) stage pairs that
+    /// exchange messages, which may skip stages (a tensor made in stage 0 and read in stage 2). The forward of a consumer
+    /// then waits for the forward of every producer, the backward of a producer for the backward of every consumer.
+    /// Null (the default): each stage takes its input from the previous one.
+    /// </param>
+    public static void Validate(Schedule schedule, IReadOnlySet<(int From, int To)>? links = null)
     {
         int p = schedule.StageCount, m = schedule.MicroBatchCount;
         if (p < 1 || m < 1) Fail(schedule, $"the stage count {p} and the micro-batch count {m} must both be at least 1.");
@@ -58,7 +65,7 @@ public static class ScheduleValidator
                     Fail(schedule, $"input gradient {PipelineAction.I(s, i)} is missing for {PipelineAction.W(s, i)}.", PipelineAction.W(s, i));
             }
         }
-        SimulateToCompletion(schedule);
+        SimulateToCompletion(schedule, links);
     }
 
     /// <summary>
@@ -69,21 +76,31 @@ public static class ScheduleValidator
     public static IEnumerable<PipelineAction> Dependencies(PipelineAction a, Schedule schedule) =>
         Dependencies(a, schedule.StageCount, schedule.SplitBackwards);
 
-    internal static IEnumerable<PipelineAction> Dependencies(PipelineAction a, int stageCount, IReadOnlySet<(int, int)> split)
+    internal static IEnumerable<PipelineAction> Dependencies(PipelineAction a, int stageCount, IReadOnlySet<(int, int)> split,
+        IReadOnlySet<(int From, int To)>? links = null)
     {
         switch (a.Kind)
         {
             case ActionKind.Forward:
-                if (a.Stage > 0) yield return PipelineAction.F(a.Stage - 1, a.MicroBatch);
+                if (links is null)
+                {
+                    if (a.Stage > 0) yield return PipelineAction.F(a.Stage - 1, a.MicroBatch);
+                    break;
+                }
+                foreach (var (from, to) in links)
+                    if (to == a.Stage) yield return PipelineAction.F(from, a.MicroBatch);
                 break;
             case ActionKind.Backward:
             case ActionKind.InputGrad:
                 yield return PipelineAction.F(a.Stage, a.MicroBatch);
-                if (a.Stage < stageCount - 1)
+                int[] consumers = links is null
+                    ? (a.Stage < stageCount - 1 ? [a.Stage + 1] : [])
+                    : links.Where(l => l.From == a.Stage).Select(l => l.To).ToArray();
+                foreach (int c in consumers)
                 {
-                    yield return split.Contains((a.Stage + 1, a.MicroBatch))
-                        ? PipelineAction.I(a.Stage + 1, a.MicroBatch)
-                        : PipelineAction.B(a.Stage + 1, a.MicroBatch);
+                    yield return split.Contains((c, a.MicroBatch))
+                        ? PipelineAction.I(c, a.MicroBatch)
+                        : PipelineAction.B(c, a.MicroBatch);
                 }
                 break;
             case ActionKind.WeightGrad:
@@ -94,7 +111,7 @@ public static class ScheduleValidator
 
     // Every rank runs its list in order; an action may run once all its prerequisites have run (sends never
     // block). If at some point no rank can move, the ranks are waiting on each other: a deadlock.
-    private static void SimulateToCompletion(Schedule schedule)
+    private static void SimulateToCompletion(Schedule schedule, IReadOnlySet<(int From, int To)>? links)
     {
         var split = schedule.SplitBackwards;
         var done = new HashSet<PipelineAction>();
@@ -106,7 +123,7 @@ public static class ScheduleValidator
             for (int r = 0; r < schedule.RankCount; r++)
             {
                 var list = schedule.RankActions[r];
-                while (next[r] < list.Count && Dependencies(list[next[r]], schedule.StageCount, split).All(done.Contains))
+                while (next[r] < list.Count && Dependencies(list[next[r]], schedule.StageCount, split, links).All(done.Contains))
                 {
                     done.Add(list[next[r]++]);
                     remaining--;
@@ -120,7 +137,7 @@ public static class ScheduleValidator
                     .Select(r =>
                     {
                         var a = schedule.RankActions[r][next[r]];
-                        var missing = Dependencies(a, schedule.StageCount, split).Where(d => !done.Contains(d));
+                        var missing = Dependencies(a, schedule.StageCount, split, links).Where(d => !done.Contains(d));
                         return $"rank {r} waits at {a} for {string.Join(", ", missing)}";
                     });
                 var first = Enumerable.Range(0, schedule.RankCount).First(r => next[r] < schedule.RankActions[r].Count);

@@ -1,5 +1,6 @@
 using PipeSharp.Native;
 using PipeSharp.Checkpoints;
+using PipeSharp.Boundaries;
 using PipeSharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -41,7 +42,30 @@ public static class EquivalenceCheck
         PipelineOptions options,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<Tensor, Tensor, Tensor> loss,
-        IReadOnlyList<(Tensor Input, Tensor Target)> batches)
+        IReadOnlyList<(Tensor Input, Tensor Target)> batches) =>
+        Compare(makeModel, options, optimizer, loss, batches, (model, x) => model.forward(x), (pipe, x, y) => pipe.TrainStep(x, y));
+
+    /// <summary>
+    /// Like <see cref="Compare(Func{TorchSharp.Modules.Sequential}, PipelineOptions, Func{IEnumerable{TorchSharp.Modules.Parameter}, optim.Optimizer}, Func{Tensor, Tensor, Tensor}, IReadOnlyList{ValueTuple{Tensor, Tensor}})"/>,
+    /// for a model whose layers read and write named tensors (<see cref="SetLayer"/>) and whose batches are several
+    /// named tensors (<see cref="PipelineOptions.Inputs"/>); the reference runs with <see cref="SetModels.Forward"/>.
+    /// </summary>
+    public static (double MaxDifference, double SharedCopyDrift) Compare(
+        Func<TorchSharp.Modules.Sequential> makeModel,
+        PipelineOptions options,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<Tensor, Tensor, Tensor> loss,
+        IReadOnlyList<(TensorSet Inputs, Tensor Target)> batches) =>
+        Compare(makeModel, options, optimizer, loss, batches, SetModels.Forward, (pipe, x, y) => pipe.TrainStep(x, y));
+
+    private static (double MaxDifference, double SharedCopyDrift) Compare<TInput>(
+        Func<TorchSharp.Modules.Sequential> makeModel,
+        PipelineOptions options,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<Tensor, Tensor, Tensor> loss,
+        IReadOnlyList<(TInput Input, Tensor Target)> batches,
+        Func<TorchSharp.Modules.Sequential, TInput, Tensor> forward,
+        Func<Pipeline, TInput, Tensor, float> trainStep)
     {
         using var reference = makeModel();
         using var model = makeModel();
@@ -53,7 +77,7 @@ public static class EquivalenceCheck
             {
                 using var scope = NewDisposeScope();
                 opt.zero_grad();
-                loss(reference.forward(x), y).backward();
+                loss(forward(reference, x), y).backward();
                 if (options.MaxGradNorm is { } max) nn.utils.clip_grad_norm_(unique, max);
                 opt.step();
             }
@@ -65,7 +89,7 @@ public static class EquivalenceCheck
                    ? new Pipeline(() => copies++ == 0 ? model : makeModel(), options, loss, optimizer)
                    : new Pipeline(model, options, loss, optimizer))
         {
-            foreach (var (x, y) in batches) pipe.TrainStep(x, y);
+            foreach (var (x, y) in batches) trainStep(pipe, x, y);
             drift = pipe.SharedParameterDrift();
             // The pieces held here (with MPI, this process's stages), by model name, against the reference.
             var trained = pipe.StateDict();

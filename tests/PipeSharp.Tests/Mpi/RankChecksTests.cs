@@ -24,6 +24,33 @@ public class RankChecksTests
     }
 
     /// <summary>
+    /// Every key of a pipeline whose stages pass several values and skip stages (kind, consuming stage, sending stage,
+    /// value, micro-batch) has its own MPI tag: each message arrives under its own key, with its requires_grad flag.
+    /// </summary>
+    [MpiFact]
+    public void Every_key_of_a_pipeline_with_skips_and_several_values_has_its_own_tag_and_keeps_its_gradient_flag()
+    {
+        var run = MpiJob.Run(2, "keys", TimeSpan.FromMinutes(2), program: Program);
+        Assert.True(run.ExitCode == 0, run.Output);
+        // 2 kinds x 2 consuming stages per rank x 6 senders x 3 values x 2 micro-batches.
+        Assert.Contains("rank 0: 144 keyed messages checked", run.Output);
+        Assert.Contains("rank 1: 144 keyed messages checked", run.Output);
+    }
+
+    /// <summary>
+    /// A skip connection is one message from the process that makes it to the process that reads it (and its gradient
+    /// one message back), not a relay through the processes of the stages in between: counted per destination and kind.
+    /// </summary>
+    [MpiFact]
+    public void A_skip_goes_straight_from_the_process_that_makes_it_to_the_process_that_reads_it()
+    {
+        var run = MpiJob.Run(2, "skips", TimeSpan.FromMinutes(2), program: Program);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("rank 0: skips sent directly", run.Output);
+        Assert.Contains("rank 1: skips sent directly", run.Output);
+    }
+
+    /// <summary>
     /// Each process builds the whole model, then keeps its own stages: the others' memory is freed when the pipeline
     /// is built, not left to the garbage collector, so a rank holds its share of the model, not all of it.
     /// </summary>

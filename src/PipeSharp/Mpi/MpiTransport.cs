@@ -66,6 +66,10 @@ internal sealed class MpiTransport : ITransport
     }
 
     private readonly Func<bool> _poll;
+    private long _bytesSent;
+
+    /// <summary>Bytes this transport has handed to MPI so far (tensor data and shape headers), for tests and benchmarks.</summary>
+    internal long BytesSent => Interlocked.Read(ref _bytesSent);
 
     private int Tag(MessageKind kind, int stage, int microBatch, int slot) =>
         1 + (((microBatch * _stages + stage) * 3 + (int)kind) * Slots + slot);
@@ -113,6 +117,7 @@ internal sealed class MpiTransport : ITransport
             data.Dispose();
             throw new ArgumentException($"a {bytes}-byte message ({key}) is larger than one MPI message can carry (2 GB): use more micro-batches.");
         }
+        Interlocked.Add(ref _bytesSent, bytes + (announce ? header.Length * sizeof(long) : 0));
         _engine.Submit(new SendOperation(_comm, rank, tag, announce ? header : null, data, (int)bytes));
     }
 

@@ -33,7 +33,7 @@ namespace PipeSharp.Runtime;
 /// float loss = pipe.TrainStep(input, target);
 /// </code>
 /// </example>
-public sealed class Pipeline : IDisposable
+public sealed partial class Pipeline : IDisposable
 {
     private readonly PipelinePlan _plan;
     private readonly ReplicaRuntime[] _replicas;

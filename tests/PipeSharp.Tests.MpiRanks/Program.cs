@@ -1,22 +1,24 @@
 // Checks run inside the ranks of a 2-process MPI job; each prints what it checked and exits 0, or throws (exit 1).
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport   the MPI transport, message by message
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll memory      a rank frees the stages it does not train
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll evaluation  an evaluation's bytes do not grow with the vocabulary
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Tests.MpiRanks;
 
 TorchNative.EnsureLoaded();
 using var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(20));
-if (cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory"))
+if (cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "evaluation"))
 {
-    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory " +
+    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|evaluation " +
                             $"(this job has {cluster.Size} processes)");
     return 2;
 }
 try
 {
     if (args[0] == "transport") TransportCheck.Run(cluster);
-    else MemoryCheck.Run(cluster);
+    else if (args[0] == "memory") MemoryCheck.Run(cluster);
+    else EvaluationCheck.Run(cluster);
     return 0;
 }
 catch (Exception e)

@@ -75,6 +75,10 @@ internal sealed class MpiTransport : ITransport
     }
 
     private readonly Func<bool> _poll;
+    private long _bytesSent;
+
+    /// <summary>Bytes this transport has handed to MPI so far (tensor data and shape headers), for tests and benchmarks.</summary>
+    internal long BytesSent => Interlocked.Read(ref _bytesSent);
 
     private long Tag(MessageKind kind, int channel, int microBatch, int slot) =>
         1 + (((microBatch * (long)_channels + channel) * 3 + (int)kind) * Slots + slot);
@@ -143,6 +147,7 @@ internal sealed class MpiTransport : ITransport
             throw new ArgumentException($"a {bytes}-byte message ({key}) is larger than one MPI message can carry (2 GB): use more micro-batches.");
         }
         Interlocked.Increment(ref _sentCounts[rank * 3 + (int)key.Kind]);
+        Interlocked.Add(ref _bytesSent, bytes + (announce ? header.Length * sizeof(long) : 0));
         _engine.Submit(new SendOperation(_comm, rank, tag, announce ? header : null, data, (int)bytes));
     }
 

@@ -54,7 +54,8 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
             var output = values[plan.Result!];
             if (!training)
             {
-                data.Outputs[i] = output.detach().DetachFromDisposeScope();
+                if (step.Evaluation is { } evaluation) evaluation.Score(replica, data, i, output, stage.Device, loss!);
+                else data.Outputs[i] = output.detach().DetachFromDisposeScope();
                 return start;
             }
             var target = data.Targets![i].to(stage.Device);

@@ -169,6 +169,13 @@ internal sealed class CrossProcessCollectives : ICollectives
         return _backend.AllReduceSum(mine, cancellation);
     }
 
+    public double[] SumOverReplicas(StepContext step, int count, Func<int, double[]> lastStageValues, CancellationToken cancellation)
+    {
+        // The process of each replica's last stage gives its values, every other process zeros: one small reduction.
+        var mine = _replica.Stages[^1] != null ? lastStageValues(_replica.Index) : new double[count];
+        return _backend.AllReduceSum(mine, cancellation);
+    }
+
     public Tensor CollectOutputs(StepContext step, CancellationToken cancellation)
     {
         var mine = step.Replicas[_replica.Index]!;

@@ -31,6 +31,13 @@ internal interface ICollectives : IDisposable
     /// </summary>
     (double Loss, int Stop) TotalLoss(StepContext step, int stop, CancellationToken cancellation);
 
+    /// <summary>
+    /// The sums over every replica of <paramref name="count"/> values that its last stage computed
+    /// (<paramref name="lastStageValues"/> of a replica index, called only where that replica's last stage runs), the
+    /// same on every rank: the scalars of an evaluation, never the outputs.
+    /// </summary>
+    double[] SumOverReplicas(StepContext step, int count, Func<int, double[]> lastStageValues, CancellationToken cancellation);
+
     /// <summary>The last stage's outputs of a forward pass, for the whole batch, on every rank.</summary>
     Tensor CollectOutputs(StepContext step, CancellationToken cancellation);
 

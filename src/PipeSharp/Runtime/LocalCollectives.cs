@@ -56,6 +56,18 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
 
     public (double Loss, int Stop) TotalLoss(StepContext step, int stop, CancellationToken cancellation) => (step.Replicas.Sum(r => r!.Loss), stop);
 
+    public double[] SumOverReplicas(StepContext step, int count, Func<int, double[]> lastStageValues, CancellationToken cancellation)
+    {
+        var sums = new double[count];
+        for (int d = 0; d < step.Replicas.Length; d++)
+        {
+            if (step.Replicas[d] is null) continue;
+            var values = lastStageValues(d);
+            for (int k = 0; k < count; k++) sums[k] += values[k];
+        }
+        return sums;
+    }
+
     public Tensor CollectOutputs(StepContext step, CancellationToken cancellation) =>
         torch.cat(step.Replicas.SelectMany(r => r!.Outputs).Select(o => o!).ToArray(), 0);
 

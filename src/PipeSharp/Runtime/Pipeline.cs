@@ -34,7 +34,7 @@ namespace PipeSharp.Runtime;
 /// float loss = pipe.TrainStep(input, target);
 /// </code>
 /// </example>
-public sealed class Pipeline : IDisposable
+public sealed partial class Pipeline : IDisposable
 {
     private readonly PipelinePlan _plan;
     private readonly ReplicaRuntime[] _replicas;
@@ -321,20 +321,9 @@ public sealed class Pipeline : IDisposable
     private Tensor Forward(Schedule schedule, TensorSet batch, long samples, CancellationToken cancellation, string parameterName)
     {
         using var step = NewStep(schedule, batch, samples, null, cancellation, parameterName);
-        var modes = _replicas.SelectMany(r => r.Local).Select(s => ModuleModes.Of(s.Module)).ToList();
-        foreach (var s in _replicas.SelectMany(r => r.Local)) s.Module.eval(); // dropout off, as for any evaluation
-        try
-        {
-            _runner.RunActions(step);
-            LastForward = step.Statistics(step.StageBusy);
-            Tensor? output = null;
-            _runner.Collective(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
-            return output!;
-        }
-        finally
-        {
-            foreach (var stage in modes) ModuleModes.Restore(stage);
-        }
+        Tensor? output = null;
+        RunInEvalMode(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
+        return output!;
     }
 
     /// <summary>

@@ -57,6 +57,12 @@ internal sealed class StepContext : IDisposable
     /// </summary>
     public long?[]? ActivationBytes { get; init; }
 
+    /// <summary>
+    /// Set for an evaluation (a forward-only step with targets): the last stage scores each micro-batch here instead
+    /// of keeping its output.
+    /// </summary>
+    public StepEvaluation? Evaluation { get; set; }
+
     /// <summary>The global gradient norm before clipping, when clipping is on.</summary>
     public double? GradientNorm { get; set; }
 

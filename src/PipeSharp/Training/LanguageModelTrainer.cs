@@ -146,7 +146,10 @@ public sealed class LanguageModelTrainer : IDisposable
             busy.Select(b => busyWall > 0 ? b / busyWall : 0).ToList(), memory, lastLoss, validation);
     }
 
-    /// <summary>The mean loss over <paramref name="batches"/> validation batches (pipelined forward, no gradients).</summary>
+    /// <summary>
+    /// The mean loss over <paramref name="batches"/> validation batches (pipelined forward, no gradients, the loss
+    /// computed on the last stage: only scalars cross ranks, see <see cref="Pipeline.Evaluate(Tensor, Tensor, CancellationToken)"/>).
+    /// </summary>
     public double Evaluate(int batches)
     {
         double total = 0;
@@ -154,8 +157,7 @@ public sealed class LanguageModelTrainer : IDisposable
         {
             using var scope = NewDisposeScope();
             var (x, y) = _task.Batch(true, k, Options.BatchSize, Config.ContextLength, Options.Seed);
-            var logits = Pipeline.Forward(x);
-            total += _task.Loss(logits, y.to(logits.device)).item<float>();
+            total += Pipeline.Evaluate(x, y);
         }
         return total / Math.Max(1, batches);
     }

@@ -62,4 +62,18 @@ public class RankChecksTests
         Assert.Contains("rank 0: holds its own stages only", run.Output);
         Assert.Contains("rank 1: holds its own stages only", run.Output);
     }
+
+    /// <summary>
+    /// Under MPI, the bytes the transports send during an evaluation of a GPT on 2 ranks are the same at vocabularies
+    /// 64 and 576, where Forward's grow by B x T x dV x 4 (it sends the logits to every process); Evaluate gives the
+    /// loss of Forward, also with 2 replicas.
+    /// </summary>
+    [MpiFact]
+    public void An_evaluation_sends_only_scalars_beyond_the_activations_whatever_the_vocabulary()
+    {
+        var run = MpiJob.Run(2, "evaluation", TimeSpan.FromMinutes(2), program: Program);
+        Assert.True(run.ExitCode == 0, run.Output);
+        Assert.Contains("rank 0: evaluation bytes do not grow with the vocabulary", run.Output);
+        Assert.Contains("rank 1: evaluation bytes do not grow with the vocabulary", run.Output);
+    }
 }

@@ -278,55 +278,6 @@ public sealed partial class Pipeline : IDisposable
         });
 
     /// <summary>
-    /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
-    /// The batch is split into <see cref="PipelineOptions.MicroBatches"/> micro-batches, or into one per sample when it
-    /// has fewer (so a single sequence can be continued with the training pipeline); with fewer samples than replicas,
-    /// every replica runs the whole batch. Afterwards every module (each
-    /// stage and each of its submodules) is back in the mode it was in before.
-    /// </summary>
-    /// <returns>The last stage's output for the whole batch, on the last stage's device (on the CPU, and in every process, across processes).</returns>
-    public Tensor Forward(Tensor input, CancellationToken cancellation = default)
-    {
-        ThrowIfUnusable();
-        ArgumentNullException.ThrowIfNull(input);
-        return Forward(PipelineInputs.Single(input, _boundaries), cancellation, nameof(input));
-    }
-
-    /// <summary>A pipelined forward pass of a batch of several named tensors; otherwise as <see cref="Forward(Tensor, CancellationToken)"/>.</summary>
-    public Tensor Forward(TensorSet inputs, CancellationToken cancellation = default) => Forward(inputs, cancellation, nameof(inputs));
-
-    private Tensor Forward(TensorSet inputs, CancellationToken cancellation, string parameterName)
-    {
-        ThrowIfUnusable();
-        ArgumentNullException.ThrowIfNull(inputs, parameterName);
-        long samples = inputs.Count == 1 && inputs.Values.First().dim() == 0 ? 0 : PipelineInputs.Check(inputs, null, _boundaries, parameterName);
-        // Fewer samples than replicas (one sequence when generating text): every replica runs all of them, and the
-        // output is replica 0's. Every process passes the same batch, so all of them decide alike.
-        bool replicate = _plan.Replicas > 1 && samples > 0 && samples < _plan.Replicas;
-        var replicated = replicate ? Repeat(inputs, _plan.Replicas) : null;
-        try
-        {
-            long batchSamples = replicate ? samples * _plan.Replicas : samples;
-            long perReplica = batchSamples > 0 ? batchSamples / _plan.Replicas : Options.MicroBatches;
-            var output = Forward(_plan.ForwardScheduleFor(perReplica), replicated ?? inputs, batchSamples, cancellation, parameterName);
-            if (!replicate) return output;
-            using (output) return output.narrow(0, 0, samples).clone();
-        }
-        finally
-        {
-            if (replicated != null) foreach (var t in replicated.Values) t.Dispose();
-        }
-    }
-
-    private Tensor Forward(Schedule schedule, TensorSet batch, long samples, CancellationToken cancellation, string parameterName)
-    {
-        using var step = NewStep(schedule, batch, samples, null, cancellation, parameterName);
-        Tensor? output = null;
-        RunInEvalMode(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
-        return output!;
-    }
-
-    /// <summary>
     /// Measures each stage's memory: parameter bytes, and the native memory one micro-batch's forward keeps for the
     /// backward (a forward of the first micro-batch of <paramref name="sampleInput"/>, a whole training batch, through
     /// the pipeline, with the native heap read around each stage's forward), times the number of micro-batches the
@@ -345,14 +296,6 @@ public sealed partial class Pipeline : IDisposable
 
     private StepContext NewStep(Schedule schedule, TensorSet inputs, long samples, Tensor? target, CancellationToken cancellation, string parameterName) =>
         StepInputs.Split(schedule, _plan.Replicas, _replicas.Select(r => r.Index), inputs, samples, target, cancellation, Backend.FailureToken, parameterName);
-
-    // Every tensor of the set repeated along dimension 0 (the caller disposes the copies).
-    private static TensorSet Repeat(TensorSet inputs, int times)
-    {
-        var copies = new TensorSet();
-        foreach (var (name, t) in inputs) copies.Add(name, t.repeat([times, .. Enumerable.Repeat(1L, (int)t.dim() - 1)]));
-        return copies;
-    }
 
     private void ThrowIfUnusable()
     {

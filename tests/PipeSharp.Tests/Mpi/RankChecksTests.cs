@@ -17,10 +17,7 @@ public class RankChecksTests
     [MpiFact]
     public void Every_message_arrives_whole_under_its_key_whatever_its_shape_dtype_size_or_layout()
     {
-        var run = MpiJob.Run(2, "transport", TimeSpan.FromMinutes(2), program: Program);
-        Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("rank 0: 38 messages checked", run.Output);
-        Assert.Contains("rank 1: 38 messages checked", run.Output);
+        RunCheck("transport", "38 messages checked");
     }
 
     /// <summary>
@@ -30,11 +27,8 @@ public class RankChecksTests
     [MpiFact]
     public void Every_key_of_a_pipeline_with_skips_and_several_values_has_its_own_tag_and_keeps_its_gradient_flag()
     {
-        var run = MpiJob.Run(2, "keys", TimeSpan.FromMinutes(2), program: Program);
-        Assert.True(run.ExitCode == 0, run.Output);
         // 2 kinds x 2 consuming stages per rank x 6 senders x 3 values x 2 micro-batches.
-        Assert.Contains("rank 0: 144 keyed messages checked", run.Output);
-        Assert.Contains("rank 1: 144 keyed messages checked", run.Output);
+        RunCheck("keys", "144 keyed messages checked");
     }
 
     /// <summary>
@@ -44,10 +38,7 @@ public class RankChecksTests
     [MpiFact]
     public void A_skip_goes_straight_from_the_process_that_makes_it_to_the_process_that_reads_it()
     {
-        var run = MpiJob.Run(2, "skips", TimeSpan.FromMinutes(2), program: Program);
-        Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("rank 0: skips sent directly", run.Output);
-        Assert.Contains("rank 1: skips sent directly", run.Output);
+        RunCheck("skips", "skips sent directly");
     }
 
     /// <summary>
@@ -57,10 +48,7 @@ public class RankChecksTests
     [MpiFact]
     public void A_rank_frees_the_stages_it_does_not_train_when_the_pipeline_is_built()
     {
-        var run = MpiJob.Run(2, "memory", TimeSpan.FromMinutes(2), program: Program);
-        Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("rank 0: holds its own stages only", run.Output);
-        Assert.Contains("rank 1: holds its own stages only", run.Output);
+        RunCheck("memory", "holds its own stages only");
     }
 
     /// <summary>
@@ -71,9 +59,15 @@ public class RankChecksTests
     [MpiFact]
     public void An_evaluation_sends_only_scalars_beyond_the_activations_whatever_the_vocabulary()
     {
-        var run = MpiJob.Run(2, "evaluation", TimeSpan.FromMinutes(2), program: Program);
+        RunCheck("evaluation", "evaluation bytes do not grow with the vocabulary");
+    }
+
+    // Runs the check on 2 processes; each must exit 0 and print what it checked.
+    private static void RunCheck(string check, string said)
+    {
+        var run = MpiJob.Run(2, check, TimeSpan.FromMinutes(2), program: Program);
         Assert.True(run.ExitCode == 0, run.Output);
-        Assert.Contains("rank 0: evaluation bytes do not grow with the vocabulary", run.Output);
-        Assert.Contains("rank 1: evaluation bytes do not grow with the vocabulary", run.Output);
+        Assert.Contains($"rank 0: {said}", run.Output);
+        Assert.Contains($"rank 1: {said}", run.Output);
     }
 }

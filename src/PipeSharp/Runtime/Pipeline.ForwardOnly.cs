@@ -1,10 +1,60 @@
 using PipeSharp.Boundaries;
+using PipeSharp.Schedules;
 using static TorchSharp.torch;
 
 namespace PipeSharp.Runtime;
 
 public sealed partial class Pipeline
 {
+    /// <summary>
+    /// A pipelined forward pass without gradients and in evaluation mode (no dropout), for evaluation and inference.
+    /// The batch is split into <see cref="PipelineOptions.MicroBatches"/> micro-batches, or into one per sample when it
+    /// has fewer (so a single sequence can be continued with the training pipeline); with fewer samples than replicas,
+    /// every replica runs the whole batch. Afterwards every module (each
+    /// stage and each of its submodules) is back in the mode it was in before.
+    /// </summary>
+    /// <returns>The last stage's output for the whole batch, on the last stage's device (on the CPU, and in every process, across processes).</returns>
+    public Tensor Forward(Tensor input, CancellationToken cancellation = default)
+    {
+        ThrowIfUnusable();
+        ArgumentNullException.ThrowIfNull(input);
+        return Forward(PipelineInputs.Single(input, _boundaries), cancellation, nameof(input));
+    }
+
+    /// <summary>A pipelined forward pass of a batch of several named tensors; otherwise as <see cref="Forward(Tensor, CancellationToken)"/>.</summary>
+    public Tensor Forward(TensorSet inputs, CancellationToken cancellation = default) => Forward(inputs, cancellation, nameof(inputs));
+
+    private Tensor Forward(TensorSet inputs, CancellationToken cancellation, string parameterName)
+    {
+        ThrowIfUnusable();
+        ArgumentNullException.ThrowIfNull(inputs, parameterName);
+        long samples = inputs.Count == 1 && inputs.Values.First().dim() == 0 ? 0 : PipelineInputs.Check(inputs, null, _boundaries, parameterName);
+        // Fewer samples than replicas (one sequence when generating text): every replica runs all of them, and the
+        // output is replica 0's. Every process passes the same batch, so all of them decide alike.
+        bool replicate = _plan.Replicas > 1 && samples > 0 && samples < _plan.Replicas;
+        var replicated = replicate ? Repeat(inputs, _plan.Replicas) : null;
+        try
+        {
+            long batchSamples = replicate ? samples * _plan.Replicas : samples;
+            long perReplica = batchSamples > 0 ? batchSamples / _plan.Replicas : Options.MicroBatches;
+            var output = Forward(_plan.ForwardScheduleFor(perReplica), replicated ?? inputs, batchSamples, cancellation, parameterName);
+            if (!replicate) return output;
+            using (output) return output.narrow(0, 0, samples).clone();
+        }
+        finally
+        {
+            if (replicated != null) foreach (var t in replicated.Values) t.Dispose();
+        }
+    }
+
+    private Tensor Forward(Schedule schedule, TensorSet batch, long samples, CancellationToken cancellation, string parameterName)
+    {
+        using var step = NewStep(schedule, batch, samples, null, cancellation, parameterName);
+        Tensor? output = null;
+        RunInEvalMode(step, () => output = _collectives.CollectOutputs(step, step.Cancellation));
+        return output!;
+    }
+
     /// <summary>
     /// The pipeline's loss of a batch without training: <see cref="Forward(Tensor, CancellationToken)"/>'s pipelined forward (no gradients,
     /// evaluation mode, every module's mode restored afterwards) with the loss computed on the last stage, so that only
@@ -75,4 +125,12 @@ public sealed partial class Pipeline
     }
 
     private Tensor Repeated(Tensor t) => t.repeat([_plan.Replicas, .. Enumerable.Repeat(1L, (int)t.dim() - 1)]);
+
+    // Every tensor of the set repeated along dimension 0 (the caller disposes the copies).
+    private static TensorSet Repeat(TensorSet inputs, int times)
+    {
+        var copies = new TensorSet();
+        foreach (var (name, t) in inputs) copies.Add(name, t.repeat([times, .. Enumerable.Repeat(1L, (int)t.dim() - 1)]));
+        return copies;
+    }
 }

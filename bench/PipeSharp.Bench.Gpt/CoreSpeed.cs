@@ -21,6 +21,8 @@ internal static class CoreSpeed
     {
         int rounds = Arg(args, "--rounds", 5), steps = Arg(args, "--steps", 8), warmup = Arg(args, "--warmup", 3);
         var only = Value(args, "--only")?.Split(',').ToHashSet();
+        // What the CLI gives --stages 1 when --microbatches is not given: 1 since the fix of issue 11 (4 before).
+        int oneStageMicroBatches = Arg(args, "--one-stage-microbatches", 1);
         Console.WriteLine($"PipeSharp core speed (issue 11): {Environment.ProcessorCount} CPUs, {Cpu()}, .NET {Environment.Version}");
         Console.WriteLine($"load before: {Load()}");
         var corpus = TextCorpus.Load(corpusPath);
@@ -33,11 +35,11 @@ internal static class CoreSpeed
             MaxGradNorm = 1.0, EvalEvery = 0, Seed = 0,
         };
         Console.WriteLine($"model: GPT 4 layers, width 192, context 128, 4 heads, vocabulary {config.VocabularySize}; batch 16 ({16 * 128} tokens); " +
-                          $"AdamW, clip 1.0; {rounds} rounds x {steps} steps after {warmup} warm-up steps");
+                          $"AdamW, clip 1.0; 1 stage: {oneStageMicroBatches} micro-batch(es); {rounds} rounds x {steps} steps after {warmup} warm-up steps");
 
         using var plain = new PlainGptLoop(config, task, options);
-        using var cli1 = new TrainerRun(config, task, options, ranks: 1, microBatches: 4, "1f1b", threadsPerRank: 1);
-        using var cli2 = new TrainerRun(config, task, options, ranks: 1, microBatches: 4, "1f1b", threadsPerRank: null);
+        using var cli1 = new TrainerRun(config, task, options, ranks: 1, oneStageMicroBatches, "1f1b", threadsPerRank: 1);
+        using var cli2 = new TrainerRun(config, task, options, ranks: 1, oneStageMicroBatches, "1f1b", threadsPerRank: null);
         using var oneF = new TrainerRun(config, task, options, ranks: 2, microBatches: 8, "1f1b", threadsPerRank: null);
         using var zbv = new TrainerRun(config, task, options, ranks: 2, microBatches: 8, "zb-v", threadsPerRank: null);
         var variants = new List<Variant>

@@ -37,6 +37,7 @@ internal static class CoreSpeed
         Console.WriteLine($"model: GPT 4 layers, width 192, context 128, 4 heads, vocabulary {config.VocabularySize}; batch 16 ({16 * 128} tokens); " +
                           $"AdamW, clip 1.0; 1 stage: {oneStageMicroBatches} micro-batch(es); {rounds} rounds x {steps} steps after {warmup} warm-up steps");
 
+        if (args.Contains("--step-costs")) StepCosts.Print(config, corpus);
         using var plain = new PlainGptLoop(config, task, options);
         using var cli1 = new TrainerRun(config, task, options, ranks: 1, oneStageMicroBatches, "1f1b", threadsPerRank: 1);
         using var cli2 = new TrainerRun(config, task, options, ranks: 1, oneStageMicroBatches, "1f1b", threadsPerRank: null);
@@ -54,9 +55,11 @@ internal static class CoreSpeed
         var extra = new List<TrainerRun>();
         foreach (var spec in (Value(args, "--extra") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries))
         {
-            // ranks:microBatches:schedule:threads, e.g. 1:1:1f1b:2 (for investigating; not part of the ratios)
+            // ranks:microBatches:schedule:threads[:F/B/I/W], e.g. 1:1:1f1b:2 (for investigating; not part of the ratios)
             var f = spec.Split(':');
-            var run = new TrainerRun(config, task, options, int.Parse(f[0]), int.Parse(f[1]), f[2], f[3] == "-" ? null : int.Parse(f[3]));
+            var costs = f.Length > 4 ? f[4].Split('/').Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray() : null;
+            var run = new TrainerRun(config, task, options, int.Parse(f[0]), int.Parse(f[1]), f[2], f[3] == "-" ? null : int.Parse(f[3]),
+                costs is null ? null : new Schedules.ActionCosts(costs[0], costs[1], costs[2], costs[3]));
             extra.Add(run);
             variants.Add(new(spec, $"extra {spec}", run.Measure));
         }
@@ -101,7 +104,7 @@ internal static class CoreSpeed
             Console.WriteLine();
             Console.WriteLine("where the time goes (the last measurement of each, from Pipeline.LastStep):");
             foreach (var (key, run) in new[] { ("cli2", cli2), ("1f1b", oneF), ("zbv", zbv) }.Concat(extra.Select(e => ("extra", e))))
-                if (only == null || only.Contains(key) || key == "extra") StepBreakdown.Print(key, run.Trainer.Pipeline, run.LastSteps);
+                if (only == null || only.Contains(key) || key == "extra") StepBreakdown.Print(key, run.Trainer.Pipeline, run.LastSteps, args.Contains("--timeline"));
         }
         foreach (var e in extra) e.Dispose();
         return pass ? 0 : 1;

@@ -11,8 +11,9 @@ namespace PipeSharp.Bench.Speed;
 /// </summary>
 internal static class StepBreakdown
 {
-    public static void Print(string name, Pipeline pipeline, IReadOnlyList<StepStatistics> steps)
+    public static void Print(string name, Pipeline pipeline, IReadOnlyList<StepStatistics> steps, bool timeline)
     {
+        if (steps.Count == 0) return;
         var schedule = pipeline.Schedule;
         Console.WriteLine($"{name}: {schedule.Name}, {schedule.RankCount} ranks, {schedule.StageCount} stages (balance {string.Join(",", pipeline.Balance)}), " +
                           $"{schedule.MicroBatchCount} micro-batches; {steps.Count} steps");
@@ -35,6 +36,7 @@ internal static class StepBreakdown
         Console.WriteLine($"  step {wall * 1e3:F1} ms: actions {actionsEnd * 1e3:F1} ms (simulated from their durations: {simulated * 1e3:F1} ms), " +
                           $"after them {(wall - actionsEnd) * 1e3:F1} ms (norm, clip, optimizer, statistics); " +
                           $"busy in actions per rank: {string.Join(", ", busy.Select(b => $"{b * 1e3:F1} ms"))}");
+        if (timeline) Console.WriteLine(TimelineText.Render(steps[^1].Timeline, schedule.RankCount));
     }
 
     private static string Letter(ActionKind kind) => kind switch

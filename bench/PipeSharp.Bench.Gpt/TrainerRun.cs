@@ -16,7 +16,7 @@ internal sealed class TrainerRun : IDisposable
     private readonly int _tokensPerStep;
 
     public TrainerRun(GptConfig config, ILanguageModelTask task, LanguageModelTrainingOptions options, int ranks, int microBatches,
-        string schedule, int? threadsPerRank)
+        string schedule, int? threadsPerRank, Schedules.ActionCosts? costs = null)
     {
         // What TrainOptions.Pipeline gives for --stages, --microbatches, --schedule and --threads-per-stage.
         var pipeline = new PipelineOptions
@@ -28,6 +28,7 @@ internal sealed class TrainerRun : IDisposable
             ThreadsPerStage = threadsPerRank,
             NonFiniteGradients = NonFiniteGradientPolicy.Throw,
             Stop = new StopRequest(),
+            ScheduleCosts = costs,
         };
         _trainer = new LanguageModelTrainer(config, task, pipeline, options);
         _tokensPerStep = options.BatchSize * config.ContextLength;

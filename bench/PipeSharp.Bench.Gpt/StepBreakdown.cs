@@ -16,7 +16,8 @@ internal static class StepBreakdown
         if (steps.Count == 0) return;
         var schedule = pipeline.Schedule;
         Console.WriteLine($"{name}: {schedule.Name}, {schedule.RankCount} ranks, {schedule.StageCount} stages (balance {string.Join(",", pipeline.Balance)}), " +
-                          $"{schedule.MicroBatchCount} micro-batches; {steps.Count} steps");
+                          $"{schedule.MicroBatchCount} micro-batches; {steps.Count} steps" +
+                          (pipeline.Options.ScheduleCosts is { } c ? $"; ordered by costs F {c.Forward * 1e3:F2}, I {c.InputGrad * 1e3:F2}, W {c.WeightGrad * 1e3:F2} (ms if measured)" : ""));
         var timings = steps.SelectMany(s => s.Timeline).ToList();
         foreach (var group in timings.GroupBy(t => t.Action.Stage).OrderBy(g => g.Key))
         {

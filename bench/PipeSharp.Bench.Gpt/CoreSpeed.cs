@@ -7,8 +7,9 @@ namespace PipeSharp.Bench.Speed;
 
 /// <summary>
 /// Issue 11's three speed ratios on the character GPT (4 layers, width 192, context 128, batch 16, tiny Shakespeare),
-/// measured side by side in alternating rounds: every round measures every variant once, starting from a different
-/// one each round, and a ratio is the median over the rounds of the ratio within each round.
+/// measured side by side in alternating rounds: every round measures every variant once, in one order and then in the
+/// reverse one, with the two sides of each ratio next to each other, and a ratio is the median over the rounds of the
+/// ratio within each round.
 /// </summary>
 internal static class CoreSpeed
 {
@@ -44,6 +45,8 @@ internal static class CoreSpeed
         using var cli2 = new TrainerRun(config, task, options, ranks: 1, oneStageMicroBatches, "1f1b", threadsPerRank: null);
         using var oneF = new TrainerRun(config, task, options, ranks: 2, microBatches: 8, "1f1b", threadsPerRank: null);
         using var zbv = new TrainerRun(config, task, options, ranks: 2, microBatches: 8, "zb-v", threadsPerRank: null);
+        // zb-v ordered as before the trainer measured F, I and W (F = I = W), to show that fix's gain side by side.
+        using var zbvEqual = new TrainerRun(config, task, options, ranks: 2, microBatches: 8, "zb-v", threadsPerRank: null, Schedules.ActionCosts.Unit);
         using var zbh1 = new TrainerRun(config, task, options, ranks: 2, microBatches: 8, "zb-h1", threadsPerRank: null);
         using var zbv4 = new TrainerRun(config, task, options, ranks: 2, microBatches: 4, "zb-v", threadsPerRank: null);
         var variants = new List<Variant>
@@ -54,6 +57,7 @@ internal static class CoreSpeed
             new("cli2", "CLI path, 1 stage (2 intra-op threads)", cli2.Measure),
             new("1f1b", "CLI path, 2 ranks, 1f1b, 8 micro-batches", oneF.Measure),
             new("zbv", "CLI path, 2 ranks, zb-v, 8 micro-batches", zbv.Measure),
+            new("zbv-eq", "  the same, ordered by F = I = W (info)", zbvEqual.Measure),
             new("zbh1", "CLI path, 2 ranks, zb-h1, 8 micro-batches", zbh1.Measure),
             new("zbv4", "CLI path, 2 ranks, zb-v, 4 micro-batches", zbv4.Measure),
         };
@@ -70,10 +74,11 @@ internal static class CoreSpeed
         }
         if (only != null) variants = variants.Where(v => only.Contains(v.Key)).ToList();
         foreach (var v in variants) v.Measure(warmup);
+        // Forwards in even rounds, backwards in odd ones: the two sides of every ratio are measured next to each other.
         for (int r = 0; r < rounds; r++)
             for (int k = 0; k < variants.Count; k++)
             {
-                var v = variants[(r + k) % variants.Count];
+                var v = variants[r % 2 == 0 ? k : variants.Count - 1 - k];
                 v.Rates.Add(v.Measure(steps));
             }
 
@@ -102,13 +107,14 @@ internal static class CoreSpeed
         var best = variants.Where(v => v.Key is "1f1b" or "zbv" or "zbh1" or "zbv4").OrderByDescending(v => Median(v.Rates)).FirstOrDefault();
         if (best != null)
             Ratio($"(c) best on 2 ranks ({best.Key}) / (2 x plain loop, 1 thread)", 0.85, r => R(best.Key, "plain1", r, 2));
+        Console.WriteLine($"info  zb-v ordered by measured costs / by F = I = W = {Median(Enumerable.Range(0, rounds).Select(r => R("zbv", "zbv-eq", r) ?? double.NaN).ToList()):F3}");
         Console.WriteLine($"info  plain loop 2 threads / 1 thread = {Median(Enumerable.Range(0, rounds).Select(r => R("plain2", "plain1", r) ?? double.NaN).ToList()):F3}");
         Console.WriteLine($"load after: {Load()}");
         if (!args.Contains("--no-breakdown"))
         {
             Console.WriteLine();
             Console.WriteLine("where the time goes (the last measurement of each, from Pipeline.LastStep):");
-            foreach (var (key, run) in new[] { ("cli2", cli2), ("1f1b", oneF), ("zbv", zbv), ("zbh1", zbh1), ("zbv4", zbv4) }.Concat(extra.Select(e => ("extra", e))))
+            foreach (var (key, run) in new[] { ("cli2", cli2), ("1f1b", oneF), ("zbv", zbv), ("zbv-eq", zbvEqual), ("zbh1", zbh1), ("zbv4", zbv4) }.Concat(extra.Select(e => ("extra", e))))
                 if (only == null || only.Contains(key) || key == "extra") StepBreakdown.Print(key, run.Trainer.Pipeline, run.LastSteps, args.Contains("--timeline"));
         }
         foreach (var e in extra) e.Dispose();

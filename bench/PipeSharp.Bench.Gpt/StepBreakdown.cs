@@ -37,6 +37,17 @@ internal static class StepBreakdown
         Console.WriteLine($"  step {wall * 1e3:F1} ms: actions {actionsEnd * 1e3:F1} ms (simulated from their durations: {simulated * 1e3:F1} ms), " +
                           $"after them {(wall - actionsEnd) * 1e3:F1} ms (norm, clip, optimizer, statistics); " +
                           $"busy in actions per rank: {string.Join(", ", busy.Select(b => $"{b * 1e3:F1} ms"))}");
+        if (schedule.Name is "zb-v" or "zb-h1")
+        {
+            // The same actions with the same durations in the order the generator makes from F = I = W.
+            var equal = ScheduleGenerators.Create(schedule.Name, schedule.RankCount, schedule.MicroBatchCount, costs: ActionCosts.Unit);
+            double equalSpan = steps.Average(s =>
+            {
+                var duration = s.Timeline.ToDictionary(t => t.Action, t => t.End - t.Start);
+                return ScheduleSimulator.Simulate(equal, a => duration[a], 0).Makespan;
+            });
+            Console.WriteLine($"  simulated from the same durations in the F = I = W order: {equalSpan * 1e3:F1} ms; the busier rank's work (the bound): {busy.Max() * 1e3:F1} ms");
+        }
         if (timeline) Console.WriteLine(TimelineText.Render(steps[^1].Timeline, schedule.RankCount));
     }
 

@@ -29,7 +29,9 @@ public sealed record TrainingSummary(int Steps, TimeSpan Elapsed, double TokensP
 
 /// <summary>
 /// Trains a <see cref="Gpt"/> through a <see cref="Pipeline"/>: AdamW with decoupled weight decay on matrices and
-/// embeddings, linear warm-up and cosine decay, global gradient clipping over all stages, periodic validation.
+/// embeddings, linear warm-up and cosine decay, global gradient clipping over all stages, periodic validation. Under
+/// <c>zb-h1</c> and <c>zb-v</c> without <see cref="PipelineOptions.ScheduleCosts"/> (and without MPI), the schedule is
+/// ordered by F, I and W measured on a copy of the model.
 /// The step is the only state besides the model and the optimizer: batches and learning rates are functions of it.
 /// </summary>
 public sealed class LanguageModelTrainer : IDisposable
@@ -56,6 +58,9 @@ public sealed class LanguageModelTrainer : IDisposable
         _model = Gpt.Create(config);
         if (options.BalanceByTime && pipelineOptions.Balance is null && !File.Exists(pipelineOptions.Schedule))
             pipelineOptions = pipelineOptions with { Balance = ProfiledBalance(pipelineOptions) };
+        // Not across MPI processes: each would measure other costs, and every rank must build the same schedule.
+        if (pipelineOptions.ScheduleCosts is null && pipelineOptions.Backend is null && ZeroBubbleCosts.Applies(pipelineOptions.Schedule))
+            pipelineOptions = pipelineOptions with { ScheduleCosts = MeasuredCosts(pipelineOptions) };
         ParameterCount = ParameterIdentity.Distinct(_model.parameters()).Sum(p => p.numel());
         pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm };
         // Replicas in this process need a model each (they start from this one's values).
@@ -181,6 +186,26 @@ public sealed class LanguageModelTrainer : IDisposable
             finally
             {
                 foreach (var part in parts) part.Dispose();
+            }
+        }
+    }
+
+    // F, I and W measured on one micro-batch of the first training batch, for the zero-bubble generators' order.
+    private Schedules.ActionCosts MeasuredCosts(PipelineOptions pipelineOptions)
+    {
+        var (x, y) = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed);
+        using (x)
+        using (y)
+        {
+            var inputs = Runtime.MicroBatches.Split(x, pipelineOptions.MicroBatches * pipelineOptions.Replicas, "batchSize");
+            var targets = Runtime.MicroBatches.Split(y, pipelineOptions.MicroBatches * pipelineOptions.Replicas, "batchSize");
+            try
+            {
+                return ZeroBubbleCosts.Measure(Config, _task, inputs[0], targets[0], pipelineOptions.ThreadsPerRank ?? 1);
+            }
+            finally
+            {
+                foreach (var t in inputs.Concat(targets)) t.Dispose();
             }
         }
     }

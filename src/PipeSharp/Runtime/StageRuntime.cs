@@ -40,6 +40,7 @@ internal sealed class StageRuntime : IDisposable
     private readonly List<Action> _removeHooks = new();
     private readonly TorchSharp.Modules.Parameter[] _parameters;
     private List<LayerOutput>? _capture;
+    private (IReadOnlyList<Tensor>[] Layers, Tensor[] Parameters)? _uncovered;
 
     public StageRuntime(StageModule module, Device device, int rank, optim.Optimizer optimizer, optim.lr_scheduler.LRScheduler? scheduler)
     {
@@ -97,8 +98,15 @@ internal sealed class StageRuntime : IDisposable
     /// <summary>The stage's parameters that no captured layer output leads to directly.</summary>
     public IReadOnlyList<Tensor> Uncovered(IReadOnlyList<LayerOutput> layers)
     {
-        var covered = layers.SelectMany(l => l.Parameters).Select(ParameterIdentity.Key).ToHashSet();
-        return _parameters.Where(p => p.requires_grad && !covered.Contains(ParameterIdentity.Key(p))).Cast<Tensor>().ToList();
+        // Every forward captures the same layers (each hook hands out its own parameter list), so the parameters
+        // they leave uncovered are worked out once: the identity keys cost about 0.1 ms per input-gradient action.
+        var sets = layers.Select(l => l.Parameters).ToArray();
+        if (_uncovered is not { } known || !known.Layers.SequenceEqual(sets, ReferenceEqualityComparer.Instance))
+        {
+            var covered = sets.SelectMany(p => p).Select(ParameterIdentity.Key).ToHashSet();
+            _uncovered = known = (sets, _parameters.Where(p => !covered.Contains(ParameterIdentity.Key(p))).Cast<Tensor>().ToArray());
+        }
+        return known.Parameters.Where(p => p.requires_grad).ToList();
     }
 
     /// <summary>Keeps what micro-batch <paramref name="microBatch"/>'s backward needs (taken out of every dispose scope).</summary>

@@ -34,12 +34,7 @@ internal sealed class PlainGptLoop : IDisposable
         manual_seed(options.Seed);
         _model = Gpt.Create(config);
         _parameters = ParameterIdentity.Distinct(_model.parameters()).ToList();
-        var groups = new List<AdamW.ParamGroup>
-        {
-            new(_parameters.Where(p => p.dim() >= 2), options.LearningRate, 0.9, 0.95, 1e-8, options.WeightDecay, false, false),
-            new(_parameters.Where(p => p.dim() < 2), options.LearningRate, 0.9, 0.95, 1e-8, 0.0, false, false),
-        };
-        _optimizer = optim.AdamW(groups, options.LearningRate);
+        _optimizer = LanguageModelOptimizer.Create(_parameters, options.LearningRate, options.WeightDecay); // the trainer's optimizer
     }
 
     /// <summary>Trains <paramref name="steps"/> steps on this thread with <paramref name="threads"/> intra-op threads; tokens/s.</summary>

@@ -218,17 +218,8 @@ public sealed class LanguageModelTrainer : IDisposable
         return busy.Select(b => stats.WallSeconds > 0 ? Math.Min(1, b / stats.WallSeconds) : 0).ToList();
     }
 
-    // AdamW with weight decay on matrices and embeddings (2-D and up), none on biases and norms.
-    private optim.Optimizer MakeOptimizer(IEnumerable<Parameter> parameters)
-    {
-        var all = parameters.ToList();
-        var groups = new List<AdamW.ParamGroup>
-        {
-            new(all.Where(p => p.dim() >= 2), Options.LearningRate, 0.9, 0.95, 1e-8, Options.WeightDecay, false, false),
-            new(all.Where(p => p.dim() < 2), Options.LearningRate, 0.9, 0.95, 1e-8, 0.0, false, false),
-        };
-        return optim.AdamW(groups.Where(g => g.Parameters.Any()), Options.LearningRate);
-    }
+    private optim.Optimizer MakeOptimizer(IEnumerable<Parameter> parameters) =>
+        LanguageModelOptimizer.Create(parameters, Options.LearningRate, Options.WeightDecay);
 
     /// <inheritdoc />
     public void Dispose()

@@ -40,11 +40,7 @@ public sealed class TorchNativeMessageTests : IDisposable
     [InlineData("")] // a RID-specific publish puts native libraries beside the program
     public void An_unpatched_copy_on_an_old_libstdcxx_is_named(string folder)
     {
-        Write(Path.Combine(folder, "libtorch_cpu.so"), "backend");
-        var native = Write(Path.Combine(folder, "libLibTorchSharp.so"), Unpatched);
-        var oldLibStdCxx = Write("system/libstdc++.so.6", "GLIBCXX_3.4.30\0");
-
-        string message = TorchNative.Explain(_program.FullName, oldLibStdCxx);
+        var (message, native) = ExplainCpuBackend(folder, Unpatched, "GLIBCXX_3.4.30\0");
 
         Assert.Contains("needs GLIBCXX_3.4.32", message);
         Assert.Contains(native, message);
@@ -54,11 +50,7 @@ public sealed class TorchNativeMessageTests : IDisposable
     [Fact]
     public void A_patched_copy_is_not_blamed_on_libstdcxx()
     {
-        Write("runtimes/linux-x64/native/libtorch_cpu.so", "backend");
-        Write("runtimes/linux-x64/native/libLibTorchSharp.so", Patched);
-        var oldLibStdCxx = Write("system/libstdc++.so.6", "GLIBCXX_3.4.30\0");
-
-        string message = TorchNative.Explain(_program.FullName, oldLibStdCxx);
+        var (message, _) = ExplainCpuBackend("runtimes/linux-x64/native", Patched, "GLIBCXX_3.4.30\0");
 
         Assert.DoesNotContain("needs GLIBCXX", message);
         Assert.DoesNotContain("No LibTorch native backend", message);
@@ -68,11 +60,9 @@ public sealed class TorchNativeMessageTests : IDisposable
     [Fact]
     public void A_new_libstdcxx_needs_no_patch()
     {
-        Write("runtimes/linux-x64/native/libtorch_cpu.so", "backend");
-        Write("runtimes/linux-x64/native/libLibTorchSharp.so", Unpatched);
-        var newLibStdCxx = Write("system/libstdc++.so.6", "GLIBCXX_3.4.30\0GLIBCXX_3.4.32\0");
+        var (message, _) = ExplainCpuBackend("runtimes/linux-x64/native", Unpatched, "GLIBCXX_3.4.30\0GLIBCXX_3.4.32\0");
 
-        Assert.DoesNotContain("needs GLIBCXX", TorchNative.Explain(_program.FullName, newLibStdCxx));
+        Assert.DoesNotContain("needs GLIBCXX", message);
     }
 
     [Fact]
@@ -81,5 +71,15 @@ public sealed class TorchNativeMessageTests : IDisposable
         Write("runtimes/win-x64/native/torch_cuda.dll", "backend");
 
         Assert.DoesNotContain("No LibTorch native backend", TorchNative.Explain(_program.FullName, systemLibStdCxx: null));
+    }
+
+    // A CPU backend and TorchSharp's native library (with the given content) in folder, a system libstdc++ holding
+    // the given version strings: TorchNative's explanation, and the native library's path.
+    private (string Message, string Native) ExplainCpuBackend(string folder, string native, string libStdCxxVersions)
+    {
+        Write(Path.Combine(folder, "libtorch_cpu.so"), "backend");
+        var path = Write(Path.Combine(folder, "libLibTorchSharp.so"), native);
+        var libStdCxx = Write("system/libstdc++.so.6", libStdCxxVersions);
+        return (TorchNative.Explain(_program.FullName, libStdCxx), path);
     }
 }

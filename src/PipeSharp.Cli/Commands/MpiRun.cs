@@ -14,7 +14,10 @@ internal sealed class MpiRun : IDisposable
 {
     private readonly TextWriter _stdout = Console.Out;
     private readonly TextWriter _stderr = Console.Error;
-    private readonly StreamWriter? _log;
+    // The log is written by the main thread (standard output and error both go to it) and by the signal handlers'
+    // thread: a StreamWriter is not thread-safe (concurrent lines left NUL bytes in the file), so it is used through
+    // one synchronized wrapper.
+    private readonly TextWriter? _log;
     private int? _exitCode;
 
     private MpiRun(MpiCluster cluster, string? logDirectory)
@@ -23,7 +26,7 @@ internal sealed class MpiRun : IDisposable
         if (logDirectory != null)
         {
             Directory.CreateDirectory(logDirectory);
-            _log = new StreamWriter(Path.Combine(logDirectory, $"rank-{cluster.Rank}.log"), append: false) { AutoFlush = true };
+            _log = TextWriter.Synchronized(new StreamWriter(Path.Combine(logDirectory, $"rank-{cluster.Rank}.log"), append: false) { AutoFlush = true });
             _log.WriteLine($"rank {cluster.Rank} of {cluster.Size} on {cluster.HostName}, process {Environment.ProcessId}, started {DateTime.UtcNow:O}");
         }
         var console = cluster.IsRoot ? _stdout : TextWriter.Null;

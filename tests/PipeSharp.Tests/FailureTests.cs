@@ -90,6 +90,34 @@ public class FailureTests
     }
 
     [Fact]
+    public void A_cancellation_during_the_optimizer_step_lets_every_stage_finish_it()
+    {
+        manual_seed(3);
+        var layers = TestModels.Layers(4);
+        using var cancel = new CancellationTokenSource();
+        // The scheduler steps right after its stage's optimizer: the first stage to get there cancels the step.
+        using var pipe = new Pipeline(layers, new PipelineOptions { Ranks = 2, MicroBatches = 2 }, TestModels.Mse, TestModels.Sgd,
+            opt => optim.lr_scheduler.LambdaLR(opt, epoch =>
+            {
+                if (epoch >= 1) cancel.Cancel();
+                return 1.0;
+            }));
+        var before = layers.SelectMany(l => l.parameters()).Select(p => p.detach().clone()).ToList();
+
+        float loss = pipe.TrainStep(randn(4, 16), randn(4, 16), cancel.Token); // completes: every stage stepped
+        Assert.True(float.IsFinite(loss));
+        var after = layers.SelectMany(l => l.parameters()).Select(p => p.detach().clone()).ToList();
+        Assert.Equal(before.Count, after.Count);
+        Assert.All(Enumerable.Range(0, before.Count), k => Assert.True((before[k] - after[k]).abs().max().item<float>() > 0, $"parameter {k} was not stepped"));
+
+        // The cancellation takes effect at the next step, before anything changes.
+        var e = Assert.ThrowsAny<OperationCanceledException>(() => pipe.TrainStep(randn(4, 16), randn(4, 16), cancel.Token));
+        Assert.Contains("no parameter was changed", e.Message);
+        var unchanged = layers.SelectMany(l => l.parameters()).Select(p => p.detach().clone()).ToList();
+        Assert.All(Enumerable.Range(0, after.Count), k => Assert.Equal(0, (after[k] - unchanged[k]).abs().max().item<float>()));
+    }
+
+    [Fact]
     public void Dispose_ends_the_worker_threads()
     {
         var layers = TestModels.Layers(4);

@@ -252,15 +252,17 @@ public sealed partial class Pipeline : IDisposable
             throw new NonFiniteGradientException(number, reduced.Loss, reduced.GradientNorm); // nothing stepped; the pipeline can go on
         StepOptimizers(step, skip: reduced.Skip);
         double[] busy = step.StageBusy;
-        _runner.Collective(step, () => busy = _collectives.StageBusy(step, step.Cancellation));
+        // After the optimizer step only a failure of another process stops this exchange: the step is complete here.
+        _runner.Collective(step, () => busy = _collectives.StageBusy(step, Backend.FailureToken), untilDone: true);
         LastStep = step.Statistics(busy, reduced.Skip);
         Options.Stop?.Agree(reduced.Stop); // the step is complete on every rank: all of them stop after it
         return (float)reduced.Loss;
     }
 
-    // The optimizer (and scheduler) step of every stage held here; a skipped step zeroes the gradients instead.
+    // The optimizer (and scheduler) step of every stage held here; a skipped step zeroes the gradients instead. It runs
+    // to its end once started: a cancellation then takes effect at the next step.
     private void StepOptimizers(StepContext step, bool skip) =>
-        _runner.RunOnWorkers(step, (replica, rank) =>
+        _runner.RunOnWorkers(step, untilDone: true, work: (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank))
             {

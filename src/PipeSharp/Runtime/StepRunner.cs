@@ -88,10 +88,14 @@ internal sealed class StepRunner : IDisposable
 
     /// <summary>
     /// Runs <paramref name="work"/> on every worker and waits for all of them. The first failure cancels the others;
-    /// the caller gets the stage's exception, or OperationCanceledException if the caller cancelled.
+    /// the caller gets the stage's exception, or OperationCanceledException if the caller cancelled. With
+    /// <paramref name="untilDone"/>, a cancellation that comes while the work runs is not observed: the work is a
+    /// whole (the optimizer step of every stage), and stopping it half way would leave some stages stepped.
     /// </summary>
-    public void RunOnWorkers(StepContext step, Action<ReplicaRuntime, int> work)
+    public void RunOnWorkers(StepContext step, Action<ReplicaRuntime, int> work, bool untilDone = false)
     {
+        if (untilDone && step.Cancellation.IsCancellationRequested) Stop(step); // nothing has started: all or nothing
+
         var tasks = new Task[_workers.Count];
         for (int w = 0; w < _workers.Count; w++)
         {
@@ -110,11 +114,14 @@ internal sealed class StepRunner : IDisposable
         {
             // Reported below, after cleaning up.
         }
-        if (step.Failure is not null || step.Cancellation.IsCancellationRequested) Stop(step);
+        if (step.Failure is not null || (!untilDone && step.Cancellation.IsCancellationRequested)) Stop(step);
     }
 
-    /// <summary>Runs a collective part of the step on this thread; a failure stops the step like a worker's.</summary>
-    public void Collective(StepContext step, Action work)
+    /// <summary>
+    /// Runs a collective part of the step on this thread; a failure stops the step like a worker's. With
+    /// <paramref name="untilDone"/> (the parts after the optimizer step) a cancellation is not observed: the step is done.
+    /// </summary>
+    public void Collective(StepContext step, Action work, bool untilDone = false)
     {
         try
         {
@@ -127,7 +134,7 @@ internal sealed class StepRunner : IDisposable
         catch (OperationCanceledException)
         {
         }
-        if (step.Failure is not null || step.Cancellation.IsCancellationRequested) Stop(step);
+        if (step.Failure is not null || (!untilDone && step.Cancellation.IsCancellationRequested)) Stop(step);
     }
 
     // Cleans up a failed or cancelled step and throws. Across processes the others are told, and this pipeline is

@@ -15,7 +15,7 @@ namespace PipeSharp.Construction;
 /// values do not depend on the device's generator.
 /// </param>
 /// <param name="Cost">
-/// The layer's relative cost for automatic balancing (<see cref="Runtime.PipelineOptions.Ranks"/> without a balance):
+/// The layer's relative cost for automatic balancing (<c>PipelineOptions.Ranks</c> without a balance):
 /// the built-in specs give its parameter count, as the constructor that takes a built model balances by.
 /// </param>
 public sealed record LayerSpec(string Name, Func<Device, nn.Module> Build, double Cost = 1);

@@ -5,7 +5,7 @@ namespace PipeSharp.Construction;
 
 /// <summary>
 /// A model described rather than built: its layers in order (<see cref="LayerSpec"/>), the model seed and the
-/// parameters two layers share (<see cref="TiedParameter"/>). A <see cref="Runtime.Pipeline"/> made from a spec builds
+/// parameters two layers share (<see cref="TiedParameter"/>). A <c>Pipeline</c> made from a spec builds
 /// in each process only the layers of the stages that process holds, so no process ever allocates another rank's
 /// parameters. Layer i is built with the global torch generator seeded by <see cref="LayerSeed"/> (the model seed and
 /// i mixed by SplitMix64), so the initial model is bitwise the same for any number of stages, ranks, replicas or

@@ -33,7 +33,9 @@ internal static class SpecBuilder
                 {
                     var owner = Find(built[tie.OwnerLayer - first], tie.OwnerPath, spec, tie.OwnerLayer);
                     if (initial is not null) CopyInto(owner, initial, spec, t);
-                    if (InRun(tie.UserLayer)) Share(built[tie.UserLayer - first], tie.UserPath, owner, spec, tie.UserLayer);
+                    if (InRun(tie.UserLayer))
+                        Share(built[tie.UserLayer - first], tie.UserPath, spec, tie.UserLayer,
+                            Slot(built[tie.OwnerLayer - first], tie.OwnerPath, spec, tie.OwnerLayer).Get());
                 }
                 else
                 {
@@ -101,13 +103,21 @@ internal static class SpecBuilder
         using (no_grad()) target.copy_(value);
     }
 
-    // Makes the parameter at `path` in `layer` the object `owner`, through its module's settable Parameter property.
-    private static void Share(nn.Module layer, string path, Parameter owner, ModelSpec spec, int index)
+    // Makes the parameter at `path` in `layer` the parameter `owner` (as a module's property gives it: TorchSharp
+    // lists a parameter object once per module tree, so the list entry itself would drop the user's name).
+    private static void Share(nn.Module layer, string path, ModelSpec spec, int index, Parameter owner)
     {
         var held = Find(layer, path, spec, index);
         if (!held.shape.SequenceEqual(owner.shape))
             throw new ArgumentException(
                 $"'{path}' of layer {index} has shape [{string.Join(",", held.shape)}] but the parameter tied to it has [{string.Join(",", owner.shape)}].", "ties");
+        Slot(layer, path, spec, index).Set(owner);
+    }
+
+    // The settable Parameter property of the module that holds the parameter at `path` of `layer`.
+    private static (Func<Parameter> Get, Action<Parameter> Set) Slot(nn.Module layer, string path, ModelSpec spec, int index)
+    {
+        var held = Find(layer, path, spec, index);
         int dot = path.LastIndexOf('.');
         string modulePath = dot < 0 ? "" : path[..dot];
         var module = modulePath.Length == 0 ? layer : layer.named_modules().First(m => m.name == modulePath).module;
@@ -118,7 +128,6 @@ internal static class SpecBuilder
             ?? throw new NotSupportedException(
                 $"'{path}' of layer {index} ('{spec.Layers[index].Name}') is tied, but {module.GetType().Name} has no settable Parameter " +
                 "property holding it: expose it as one (as Linear.weight is).");
-        property.SetValue(module, owner);
-        held.Dispose();
+        return (() => (Parameter)property.GetValue(module)!, p => property.SetValue(module, p));
     }
 }

@@ -54,6 +54,10 @@ internal sealed record PipelinePlan(
         }
     }
 
+    /// <summary>The plan for a built model's <paramref name="layers"/>, balanced by parameter count.</summary>
+    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module> layers, IBackend backend, bool copiesModel) =>
+        Create(options, layers.Count, () => ModelSplitter.ParameterCounts(layers), backend, copiesModel);
+
     /// <param name="options">The pipeline's options.</param>
     /// <param name="layerCount">The model's number of layers.</param>
     /// <param name="costs">Each layer's cost for automatic balancing (asked for only without a balance).</param>

@@ -26,8 +26,14 @@ public sealed class LoadedCheckpoint : IDisposable
     private (Dictionary<string, Tensor> Tensors, Dictionary<string, byte[]> Optimizer) Whole()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_whole is null) _filesRead.AddRange(Manifest.Files.Select(f => f.Name));
         return _whole ??= LayerFiles.Read(Path, Manifest.Files, _corrupt);
     }
+
+    private readonly List<string> _filesRead = new();
+
+    /// <summary>The files whose tensors have been read so far (for tests: a rank reads only its own layers').</summary>
+    internal IReadOnlyList<string> FilesRead => _filesRead;
 
     /// <summary>The checkpoint's folder.</summary>
     public string Path { get; }
@@ -95,7 +101,7 @@ public sealed class LoadedCheckpoint : IDisposable
         bool perLayer = Manifest.Files.All(f => LayerFiles.LayerOf(f.Name) is not null);
         var (tensors, optimizer) = _whole is { } whole || !perLayer
             ? Whole()
-            : LayerFiles.Read(Path, Manifest.Files.Where(f => local.Contains(LayerFiles.LayerOf(f.Name)!.Value)), _corrupt);
+            : ReadLocal(local);
         try
         {
             pipe.CheckStateDict(tensors);
@@ -112,6 +118,13 @@ public sealed class LoadedCheckpoint : IDisposable
             using var state = tensor(rng);
             set_rng_state(state);
         }
+    }
+
+    private (Dictionary<string, Tensor>, Dictionary<string, byte[]>) ReadLocal(HashSet<int> layers)
+    {
+        var files = Manifest.Files.Where(f => layers.Contains(LayerFiles.LayerOf(f.Name)!.Value)).ToList();
+        _filesRead.AddRange(files.Select(f => f.Name));
+        return LayerFiles.Read(Path, files, _corrupt);
     }
 
     private bool _disposed;

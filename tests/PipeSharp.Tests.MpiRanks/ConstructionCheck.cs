@@ -47,6 +47,17 @@ internal static class ConstructionCheck
             if (pipe.SharedParameterDrift() != 0) throw new InvalidOperationException($"rank {cluster.Rank}, {name}: the tied copies differ");
             Console.WriteLine($"rank {cluster.Rank}: {name}: built layers {string.Join(",", own.Order())} ({state.Count} tensors checked)");
         }
+        // The native heap once a 16 MB model (4 layers of 4 MB) is built from its spec on 2 ranks: this rank's half.
+        long start = Tracing.NativeHeap.BytesInUse() ?? throw new PlatformNotSupportedException("mallinfo2 is not available here.");
+        using (var big = new Pipeline(Mlp.Spec(1024, 1024, 1024, 4, seed: 1),
+                   new PipelineOptions { Ranks = 2, MicroBatches = 2, ThreadsPerRank = 1, Backend = cluster }, (o, y) => nn.functional.mse_loss(o, y), ps => optim.SGD(ps, 0.01)))
+        {
+            long held = Tracing.NativeHeap.BytesInUse()!.Value - start;
+            long own = big.Stages.Sum(st => st.parameters().Sum(p => p.numel() * p.element_size()));
+            if (held > own + own / 4)
+                throw new InvalidOperationException($"rank {cluster.Rank}: holds {held >> 20} MB once built, its stages {own >> 20} MB");
+            Console.WriteLine($"rank {cluster.Rank}: a 16 MB spec model on 2 ranks: {held / 1e6:F1} MB held once built, its stages {own / 1e6:F1} MB");
+        }
         Console.WriteLine($"rank {cluster.Rank}: builds its own layers only, bitwise equal to one process");
     }
 

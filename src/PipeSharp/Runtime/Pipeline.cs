@@ -24,7 +24,8 @@ namespace PipeSharp.Runtime;
 /// the same model, passes the same batches, and gets the same loss back. The pipeline trains the model's own layers
 /// in place; across processes it frees the parameters and buffers of the stages other processes train as soon as it
 /// is built, so that each process holds only its share of the model: after that, use the model through the pipeline
-/// (its state, checkpoints), not directly.
+/// (its state, checkpoints), not directly. A model given as a <see cref="ModelSpec"/> is never built whole: each
+/// process builds only the layers of its own stages.
 /// </remarks>
 /// <example>
 /// <code>

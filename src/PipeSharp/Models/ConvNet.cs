@@ -26,6 +26,7 @@ public static class ConvNet
     /// <summary>
     /// The same model as a spec (entries named as in <see cref="Create"/>): a pipeline made from it builds only its own
     /// stages' layers, layer i under the seed of (<paramref name="seed"/>, i).
+    /// Its values come from the seed alone, not from the global generator's state as <see cref="Create"/>'s do.
     /// </summary>
     public static ModelSpec Spec(long seed, int inChannels = 3, int channels = 16, int convLayers = 10, int classes = 10)
     {

@@ -7,8 +7,9 @@ namespace PipeSharp.Models;
 public static partial class Gpt
 {
     /// <summary>
-    /// The model of <see cref="Create"/> as a spec: layers <c>embed</c>, <c>block0</c>..., <c>head</c>, layer i built under
-    /// the seed of (<paramref name="seed"/>, i). With tied embeddings the token table <c>embed.wte.weight</c> is the head's
+    /// The model of <see cref="Create"/> (the same layers, names and initialisation scheme) as a spec: layers
+    /// <c>embed</c>, <c>block0</c>..., <c>head</c>, layer i built under the seed of (<paramref name="seed"/>, i), so its
+    /// values come from the seed alone, not from the global generator's state as <see cref="Create"/>'s do. With tied embeddings the token table <c>embed.wte.weight</c> is the head's
     /// <c>head.lm_head.weight</c>; the tie's initializer (GPT-2's N(0, 0.02), seeded by the tie) gives both sides their
     /// value, so a rank holding the head never builds the embeddings.
     /// </summary>

@@ -22,6 +22,7 @@ public static class Mlp
     /// <summary>
     /// The same model as a spec (layer i named <c>i</c>, as in <see cref="Create"/>): a pipeline made from it builds
     /// only its own stages' layers, layer i under the seed of (<paramref name="seed"/>, i).
+    /// Its values come from the seed alone, not from the global generator's state as <see cref="Create"/>'s do.
     /// </summary>
     public static ModelSpec Spec(int inputSize, int hiddenSize, int outputSize, int linearLayers, long seed)
     {

@@ -11,6 +11,11 @@ namespace PipeSharp.Construction;
 /// i mixed by SplitMix64), so the initial model is bitwise the same for any number of stages, ranks, replicas or
 /// schedule, in one process or many, with no seed checkpoint.
 /// </summary>
+/// <remarks>
+/// TorchSharp's module constructors take no generator, so a layer is built with the global generator seeded for it (under
+/// a lock shared by all builds) and the caller's generator state is put back afterwards: do not draw from the global
+/// generator on another thread while a spec is being built, as its state is replaced meanwhile.
+/// </remarks>
 public sealed class ModelSpec
 {
     /// <summary>Describes a model.</summary>

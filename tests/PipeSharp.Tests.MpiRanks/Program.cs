@@ -4,13 +4,17 @@
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll keys        every key of a pipeline with skips has its own tag
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll skips       a skip goes straight from its maker's process to its reader's
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll evaluation  an evaluation's bytes do not grow with the vocabulary
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll construction  a spec model: each process builds its own layers only
+//   mpirun.mpich -np N dotnet PipeSharp.Tests.MpiRanks.dll checkpoint-write DIR    N ranks save a checkpoint (any N)
+//   mpirun.mpich -np M dotnet PipeSharp.Tests.MpiRanks.dll checkpoint-resume DIR   M ranks resume it, reading their layers only
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Tests.MpiRanks;
 
 TorchNative.EnsureLoaded();
 using var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(20));
-if (cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation"))
+bool layouts = args is ["checkpoint-write" or "checkpoint-resume", _];
+if ((cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "construction")) && !layouts)
 {
     Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation " +
                             $"(this job has {cluster.Size} processes)");
@@ -22,6 +26,9 @@ try
     else if (args[0] == "keys") KeyCheck.Run(cluster);
     else if (args[0] == "skips") SkipCheck.Run(cluster);
     else if (args[0] == "memory") MemoryCheck.Run(cluster);
+    else if (args[0] == "construction") ConstructionCheck.Run(cluster);
+    else if (args[0] == "checkpoint-write") CheckpointLayoutCheck.Write(cluster, args[1]);
+    else if (args[0] == "checkpoint-resume") CheckpointLayoutCheck.Resume(cluster, args[1]);
     else EvaluationCheck.Run(cluster);
     return 0;
 }

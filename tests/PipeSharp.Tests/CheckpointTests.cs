@@ -141,7 +141,7 @@ public sealed class CheckpointTests : IDisposable
         Assert.Equal(2.5, (double?)manifest["trainer_state"]!["best_validation_loss"]);
         Assert.Equal("[3,3]", manifest["balance"]!.ToJsonString());
         Assert.Equal(2, (int?)manifest["stages"]);
-        Assert.Equal(new[] { "stage-0.safetensors", "stage-1.safetensors" }, written.Files.Select(f => f.Name));
+        Assert.Equal(Enumerable.Range(0, 6).Select(i => $"layer-{i}.safetensors"), written.Files.Select(f => f.Name)); // one file per layer
         Assert.All(written.Files, f => Assert.Matches("^[0-9a-f]{64}$", f.Sha256));
 
         using var checkpoint = CheckpointStore.Load(dir);
@@ -197,14 +197,14 @@ public sealed class CheckpointTests : IDisposable
     public void A_flipped_byte_is_reported_by_file_and_the_older_checkpoint_still_loads()
     {
         string dir = TwoCheckpoints();
-        string file = Path.Combine(dir, "step-000006", "stage-1.safetensors");
+        string file = Path.Combine(dir, "step-000006", "layer-5.safetensors");
         var bytes = File.ReadAllBytes(file);
         bytes[bytes.Length / 2] ^= 0x10;
         File.WriteAllBytes(file, bytes);
 
         var e = Assert.Throws<CheckpointCorruptException>(() => CheckpointStore.Load(dir));
-        Assert.Equal("stage-1.safetensors", e.File);
-        Assert.Contains("stage-1.safetensors has SHA-256", e.Message);
+        Assert.Equal("layer-5.safetensors", e.File);
+        Assert.Contains("layer-5.safetensors has SHA-256", e.Message);
         Assert.Contains("LoadStep", e.Message);
         Assert.Equal(new long[] { 3 }, e.OtherSteps);
         Assert.True(File.Exists(file), "nothing is deleted");
@@ -219,12 +219,12 @@ public sealed class CheckpointTests : IDisposable
     public void A_truncated_file_is_reported_by_file_and_length()
     {
         string dir = TwoCheckpoints();
-        string file = Path.Combine(dir, "step-000006", "stage-0.safetensors");
+        string file = Path.Combine(dir, "step-000006", "layer-0.safetensors");
         long length = new FileInfo(file).Length;
         using (var stream = new FileStream(file, FileMode.Open)) stream.SetLength(length - 100);
 
         var e = Assert.Throws<CheckpointCorruptException>(() => CheckpointStore.Load(dir));
-        Assert.Equal("stage-0.safetensors", e.File);
+        Assert.Equal("layer-0.safetensors", e.File);
         Assert.Contains($"has {length - 100} bytes but the manifest says {length}", e.Message);
         using var older = CheckpointStore.LoadStep(dir, 3);
     }
@@ -258,7 +258,7 @@ public sealed class CheckpointTests : IDisposable
         Assert.Throws<IOException>(() => CheckpointStore.Save(dir, Manifest(4), run.Pipe, CheckpointStore.DefaultKeep, temp =>
         {
             tempSeen = temp;
-            Assert.True(File.Exists(Path.Combine(temp, "stage-1.safetensors")));
+            Assert.True(File.Exists(Path.Combine(temp, "layer-5.safetensors")));
             throw new IOException("simulated crash");
         }));
         Assert.NotNull(tempSeen);
@@ -268,7 +268,7 @@ public sealed class CheckpointTests : IDisposable
         string leftover = Path.Combine(dir, ".tmp-step-000004-crashed");
         CopyFolder(Path.Combine(dir, "step-000002"), leftover);
         Directory.CreateDirectory(Path.Combine(dir, "step-000009"));
-        File.Copy(Path.Combine(dir, "step-000002", "stage-0.safetensors"), Path.Combine(dir, "step-000009", "stage-0.safetensors"));
+        File.Copy(Path.Combine(dir, "step-000002", "layer-0.safetensors"), Path.Combine(dir, "step-000009", "layer-0.safetensors"));
 
         using (var checkpoint = CheckpointStore.Load(dir))
         {

@@ -1,3 +1,4 @@
+using PipeSharp.Construction;
 using PipeSharp.Models;
 using TorchSharp.Modules;
 
@@ -9,13 +10,14 @@ namespace PipeSharp.Cli.Commands;
 /// <param name="SampleShape">The shape of one input sample.</param>
 /// <param name="Classes">Number of classes of the synthetic task.</param>
 /// <param name="Create">Makes the model (seed the generator first for reproducible weights).</param>
+/// <param name="Spec">The same model as a spec for a seed (train builds through it: each process only its own stages); null for verification.</param>
 /// <param name="DefaultBalance">
 /// The split into a number of stages when no balance is given and each stage holds one model piece; null (and with
 /// several chunks per stage): by parameter count.
 /// </param>
 internal sealed record BuiltInModel(
     string Name, string Description, long[] SampleShape, int Classes,
-    Func<Sequential> Create, Func<int, int[]>? DefaultBalance = null);
+    Func<Sequential> Create, Func<int, int[]>? DefaultBalance = null, Func<long, ModelSpec>? Spec = null);
 
 internal static class BuiltInModels
 {
@@ -25,10 +27,11 @@ internal static class BuiltInModels
     public static BuiltInModel ForTraining(string name) => name switch
     {
         "mlp" => new("mlp", "MLP, 8 linear layers 64 -> 256 -> ... -> 10 with ReLU; input 64 features, 10 classes",
-            [64], 10, () => Mlp.Create(inputSize: 64, hiddenSize: 256, outputSize: 10, linearLayers: 8)),
+            [64], 10, () => Mlp.Create(inputSize: 64, hiddenSize: 256, outputSize: 10, linearLayers: 8),
+            Spec: seed => Mlp.Spec(inputSize: 64, hiddenSize: 256, outputSize: 10, linearLayers: 8, seed)),
         "cnn" => new("cnn", "ConvNet, 10 conv layers (3x3, 16 channels, ReLU) + head (pool, linear); input 3x16x16, 10 classes",
             [3, 16, 16], 10, () => ConvNet.Create(inChannels: 3, channels: 16, convLayers: 10, classes: 10),
-            stages => ConvNet.ConvBalance(10, stages)),
+            stages => ConvNet.ConvBalance(10, stages), seed => ConvNet.Spec(seed, inChannels: 3, channels: 16, convLayers: 10, classes: 10)),
         _ => throw new ArgumentException($"Unknown model '{name}'. Use one of: {string.Join(", ", Names)}."),
     };
 

@@ -92,12 +92,9 @@ internal static class TrainCommand
 
         long seed = args.GetValue(TrainOptions.Seed);
         torch.manual_seed(seed);
-        using var model = spec.Create();
-        int copies = 0; // in-process replicas: a model each, made equal to the first by the pipeline
         Func<Tensor, Tensor, Tensor> crossEntropy = (output, target) => nn.functional.cross_entropy(output, target);
-        using var pipe = options.Replicas > 1 && cluster is null
-            ? new Pipeline(() => copies++ == 0 ? model : spec.Create(), options, crossEntropy, optimizer)
-            : new Pipeline(model, options, crossEntropy, optimizer);
+        // Built from the spec: each process (under MPI) builds only its own stages' layers, layer i seeded by (seed, i).
+        using var pipe = new Pipeline(spec.Spec!(seed), options, crossEntropy, optimizer);
         using var data = new SyntheticClassification(spec.SampleShape, spec.Classes, seed);
         int ranks = pipe.Schedule.RankCount, pieces = pipe.Schedule.StageCount;
         int current = 0;

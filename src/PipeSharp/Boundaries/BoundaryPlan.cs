@@ -57,10 +57,14 @@ internal sealed class BoundaryPlan
     /// <param name="inputs">The pipeline inputs' names (default: <c>x</c>).</param>
     /// <exception cref="ArgumentException">A layer reads a tensor nothing makes, or the last layer does not write exactly one.</exception>
     public static BoundaryPlan Create(IReadOnlyList<nn.Module> layers, IReadOnlyList<string>? layerNames, IReadOnlyList<int> balance,
+        IReadOnlyList<string>? inputs) =>
+        Create(layers.Select((l, i) => LayerSignature.Of(l, i, layerNames?[i])).ToList(), layerNames, balance, inputs);
+
+    /// <summary>Plans the boundaries of layers with the given signatures (what each reads and writes), cut by <paramref name="balance"/>.</summary>
+    public static BoundaryPlan Create(IReadOnlyList<LayerSignature> signatures, IReadOnlyList<string>? layerNames, IReadOnlyList<int> balance,
         IReadOnlyList<string>? inputs)
     {
         inputs = CheckInputs(inputs);
-        var signatures = layers.Select((l, i) => LayerSignature.Of(l, i, layerNames?[i])).ToList();
         string Describe(int layer) => layerNames is null ? $"layer {layer}" : $"layer {layer} ('{layerNames[layer]}')";
 
         var valueNames = new List<string> { TensorSet.DefaultName };
@@ -95,7 +99,7 @@ internal sealed class BoundaryPlan
         var last = signatures[^1];
         if (last.Writes.Count != 1)
             throw new ArgumentException(
-                $"the last layer, {Describe(layers.Count - 1)}, writes {last.Writes.Count} tensors ({string.Join(", ", last.Writes)}) but the loss takes " +
+                $"the last layer, {Describe(signatures.Count - 1)}, writes {last.Writes.Count} tensors ({string.Join(", ", last.Writes)}) but the loss takes " +
                 "one: make the last layer write exactly one tensor, the model's output.", "model");
 
         int Index(string n) => valueNames.IndexOf(n);

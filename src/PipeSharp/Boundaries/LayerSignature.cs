@@ -6,7 +6,8 @@ namespace PipeSharp.Boundaries;
 /// <summary>The named tensors a layer reads and writes: a set layer's declaration, or <c>x</c> to <c>x</c>.</summary>
 internal sealed record LayerSignature(IReadOnlyList<string> Reads, IReadOnlyList<string> Writes)
 {
-    private static readonly LayerSignature Single = new([TensorSet.DefaultName], [TensorSet.DefaultName]);
+    /// <summary>The signature of a layer that maps one tensor to one tensor.</summary>
+    public static readonly LayerSignature Single = new([TensorSet.DefaultName], [TensorSet.DefaultName]);
 
     /// <summary>True for a layer that maps one tensor to one tensor.</summary>
     public bool IsSingle => ReferenceEquals(this, Single);

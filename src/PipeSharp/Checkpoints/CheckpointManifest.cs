@@ -16,7 +16,7 @@ namespace PipeSharp.Checkpoints;
 public sealed record CheckpointManifest
 {
     /// <summary>The version of the checkpoint layout this manifest describes.</summary>
-    public const int CurrentFormatVersion = 1;
+    public const int CurrentFormatVersion = 2; // 2: one file per layer; 1: one file per stage
 
     /// <summary>The version of the layout; a checkpoint of a newer version is refused.</summary>
     public int FormatVersion { get; init; } = CurrentFormatVersion;

@@ -6,7 +6,7 @@ namespace PipeSharp.Checkpoints;
 // Saving a checkpoint when the pipeline's ranks run in several processes, through the backend's collectives.
 public static partial class CheckpointStore
 {
-    // Across processes: every rank of replica 0 writes the files of its own stages into one temporary folder
+    // Across processes: every rank of replica 0 writes the files of its own stages' layers into one temporary folder
     // (which must be on a file system all ranks share) and flushes them; their names, lengths and SHA-256s reach rank 0
     // in an all-reduce, and only when every rank has reported success does rank 0 check that it sees every file,
     // write the manifest and rename the folder. A rank that fails or dies on the way leaves no manifest: the previous
@@ -21,9 +21,9 @@ public static partial class CheckpointStore
         string temp = Path.Combine(directory, $"{TempPrefix}{name}-{token:x}");
         if (root) Directory.CreateDirectory(temp);
         backend.Barrier();
-        int stages = pipe.Schedule.StageCount;
-        const int Slot = 6; // per stage: written-by rank + 1, length, SHA-256 as four 64-bit words
-        var report = new long[stages * Slot];
+        int layers = pipe.Balance.Sum();
+        const int Slot = 6; // per layer: written-by rank + 1, length, SHA-256 as four 64-bit words
+        var report = new long[layers * Slot];
         string? error = null;
         bool writer = pipe.Replicas[0].Index == 0; // replica 0: the replicas hold identical copies
         try
@@ -32,12 +32,12 @@ public static partial class CheckpointStore
             {
                 Directory.CreateDirectory(temp); // visible already on a shared file system
                 foreach (var piece in pipe.Stages)
+                foreach (var (layer, file) in LayerFiles.Write(temp, pipe, piece.Index))
                 {
-                    var file = WriteStageFile(temp, pipe, piece.Index);
                     var hash = Convert.FromHexString(file.Sha256);
-                    report[piece.Index * Slot] = backend.ProcessIndex + 1;
-                    report[piece.Index * Slot + 1] = file.Length;
-                    for (int w = 0; w < 4; w++) report[piece.Index * Slot + 2 + w] = BitConverter.ToInt64(hash, w * 8);
+                    report[layer * Slot] = backend.ProcessIndex + 1;
+                    report[layer * Slot + 1] = file.Length;
+                    for (int w = 0; w < 4; w++) report[layer * Slot + 2 + w] = BitConverter.ToInt64(hash, w * 8);
                 }
             }
         }
@@ -64,11 +64,11 @@ public static partial class CheckpointStore
             try
             {
                 var files = new List<CheckpointFile>();
-                for (int s = 0; s < stages; s++)
+                for (int s = 0; s < layers; s++)
                 {
                     var hash = new byte[32];
                     for (int w = 0; w < 4; w++) BitConverter.TryWriteBytes(hash.AsSpan(w * 8), report[s * Slot + 2 + w]);
-                    var file = new CheckpointFile(StageFileName(s), report[s * Slot + 1], Convert.ToHexStringLower(hash));
+                    var file = new CheckpointFile(LayerFiles.Name(s), report[s * Slot + 1], Convert.ToHexStringLower(hash));
                     var info = new FileInfo(Path.Combine(temp, file.Name));
                     if (!info.Exists || info.Length != file.Length)
                         throw new IOException(

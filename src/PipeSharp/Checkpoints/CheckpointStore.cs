@@ -10,9 +10,10 @@ namespace PipeSharp.Checkpoints;
 
 /// <summary>
 /// Saves and loads training checkpoints in a folder: one sub-folder per checkpoint, <c>step-000123/</c>, holding one
-/// safetensors file per model piece (its parameters and buffers under their model names, plus each parameter's
-/// optimizer state as a byte tensor named <c>optimizer/NAME</c>), then <c>manifest.json</c> and its SHA-256 in
-/// <c>manifest.json.sha256</c>.
+/// safetensors file per layer, <c>layer-N.safetensors</c> (its parameters and buffers under their model names, plus each
+/// parameter's optimizer state as a byte tensor named <c>optimizer/NAME</c>), then <c>manifest.json</c> and its SHA-256
+/// in <c>manifest.json.sha256</c>. Each rank writes the files of its own layers and, resuming with any layout, reads
+/// only those of the layers it then holds: no process holds the whole model.
 /// </summary>
 /// <remarks>
 /// <para>A checkpoint is written into a new hidden folder (<c>.tmp-step-000123-…</c>), every file flushed to disk, the
@@ -20,8 +21,8 @@ namespace PipeSharp.Checkpoints;
 /// point leaves the folder's previous checkpoints complete; loading ignores unfinished folders, and the next save
 /// removes them. Older checkpoints are pruned only after the new one is in place.</para>
 /// <para>Loading checks every file's length and SHA-256 against the manifest before any of it is used. Parameters and
-/// optimizer state are stored by model name, so a checkpoint loads into a pipeline with another number of stages or
-/// another balance.</para>
+/// optimizer state are stored per layer by model name, so a checkpoint loads into a pipeline with another number of stages,
+/// ranks or another balance. Checkpoints of format 1 (one file per stage) still load; their files are read whole.</para>
 /// </remarks>
 public static partial class CheckpointStore
 {
@@ -74,7 +75,7 @@ public static partial class CheckpointStore
         Directory.CreateDirectory(temp);
         try
         {
-            var files = pipe.Stages.Select(s => WriteStageFile(temp, pipe, s.Index)).ToList();
+            var files = pipe.Stages.SelectMany(s => LayerFiles.Write(temp, pipe, s.Index)).OrderBy(f => f.Layer).Select(f => f.File).ToList();
             beforeManifest?.Invoke(temp);
             manifest = Publish(directory, temp, manifest, files, pipe);
         }
@@ -86,8 +87,6 @@ public static partial class CheckpointStore
         Prune(directory, keep, manifest.Step);
         return manifest;
     }
-
-    private static string StageFileName(int stage) => $"stage-{stage}.safetensors";
 
     // Writes the manifest (last, after every file) and renames the folder into place.
     private static CheckpointManifest Publish(string directory, string temp, CheckpointManifest manifest, List<CheckpointFile> files, Pipeline pipe)
@@ -161,57 +160,23 @@ public static partial class CheckpointStore
                 path, file, others, inner);
 
         var manifest = ReadManifest(path, Corrupt);
-        var contents = new Dictionary<string, byte[]>();
+        // Every file checked now, one at a time (hashed as it streams, nothing kept); the tensors are read later, and
+        // only those of the layers a pipeline holds (LoadedCheckpoint.ApplyTo), each file checked again as it is read.
         foreach (var file in manifest.Files)
         {
             if (file.Name.Length == 0 || file.Name != Path.GetFileName(file.Name) || file.Name is "." or ".." or ManifestName or ManifestChecksumName)
                 throw Corrupt(file.Name, $"the manifest lists a file named '{file.Name}', which is not a file of the checkpoint");
             string full = Path.Combine(path, file.Name);
             if (!File.Exists(full)) throw Corrupt(file.Name, $"{file.Name} is missing");
-            var bytes = File.ReadAllBytes(full);
-            if (bytes.LongLength != file.Length)
-                throw Corrupt(file.Name, $"{file.Name} has {bytes.LongLength} bytes but the manifest says {file.Length} (expected SHA-256 {file.Sha256}, actual {Sha256(bytes)})");
-            string actual = Sha256(bytes);
+            long length = new FileInfo(full).Length;
+            if (length != file.Length)
+                throw Corrupt(file.Name, $"{file.Name} has {length} bytes but the manifest says {file.Length} (expected SHA-256 {file.Sha256})");
+            string actual;
+            using (var stream = File.OpenRead(full)) actual = Convert.ToHexStringLower(SHA256.HashData(stream));
             if (!string.Equals(actual, file.Sha256, StringComparison.OrdinalIgnoreCase))
                 throw Corrupt(file.Name, $"{file.Name} has SHA-256 {actual} but the manifest says {file.Sha256}");
-            contents[file.Name] = bytes;
         }
-
-        var tensors = new Dictionary<string, Tensor>();
-        var optimizer = new Dictionary<string, byte[]>();
-        try
-        {
-            foreach (var (fileName, bytes) in contents)
-            {
-                Dictionary<string, Tensor> read;
-                try
-                {
-                    read = SafetensorsFormat.Read(bytes);
-                }
-                catch (InvalidDataException e)
-                {
-                    throw Corrupt(fileName, $"{fileName} matches its checksum but is not a valid safetensors file ({e.Message})", e);
-                }
-                foreach (var (key, t) in read)
-                {
-                    if (key.StartsWith(OptimizerPrefix, StringComparison.Ordinal))
-                    {
-                        optimizer.TryAdd(key[OptimizerPrefix.Length..], t.bytes.ToArray());
-                        t.Dispose();
-                    }
-                    else if (!tensors.TryAdd(key, t))
-                    {
-                        t.Dispose();
-                    }
-                }
-            }
-        }
-        catch
-        {
-            foreach (var t in tensors.Values) t.Dispose();
-            throw;
-        }
-        return new LoadedCheckpoint(path, manifest, tensors, optimizer);
+        return new LoadedCheckpoint(path, manifest, (file, problem, inner) => Corrupt(file, problem, inner));
     }
 
     private static CheckpointManifest ReadManifest(string path, Func<string?, string, Exception?, CheckpointCorruptException> corrupt)
@@ -239,31 +204,6 @@ public static partial class CheckpointStore
                 $"checkpoint {path} has format version {manifest.FormatVersion}, but this PipeSharp reads up to version " +
                 $"{CheckpointManifest.CurrentFormatVersion}: load it with a newer PipeSharp.");
         return manifest;
-    }
-
-    private static CheckpointFile WriteStageFile(string folder, Pipeline pipe, int stage)
-    {
-        string name = StageFileName(stage);
-        var tensors = pipe.StageStateDict(stage);
-        foreach (var (param, blob) in pipe.StageOptimizerState(stage))
-            tensors[OptimizerPrefix + param] = tensor(blob);
-        string path = Path.Combine(folder, name);
-        try
-        {
-            using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write);
-            SafetensorsFormat.Write(stream, tensors, new Dictionary<string, string>
-            {
-                ["pipesharp_piece"] = stage.ToString(CultureInfo.InvariantCulture),
-                ["pipesharp_pieces"] = pipe.Schedule.StageCount.ToString(CultureInfo.InvariantCulture),
-            });
-            stream.Flush(flushToDisk: true);
-        }
-        finally
-        {
-            foreach (var t in tensors.Values) t.Dispose();
-        }
-        using var read = File.OpenRead(path);
-        return new CheckpointFile(name, read.Length, Convert.ToHexStringLower(SHA256.HashData(read)));
     }
 
     private static void WriteDurably(string path, byte[] bytes)

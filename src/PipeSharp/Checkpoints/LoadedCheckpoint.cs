@@ -11,15 +11,29 @@ namespace PipeSharp.Checkpoints;
 /// </summary>
 public sealed class LoadedCheckpoint : IDisposable
 {
-    private readonly Dictionary<string, Tensor> _tensors;
+    private readonly Func<string?, string, Exception?, CheckpointCorruptException> _corrupt;
+    private (Dictionary<string, Tensor> Tensors, Dictionary<string, byte[]> Optimizer)? _whole;
 
-    internal LoadedCheckpoint(string path, CheckpointManifest manifest, Dictionary<string, Tensor> tensors, Dictionary<string, byte[]> optimizerState)
+    // The files were checked by CheckpointStore.LoadStep; they are read when needed, each checked again as it is read.
+    internal LoadedCheckpoint(string path, CheckpointManifest manifest, Func<string?, string, Exception?, CheckpointCorruptException> corrupt)
     {
         Path = path;
         Manifest = manifest;
-        _tensors = tensors;
-        OptimizerState = optimizerState;
+        _corrupt = corrupt;
     }
+
+    // Every file, read on first use (the whole model: for export and generation, not for resuming).
+    private (Dictionary<string, Tensor> Tensors, Dictionary<string, byte[]> Optimizer) Whole()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_whole is null) _filesRead.AddRange(Manifest.Files.Select(f => f.Name));
+        return _whole ??= LayerFiles.Read(Path, Manifest.Files, _corrupt);
+    }
+
+    private readonly List<string> _filesRead = new();
+
+    /// <summary>The files whose tensors have been read so far (for tests: a rank reads only its own layers').</summary>
+    internal IReadOnlyList<string> FilesRead => _filesRead;
 
     /// <summary>The checkpoint's folder.</summary>
     public string Path { get; }
@@ -27,11 +41,15 @@ public sealed class LoadedCheckpoint : IDisposable
     /// <summary>The manifest: model, tokenizer, split, step, data position, RNG and trainer state.</summary>
     public CheckpointManifest Manifest { get; }
 
-    /// <summary>The model's parameters and buffers by model name, on the CPU (as <see cref="PipelineState.StateDict"/> gives them).</summary>
-    public IReadOnlyDictionary<string, Tensor> ModelState => _tensors;
+    /// <summary>
+    /// The whole model's parameters and buffers by model name, on the CPU (as <see cref="PipelineState.StateDict"/> gives
+    /// them), read from every file on first use. To resume a pipeline use <see cref="ApplyTo(Pipeline, bool)"/>, which
+    /// reads only the files of the layers the pipeline holds in this process.
+    /// </summary>
+    public IReadOnlyDictionary<string, Tensor> ModelState => Whole().Tensors;
 
-    /// <summary>Each parameter's optimizer state by model name (as <see cref="PipelineState.OptimizerState"/> gives it).</summary>
-    public IReadOnlyDictionary<string, byte[]> OptimizerState { get; }
+    /// <summary>Each parameter's optimizer state by model name (as <see cref="PipelineState.OptimizerState"/> gives it), read from every file on first use.</summary>
+    public IReadOnlyDictionary<string, byte[]> OptimizerState => Whole().Optimizer;
 
     /// <summary>
     /// Throws <see cref="CheckpointMismatchException"/> unless the checkpoint is of <paramref name="modelKind"/> with
@@ -70,21 +88,43 @@ public sealed class LoadedCheckpoint : IDisposable
 
     /// <summary>
     /// Loads the parameters and optimizer state into <paramref name="pipe"/> without comparing model configs (shapes
-    /// and names are still checked first), and, if <paramref name="restoreRngState"/>, the global torch RNG state.
+    /// and names are still checked first), and, if <paramref name="restoreRngState"/>, the global torch RNG state. Only
+    /// the files of the layers this process holds are read (of a checkpoint of format 2, one file per layer), so with
+    /// one rank per process no process holds the whole model.
     /// </summary>
     /// <exception cref="ArgumentException">The tensors or optimizer state do not fit the pipeline; nothing changed.</exception>
     public void ApplyTo(Pipeline pipe, bool restoreRngState = true)
     {
         ArgumentNullException.ThrowIfNull(pipe);
         ObjectDisposedException.ThrowIf(_disposed, this);
-        pipe.CheckStateDict(_tensors);
-        pipe.LoadOptimizerState(OptimizerState); // checked and all-or-nothing by itself
-        pipe.LoadStateDict(_tensors);
+        var local = LayerFiles.Local(pipe);
+        bool perLayer = Manifest.Files.All(f => LayerFiles.LayerOf(f.Name) is not null);
+        var (tensors, optimizer) = _whole is { } whole || !perLayer
+            ? Whole()
+            : ReadLocal(local);
+        try
+        {
+            pipe.CheckStateDict(tensors);
+            pipe.LoadOptimizerState(optimizer); // checked and all-or-nothing by itself
+            pipe.LoadStateDict(tensors);
+        }
+        finally
+        {
+            if (_whole is null || !ReferenceEquals(tensors, _whole.Value.Tensors))
+                foreach (var t in tensors.Values) t.Dispose();
+        }
         if (restoreRngState && Manifest.RngState is { } rng)
         {
             using var state = tensor(rng);
             set_rng_state(state);
         }
+    }
+
+    private (Dictionary<string, Tensor>, Dictionary<string, byte[]>) ReadLocal(HashSet<int> layers)
+    {
+        var files = Manifest.Files.Where(f => layers.Contains(LayerFiles.LayerOf(f.Name)!.Value)).ToList();
+        _filesRead.AddRange(files.Select(f => f.Name));
+        return LayerFiles.Read(Path, files, _corrupt);
     }
 
     private bool _disposed;
@@ -94,6 +134,7 @@ public sealed class LoadedCheckpoint : IDisposable
     {
         if (_disposed) return;
         _disposed = true;
-        foreach (var t in _tensors.Values) t.Dispose();
+        if (_whole is { } whole)
+            foreach (var t in whole.Tensors.Values) t.Dispose();
     }
 }

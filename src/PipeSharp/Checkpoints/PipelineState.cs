@@ -55,9 +55,9 @@ public static class PipelineState
         ArgumentNullException.ThrowIfNull(state);
         var targets = pipe.LocalStages.SelectMany(s => s.Module.state_dict()).ToList();
         var names = targets.Select(t => t.Key).ToHashSet();
-        var all = pipe.StageStateNames.SelectMany(n => n).ToHashSet(); // with MPI, other processes load the other stages' names
+        var known = KnownNames(pipe); // with MPI, other processes load the other stages' names
         var missing = names.Where(n => !state.ContainsKey(n)).ToList();
-        var unexpected = state.Keys.Where(n => !all.Contains(n)).ToList();
+        var unexpected = state.Keys.Where(n => !known(n)).ToList();
         if (missing.Count > 0 || unexpected.Count > 0)
             throw new ArgumentException(
                 "the state does not fit this model" +
@@ -76,7 +76,7 @@ public static class PipelineState
                     $"parameter {name} has type {source.dtype} in the checkpoint but {target.dtype} in the model.", nameof(state));
         }
         using var scope = NewDisposeScope();
-        foreach (var tied in TiedNames(pipe).Where(g => g.Count > 1))
+        foreach (var tied in TiedNames(pipe).Select(g => g.Where(state.ContainsKey).ToList()).Where(g => g.Count > 1))
             if (tied.Skip(1).FirstOrDefault(n => !(state[tied[0]] == state[n]).all().item<bool>()) is { } differing)
                 throw new ArgumentException(
                     $"{tied[0]} and {differing} are one (tied) parameter in this model but have different values in the state.", nameof(state));
@@ -114,8 +114,8 @@ public static class PipelineState
         ArgumentNullException.ThrowIfNull(state);
         var plans = pipe.LocalStages.Select(s => StageOptimizers.PlanLoad(s, state)).ToList();
         var used = plans.SelectMany(p => p.Keys).ToHashSet();
-        var known = pipe.StageStateNames.SelectMany(n => n).ToHashSet();
-        var unexpected = state.Keys.Where(k => !used.Contains(k) && !known.Contains(k)).ToList();
+        var known = KnownNames(pipe);
+        var unexpected = state.Keys.Where(k => !used.Contains(k) && !known(k)).ToList();
         if (unexpected.Count > 0)
             throw new ArgumentException($"optimizer state for parameters this model does not have: {List(unexpected)}.", nameof(state));
 
@@ -151,6 +151,19 @@ public static class PipelineState
             result[name] = t.detach().cpu().clone().DetachFromDisposeScope();
         }
         return result;
+    }
+
+    // Whether a name is one of the model's parameters or buffers. A pipeline built from a spec knows the names of the
+    // stages it holds only: a name of a layer of another process's stage is taken as known (that process checks it).
+    private static Func<string, bool> KnownNames(Pipeline pipe)
+    {
+        var all = pipe.StageStateNames.Where(n => n != null).SelectMany(n => n!).ToHashSet();
+        if (pipe.StageStateNames.All(n => n != null) || pipe.LayerNames is not { } layerNames) return all.Contains;
+        var elsewhere = new HashSet<string>();
+        for (int s = 0, layer = 0; s < pipe.Balance.Count; layer += pipe.Balance[s], s++)
+            if (pipe.StageStateNames[s] is null)
+                for (int k = 0; k < pipe.Balance[s]; k++) elsewhere.Add(layerNames[layer + k]);
+        return name => all.Contains(name) || (name.IndexOf('.') is var dot and > 0 && elsewhere.Contains(name[..dot]));
     }
 
     // The names that are one parameter of the model: tied within a stage, or copies of a shared parameter.

@@ -1,3 +1,4 @@
+using PipeSharp.Construction;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -18,18 +19,32 @@ public static class ConvNet
     {
         if (convLayers < 1) throw new ArgumentOutOfRangeException(nameof(convLayers), convLayers, "A ConvNet needs at least one convolution layer.");
         var layers = new List<(string, nn.Module<Tensor, Tensor>)>();
-        for (int i = 0; i < convLayers; i++)
-        {
-            layers.Add((i.ToString(), nn.Sequential(
-                ("conv", nn.Conv2d(i == 0 ? inChannels : channels, channels, kernel_size: 3, padding: 1)),
-                ("relu", nn.ReLU()))));
-        }
-        layers.Add((convLayers.ToString(), nn.Sequential(
-            ("pool", nn.AdaptiveAvgPool2d(1)),
-            ("flatten", nn.Flatten()),
-            ("linear", nn.Linear(channels, classes)))));
+        for (int i = 0; i <= convLayers; i++) layers.Add((i.ToString(), Layer(inChannels, channels, convLayers, classes, i)));
         return nn.Sequential(layers);
     }
+
+    /// <summary>
+    /// The same model as a spec (entries named as in <see cref="Create"/>): a pipeline made from it builds only its own
+    /// stages' layers, layer i under the seed of (<paramref name="seed"/>, i).
+    /// Its values come from the seed alone, not from the global generator's state as <see cref="Create"/>'s do.
+    /// </summary>
+    public static ModelSpec Spec(long seed, int inChannels = 3, int channels = 16, int convLayers = 10, int classes = 10)
+    {
+        if (convLayers < 1) throw new ArgumentOutOfRangeException(nameof(convLayers), convLayers, "A ConvNet needs at least one convolution layer.");
+        return new ModelSpec(Enumerable.Range(0, convLayers + 1).Select(i => new LayerSpec(i.ToString(),
+            _ => Layer(inChannels, channels, convLayers, classes, i),
+            i < convLayers ? (double)(i == 0 ? inChannels : channels) * channels * 9 + channels : (double)channels * classes + classes)), seed);
+    }
+
+    private static nn.Module<Tensor, Tensor> Layer(int inChannels, int channels, int convLayers, int classes, int i) =>
+        i < convLayers
+            ? nn.Sequential(
+                ("conv", nn.Conv2d(i == 0 ? inChannels : channels, channels, kernel_size: 3, padding: 1)),
+                ("relu", nn.ReLU()))
+            : nn.Sequential(
+                ("pool", nn.AdaptiveAvgPool2d(1)),
+                ("flatten", nn.Flatten()),
+                ("linear", nn.Linear(channels, classes)));
 
     /// <summary>The article's split of <see cref="Create"/>'s model into <paramref name="stages"/> stages: the
     /// convolution layers spread evenly (earlier stages get the remainder), the head on the last stage.</summary>

@@ -33,7 +33,7 @@ public sealed record GptConfig(int VocabularySize, int ContextLength = 128, int 
 /// first stage and the final norm and LM head on the last. Input: token ids [batch, time] (int64); output:
 /// logits [batch, time, vocabulary].
 /// </summary>
-public static class Gpt
+public static partial class Gpt
 {
     /// <summary>
     /// Builds the model as an ordered list of layers. With tied embeddings the head's weight is the same parameter

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using PipeSharp.Backends;
 using PipeSharp.Boundaries;
+using PipeSharp.Construction;
 using PipeSharp.InProcess;
 using PipeSharp.Native;
 using PipeSharp.Partitioning;
@@ -23,7 +24,8 @@ namespace PipeSharp.Runtime;
 /// the same model, passes the same batches, and gets the same loss back. The pipeline trains the model's own layers
 /// in place; across processes it frees the parameters and buffers of the stages other processes train as soon as it
 /// is built, so that each process holds only its share of the model: after that, use the model through the pipeline
-/// (its state, checkpoints), not directly.
+/// (its state, checkpoints), not directly. A model given as a <see cref="ModelSpec"/> is never built whole: each
+/// process builds only the layers of its own stages.
 /// </remarks>
 /// <example>
 /// <code>
@@ -60,7 +62,7 @@ public sealed partial class Pipeline : IDisposable
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
-        : this(Model(model), null, options, loss, optimizer, scheduler)
+        : this(ModelSource.Of(Model(model), null), options, loss, optimizer, scheduler)
     {
     }
 
@@ -74,7 +76,7 @@ public sealed partial class Pipeline : IDisposable
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
-        : this(Model((createModel ?? throw new ArgumentNullException(nameof(createModel)))()), () => Model(createModel()), options, loss, optimizer, scheduler)
+        : this(ModelSource.Of(Model((createModel ?? throw new ArgumentNullException(nameof(createModel)))()), () => Model(createModel())), options, loss, optimizer, scheduler)
     {
     }
 
@@ -85,7 +87,30 @@ public sealed partial class Pipeline : IDisposable
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
         Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
-        : this(new ModelLayers(layers ?? throw new ArgumentNullException(nameof(layers)), null), null, options, loss, optimizer, scheduler)
+        : this(ModelSource.Of(new ModelLayers(layers ?? throw new ArgumentNullException(nameof(layers)), null), null), options, loss, optimizer, scheduler)
+    {
+    }
+
+    /// <summary>
+    /// Builds a model from its spec, stage by stage: this process builds only the layers of the stages it holds, each
+    /// on its rank's device and under its own seed (<see cref="ModelSpec.LayerSeed"/>), so no process allocates another
+    /// rank's parameters and the initial model is the same for every layout. Tied parameters in different stages get a
+    /// copy each, kept identical. Otherwise as the constructor that takes a built model; replicas in one process each
+    /// build their own copy.
+    /// </summary>
+    /// <param name="model">The model's layers, seed and ties. Its layers map one tensor to one tensor.</param>
+    /// <param name="options">Ranks or balance (automatic balancing uses <see cref="LayerSpec.Cost"/>), devices, micro-batches, schedule, threads, replicas, backend.</param>
+    /// <param name="loss">The loss of one micro-batch, reduced by mean over its samples; it runs on the last stage.</param>
+    /// <param name="optimizer">Makes the optimizer of one stage from that stage's parameters.</param>
+    /// <param name="scheduler">Optional: makes a learning-rate scheduler for a stage's optimizer.</param>
+    /// <exception cref="ArgumentException">An option is invalid; nothing has been built.</exception>
+    public Pipeline(
+        ModelSpec model,
+        PipelineOptions options,
+        Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
+        Func<optim.Optimizer, optim.lr_scheduler.LRScheduler>? scheduler = null)
+        : this(ModelSource.Of(model ?? throw new ArgumentNullException(nameof(model))), options, loss, optimizer, scheduler)
     {
     }
 
@@ -96,8 +121,7 @@ public sealed partial class Pipeline : IDisposable
     }
 
     private Pipeline(
-        ModelLayers first,
-        Func<ModelLayers>? another,
+        ModelSource source,
         PipelineOptions options,
         Func<Tensor, Tensor, Tensor> loss,
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer,
@@ -108,13 +132,14 @@ public sealed partial class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(loss);
         ArgumentNullException.ThrowIfNull(optimizer);
         Backend = options.Backend ?? new InProcessBackend();
-        _plan = PipelinePlan.Create(options, first.Layers, Backend, copiesModel: another != null);
-        _boundaries = BoundaryPlan.Create(first.Layers, first.Names, _plan.Balance, options.Inputs);
+        _plan = PipelinePlan.Create(options, source.LayerCount, source.Costs, Backend, copiesModel: source.CopiesModel);
+        _boundaries = BoundaryPlan.Create(source.Signatures(), source.Names, _plan.Balance, options.Inputs);
         if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages
         Options = options;
-        var built = RuntimeBuilder.Build(_plan, _boundaries, first, another, Backend, loss, optimizer, scheduler);
+        var built = RuntimeBuilder.Build(_plan, _boundaries, source, Backend, loss, optimizer, scheduler);
         _replicas = built.Replicas;
         StageStateNames = built.StageStateNames;
+        LayerNames = source.Names;
         try
         {
             _collectives = _plan.HostsAll
@@ -171,8 +196,14 @@ public sealed partial class Pipeline : IDisposable
     /// <summary>The replicas held by this process.</summary>
     internal IReadOnlyList<ReplicaRuntime> Replicas => _replicas;
 
-    /// <summary>The names of every stage's parameters and buffers (of all stages, also those other processes hold).</summary>
-    internal IReadOnlyList<IReadOnlyList<string>> StageStateNames { get; }
+    /// <summary>
+    /// The names of every stage's parameters and buffers: of all stages for a built model, of the stages held here
+    /// for a spec (null for the others, which this process never built).
+    /// </summary>
+    internal IReadOnlyList<IReadOnlyList<string>?> StageStateNames { get; }
+
+    /// <summary>The layers' names in the model (null: numbered), to tell which layer a state name belongs to.</summary>
+    internal IReadOnlyList<string>? LayerNames { get; }
 
     /// <summary>The stages of the first replica held here: what the state, <see cref="Stages"/> and the statistics show.</summary>
     internal IEnumerable<StageRuntime> LocalStages => _replicas[0].Local;

@@ -54,11 +54,16 @@ internal sealed record PipelinePlan(
         }
     }
 
+    /// <summary>The plan for a built model's <paramref name="layers"/>, balanced by parameter count.</summary>
+    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module> layers, IBackend backend, bool copiesModel) =>
+        Create(options, layers.Count, () => ModelSplitter.ParameterCounts(layers), backend, copiesModel);
+
     /// <param name="options">The pipeline's options.</param>
-    /// <param name="layers">The model's layers, in order.</param>
+    /// <param name="layerCount">The model's number of layers.</param>
+    /// <param name="costs">Each layer's cost for automatic balancing (asked for only without a balance).</param>
     /// <param name="backend">Where the ranks run.</param>
-    /// <param name="copiesModel">True if each in-process replica can get its own copy of the model (a model factory was given).</param>
-    public static PipelinePlan Create(PipelineOptions options, IReadOnlyList<nn.Module> layers, IBackend backend, bool copiesModel)
+    /// <param name="copiesModel">True if each in-process replica can get its own copy of the model (a model factory or spec was given).</param>
+    public static PipelinePlan Create(PipelineOptions options, int layerCount, Func<IReadOnlyList<double>> costs, IBackend backend, bool copiesModel)
     {
         if (options.MicroBatches < 1)
             throw new ArgumentOutOfRangeException("microBatches", options.MicroBatches,
@@ -72,12 +77,12 @@ internal sealed record PipelinePlan(
         if (options.Replicas < 1)
             throw new ArgumentOutOfRangeException("replicas", options.Replicas, "Replicas (copies of the pipeline) must be at least 1.");
 
-        var schedule = File.Exists(options.Schedule) ? FromFile(options) : Generate(options, layers.Count);
+        var schedule = File.Exists(options.Schedule) ? FromFile(options) : Generate(options, layerCount);
         ScheduleValidator.Validate(schedule);
         int pieces = schedule.StageCount;
         IReadOnlyList<int> balance = options.Balance != null
-            ? Partitioning.Balance.Check(options.Balance, layers.Count)
-            : Partitioning.Balance.ByCost(ModelSplitter.ParameterCounts(layers), CheckPieces(pieces, layers.Count, schedule));
+            ? Partitioning.Balance.Check(options.Balance, layerCount)
+            : Partitioning.Balance.ByCost(costs(), CheckPieces(pieces, layerCount, schedule));
         if (balance.Count != pieces)
             throw new ArgumentException(
                 $"balance has {balance.Count} entries but schedule '{schedule.Name}' cuts the model into {pieces} stages " +

@@ -59,6 +59,32 @@ internal sealed class SharedParameters
         return result;
     }
 
+    /// <summary>
+    /// The shared parameters of a model built from <paramref name="spec"/>, stage by stage: each tie whose two layers
+    /// fall in different stages is a group (the stages built separately hold separate copies, which the spec's seeded
+    /// build made equal); a tie within one stage is one parameter object already. <paramref name="stages"/> holds the
+    /// stages built here (null for the others).
+    /// </summary>
+    public static SharedParameters FromTies(Construction.ModelSpec spec, IReadOnlyList<int> balance, IReadOnlyList<Partitioning.StageModule?> stages)
+    {
+        var result = new SharedParameters();
+        var stageOf = new int[spec.Layers.Count];
+        for (int s = 0, layer = 0; s < balance.Count; s++)
+            for (int k = 0; k < balance[s]; k++) stageOf[layer++] = s;
+        foreach (var tie in spec.Ties)
+        {
+            int owner = stageOf[tie.OwnerLayer], user = stageOf[tie.UserLayer];
+            if (owner == user) continue;
+            var names = new[] { $"{spec.Layers[tie.OwnerLayer].Name}.{tie.OwnerPath}", $"{spec.Layers[tie.UserLayer].Name}.{tie.UserPath}" };
+            var copies = new List<(int, Parameter)>();
+            foreach (var (stage, name) in new[] { (owner, names[0]), (user, names[1]) })
+                if (stages[stage] is { } module)
+                    copies.Add((stage, module.named_parameters().First(p => p.name == name).parameter));
+            result._groups.Add(new Group($"stage {owner}: {names[0]} = stage {user}: {names[1]}", copies, [owner, user], names));
+        }
+        return result;
+    }
+
     /// <summary>The same groups with only the copies of the stages this process holds.</summary>
     public SharedParameters KeepLocal(Func<int, bool> isLocal)
     {

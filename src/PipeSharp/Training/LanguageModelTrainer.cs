@@ -1,5 +1,6 @@
 using PipeSharp.Native;
 using System.Diagnostics;
+using PipeSharp.Construction;
 using PipeSharp.Models;
 using PipeSharp.Runtime;
 using TorchSharp;
@@ -38,9 +39,12 @@ public sealed class LanguageModelTrainer : IDisposable
 {
     private readonly ILanguageModelTask _task;
     private readonly LearningRateSchedule _schedule;
-    private readonly Sequential _model;
+    private readonly ModelSpec _spec;
 
-    /// <summary>Builds the model (seeded) and the pipeline.</summary>
+    /// <summary>
+    /// Builds the pipeline from <see cref="Gpt.Spec"/> with the options' seed: each process builds only the layers of
+    /// its own stages, and the initial model is the same for every layout.
+    /// </summary>
     public LanguageModelTrainer(GptConfig config, ILanguageModelTask task, PipelineOptions pipelineOptions, LanguageModelTrainingOptions options)
     {
         ArgumentNullException.ThrowIfNull(task);
@@ -54,21 +58,18 @@ public sealed class LanguageModelTrainer : IDisposable
         Options = options;
         _task = task;
         _schedule = new LearningRateSchedule(options.LearningRate, options.WarmupSteps, options.Steps, options.MinLearningRate);
-        manual_seed(options.Seed);
-        _model = Gpt.Create(config);
+        manual_seed(options.Seed); // the stream dropout draws from; the weights come from the spec's layer seeds
+        _spec = Gpt.Spec(config, options.Seed);
         if (options.BalanceByTime && pipelineOptions.Balance is null && !File.Exists(pipelineOptions.Schedule))
             pipelineOptions = pipelineOptions with { Balance = ProfiledBalance(pipelineOptions) };
         // Not across MPI processes: each would measure other costs, and every rank must build the same schedule.
         if (pipelineOptions.ScheduleCosts is null && pipelineOptions.Backend is null && ZeroBubbleCosts.Applies(pipelineOptions.Schedule))
             pipelineOptions = pipelineOptions with { ScheduleCosts = MeasuredCosts(pipelineOptions) };
-        ParameterCount = ParameterIdentity.Distinct(_model.parameters()).Sum(p => p.numel());
+        // The spec's costs are the layers' parameter counts; a tied table is counted once.
+        ParameterCount = (long)_spec.Layers.Sum(l => l.Cost) - (config.TieEmbeddings ? (long)config.VocabularySize * config.Width : 0);
         pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm };
-        // Replicas in this process need a model each (they start from this one's values).
-        bool replicasHere = pipelineOptions.Replicas > 1 && pipelineOptions.Backend is null;
-        int copies = 0;
-        Pipeline = replicasHere
-            ? new Pipeline(() => copies++ == 0 ? _model : Gpt.Create(config), pipelineOptions, task.Loss, MakeOptimizer)
-            : new Pipeline(_model, pipelineOptions, task.Loss, MakeOptimizer);
+        // Built from the spec: each process (under MPI) builds only the layers of its own stages.
+        Pipeline = new Pipeline(_spec, pipelineOptions, task.Loss, MakeOptimizer);
     }
 
     /// <summary>The model's shape.</summary>
@@ -181,7 +182,9 @@ public sealed class LanguageModelTrainer : IDisposable
             var parts = Runtime.MicroBatches.Split(x, pipelineOptions.MicroBatches, "batchSize");
             try
             {
-                return Partitioning.LayerProfiler.BalanceByTime(Partitioning.ModelSplitter.Layers(_model), parts[0], pieces).ToArray();
+                // Profiling runs every layer, so it builds the whole model once (seeded as the pipeline's) and frees it.
+                using var model = _spec.Build();
+                return Partitioning.LayerProfiler.BalanceByTime(Partitioning.ModelSplitter.Layers(model), parts[0], pieces).ToArray();
             }
             finally
             {
@@ -225,6 +228,5 @@ public sealed class LanguageModelTrainer : IDisposable
     public void Dispose()
     {
         Pipeline.Dispose();
-        _model.Dispose();
     }
 }

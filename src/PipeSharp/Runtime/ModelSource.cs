@@ -1,0 +1,121 @@
+using PipeSharp.Boundaries;
+using PipeSharp.Construction;
+using PipeSharp.Partitioning;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>A model as an ordered list of layers, with their names in the model (null: numbered).</summary>
+internal sealed record ModelLayers(IReadOnlyList<nn.Module> Layers, IReadOnlyList<string>? Names);
+
+/// <summary>One replica's model cut into stages: the stages held here (null elsewhere) and the copies of shared parameters.</summary>
+internal sealed record ReplicaModel(StageModule?[] Stages, SharedParameters Shared, IReadOnlyList<IReadOnlyList<string>?> StateNames);
+
+/// <summary>
+/// Where a pipeline's model comes from: a model built by the caller (cut into stages, the stages of other processes
+/// freed), or a <see cref="ModelSpec"/> (only the stages held here built, each layer under its own seed).
+/// </summary>
+internal abstract class ModelSource
+{
+    /// <summary>Number of layers.</summary>
+    public abstract int LayerCount { get; }
+
+    /// <summary>The layers' names in the model (null: numbered).</summary>
+    public abstract IReadOnlyList<string>? Names { get; }
+
+    /// <summary>Each layer's cost for automatic balancing.</summary>
+    public abstract IReadOnlyList<double> Costs();
+
+    /// <summary>What each layer reads and writes.</summary>
+    public abstract IReadOnlyList<LayerSignature> Signatures();
+
+    /// <summary>True if each in-process replica can get its own model.</summary>
+    public abstract bool CopiesModel { get; }
+
+    /// <summary>The model of the <paramref name="ordinal"/>-th replica held here, cut by the plan's balance.</summary>
+    public abstract ReplicaModel Materialise(int ordinal, PipelinePlan plan);
+
+    /// <summary>A model the caller built: <paramref name="first"/>, and <paramref name="another"/> for each further replica here.</summary>
+    public static ModelSource Of(ModelLayers first, Func<ModelLayers>? another) => new Built(first, another);
+
+    /// <summary>A spec: each process builds the layers of its own stages.</summary>
+    public static ModelSource Of(ModelSpec spec) => new Spec(spec);
+
+    private sealed class Built(ModelLayers first, Func<ModelLayers>? another) : ModelSource
+    {
+        public override int LayerCount => first.Layers.Count;
+        public override IReadOnlyList<string>? Names => first.Names;
+        public override bool CopiesModel => another != null;
+        public override IReadOnlyList<double> Costs() => ModelSplitter.ParameterCounts(first.Layers);
+        public override IReadOnlyList<LayerSignature> Signatures() =>
+            first.Layers.Select((l, i) => LayerSignature.Of(l, i, first.Names?[i])).ToList();
+
+        public override ReplicaModel Materialise(int ordinal, PipelinePlan plan)
+        {
+            var model = ordinal == 0 ? first : another!();
+            var modules = ModelSplitter.Split(model.Layers, plan.Balance, model.Names);
+            var names = modules.Select(m => (IReadOnlyList<string>?)m.state_dict().Keys.ToList()).ToList();
+            var untied = SharedParameters.Untie(modules);
+            if (plan.HostsAll) return new ReplicaModel(modules.ToArray(), untied, names);
+            ReleaseOtherStages(modules, plan.IsLocal);
+            return new ReplicaModel(modules.Select((m, s) => plan.IsLocal(s) ? m : null).ToArray(), untied.KeepLocal(plan.IsLocal), names);
+        }
+
+        // Across processes this one trains only its own stages. The others' parameters and buffers are freed now: left to
+        // the garbage collector, their native memory (which it does not see) could stay for the whole run, and every
+        // process would hold the whole model. A tensor the process's own stages also use is kept.
+        private static void ReleaseOtherStages(IReadOnlyList<StageModule> modules, Func<int, bool> isLocal)
+        {
+            static IEnumerable<Tensor> Tensors(StageModule m) => m.parameters().Cast<Tensor>().Concat(m.buffers());
+            var kept = modules.Where((_, s) => isLocal(s)).SelectMany(Tensors).Select(t => t.Handle).ToHashSet();
+            for (int s = 0; s < modules.Count; s++)
+            {
+                if (isLocal(s)) continue;
+                foreach (var t in Tensors(modules[s]).ToList())
+                    if (!kept.Contains(t.Handle)) t.Dispose();
+            }
+        }
+    }
+
+    private sealed class Spec(ModelSpec spec) : ModelSource
+    {
+        public override int LayerCount => spec.Layers.Count;
+        public override IReadOnlyList<string>? Names => spec.Layers.Select(l => l.Name).ToList();
+        public override bool CopiesModel => true;
+        public override IReadOnlyList<double> Costs() => spec.Layers.Select(l => l.Cost).ToList();
+        public override IReadOnlyList<LayerSignature> Signatures() => spec.Layers.Select(_ => LayerSignature.Single).ToList();
+
+        public override ReplicaModel Materialise(int ordinal, PipelinePlan plan)
+        {
+            var balance = plan.Balance;
+            var stages = new StageModule?[balance.Count];
+            var names = new IReadOnlyList<string>?[balance.Count];
+            try
+            {
+                int first = 0;
+                for (int s = 0; s < balance.Count; first += balance[s], s++)
+                {
+                    if (!plan.IsLocal(s)) continue;
+                    var device = plan.RankDevices[plan.Schedule.StageToRank[s]];
+                    var layers = SpecBuilder.Build(spec, first, balance[s], device);
+                    for (int k = 0; k < layers.Count; k++)
+                        if (layers[k] is not nn.Module<Tensor, Tensor>)
+                        {
+                            foreach (var l in layers) l.Dispose();
+                            throw new NotSupportedException(
+                                $"layer {first + k} ('{spec.Layers[first + k].Name}') of the spec is a {layers[k].GetType().Name}: a pipeline built from a " +
+                                "spec takes layers that map one tensor to one tensor (pass a model of set layers as a Sequential).");
+                        }
+                    stages[s] = new StageModule(s, first, layers, spec.Layers.Skip(first).Take(balance[s]).Select(l => l.Name).ToList());
+                    names[s] = stages[s]!.state_dict().Keys.ToList();
+                }
+            }
+            catch
+            {
+                foreach (var m in stages) m?.Dispose();
+                throw;
+            }
+            return new ReplicaModel(stages, SharedParameters.FromTies(spec, balance, stages), names);
+        }
+    }
+}

@@ -54,7 +54,10 @@ internal static class RuntimeBuilder
                     modules[s].to(device);
                     // A parameter used twice within a stage is stepped once.
                     var opt = optimizer(ParameterIdentity.Distinct(modules[s].parameters()));
-                    stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt));
+                    stages[s] = new StageRuntime(modules[s], device, rank, opt, scheduler?.Invoke(opt))
+                    {
+                        Segments = plan.Recomputation.SegmentsOf(s, modules[s].FirstLayer, modules[s].LayerCount),
+                    };
                 }
                 if (!plan.HostsAll) ReleaseOtherStages(modules, plan.IsLocal);
                 var shared = plan.HostsAll ? untied : untied.KeepLocal(plan.IsLocal);

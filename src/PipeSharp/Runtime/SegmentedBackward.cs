@@ -94,7 +94,7 @@ internal static class SegmentedBackward
     // The segment's forward again, with the graph, from the inputs it kept; the generator and buffers as the first run had them.
     private static (TensorSet, IReadOnlyList<LayerOutput>?) Rerun(StageRuntime stage, SavedSegment segment, bool capture)
     {
-        using var guard = new RerunGuard(segment.RandomState, stage.BuffersOf(segment.Segment));
+        using var guard = new RerunGuard(segment.RandomState, stage.ModulesOf(segment.Segment));
         return stage.Run(segment.Segment, segment.Inputs, capture);
     }
 

@@ -71,7 +71,7 @@ internal static class SegmentedForward
         if (stage.GradientNames.TryGetValue(key, out var known)) return known;
         var segment = stage.Segments![k];
         using var scope = torch.NewDisposeScope();
-        using var guard = new RerunGuard(null, stage.BuffersOf(segment));
+        using var guard = new RerunGuard(null, stage.ModulesOf(segment));
         var output = stage.Run(segment, start, captureLayers: false).Output;
         var names = output.Where(p => p.Value.requires_grad).Select(p => p.Key).ToHashSet();
         stage.GradientNames[key] = names;

@@ -102,8 +102,8 @@ internal sealed class StageRuntime : IDisposable
             k => $"layer {Module.FirstLayer + segment.First + k} ('{slice[k].Name}') of stage {Module.Index}"), captureLayers);
     }
 
-    /// <summary>The buffers (BatchNorm running statistics, ...) of the layers of <paramref name="segment"/>.</summary>
-    public IEnumerable<Tensor> BuffersOf(StageSegment segment) => LayersOf(segment).SelectMany(l => l.Layer.buffers());
+    /// <summary>The modules of the layers of <paramref name="segment"/>, the layers and everything inside them.</summary>
+    public IEnumerable<nn.Module> ModulesOf(StageSegment segment) => LayersOf(segment).SelectMany(l => l.Layer.modules());
 
     private (nn.Module Layer, LayerSignature Signature, string Name)[] LayersOf(StageSegment segment)
     {

@@ -2,6 +2,7 @@
 // the same model with 2 intra-op threads (a plain TorchSharp loop), measured in one run in alternating rounds.
 // Usage: dotnet run -c Release --project bench/PipeSharp.Bench.Gpt [-- --rounds 5 --steps 10]
 // With --core: the speed ratios of issue 11 instead (CoreSpeed.cs), [--rounds 5 --steps 8 --warmup 3 --only plain1,cli1,...].
+// With --recompute: issue 12's activation memory and step time with and without recomputation (RecomputeBench.cs), [--rounds 3 --steps 3].
 using PipeSharp.Native;
 using System.Diagnostics;
 using System.Globalization;
@@ -11,6 +12,7 @@ using PipeSharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
+if (args.Contains("--recompute")) return PipeSharp.Bench.Speed.RecomputeBench.Run(args, FindCorpus());
 if (args.Contains("--core")) return PipeSharp.Bench.Speed.CoreSpeed.Run(args, FindCorpus());
 int rounds = Arg("--rounds", 5), steps = Arg("--steps", 10);
 var text = File.ReadAllText(FindCorpus());

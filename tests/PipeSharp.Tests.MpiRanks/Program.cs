@@ -7,6 +7,7 @@
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll construction  a spec model: each process builds its own layers only
 //   mpirun.mpich -np N dotnet PipeSharp.Tests.MpiRanks.dll checkpoint-write DIR    N ranks save a checkpoint (any N)
 //   mpirun.mpich -np M dotnet PipeSharp.Tests.MpiRanks.dll checkpoint-resume DIR   M ranks resume it, reading their layers only
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll recompute   recomputation (with dropout) trains as without it
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Tests.MpiRanks;
@@ -14,9 +15,9 @@ using PipeSharp.Tests.MpiRanks;
 TorchNative.EnsureLoaded();
 using var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(20));
 bool layouts = args is ["checkpoint-write" or "checkpoint-resume", _];
-if ((cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "construction")) && !layouts)
+if ((cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "construction" or "recompute")) && !layouts)
 {
-    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation " +
+    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation|construction|recompute, or -np N checkpoint-write|checkpoint-resume DIR " +
                             $"(this job has {cluster.Size} processes)");
     return 2;
 }
@@ -29,6 +30,7 @@ try
     else if (args[0] == "construction") ConstructionCheck.Run(cluster);
     else if (args[0] == "checkpoint-write") CheckpointLayoutCheck.Write(cluster, args[1]);
     else if (args[0] == "checkpoint-resume") CheckpointLayoutCheck.Resume(cluster, args[1]);
+    else if (args[0] == "recompute") RecomputationCheck.Run(cluster);
     else EvaluationCheck.Run(cluster);
     return 0;
 }

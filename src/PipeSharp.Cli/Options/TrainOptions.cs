@@ -95,6 +95,29 @@ internal static class TrainOptions
         DefaultValueFactory = _ => "stop",
     }.AcceptOnlyFromAmong("stop", "skip");
 
+    public static readonly Option<Recomputation> Recompute = new("--recompute")
+    {
+        Description = "Activation recomputation: none (every forward keeps its graph until its backward), full (each stage keeps " +
+                      "only its inputs and runs its forward again in its backward), or model layer indices separated by commas, " +
+                      "each recomputed on its own (gpt: 1,2,3,4 are the blocks of a 4-layer model; 0 is the embeddings). " +
+                      "The trained parameters are the same; the activation memory is smaller, a step slower.",
+        HelpName = "none|full|LIST",
+        DefaultValueFactory = _ => Recomputation.None,
+        CustomParser = result =>
+        {
+            string text = result.Tokens.Count == 1 ? result.Tokens[0].Value : "";
+            try
+            {
+                return Recomputation.Parse(text);
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException)
+            {
+                result.AddError($"--recompute: {e.Message}");
+                return Recomputation.None;
+            }
+        },
+    };
+
     public static readonly Option<string?> Trace = OutputFile.Create("--trace", "FILE.json",
         "After training, write the measured timeline of the last step (every forward and backward on every stage) " +
         "as a Chrome trace: open it in ui.perfetto.dev or chrome://tracing. gpt: the last step that did not measure " +
@@ -116,7 +139,7 @@ internal static class TrainOptions
     public static IEnumerable<Option> All =>
     [
         Ranks, Balance, MicroBatches, Schedule, StagesPerRank, Steps, BatchSize, Seed, LearningRate, ThreadsPerRank, Devices,
-        Json, LogEvery, OnNonFinite, Trace, Svg,
+        Recompute, Json, LogEvery, OnNonFinite, Trace, Svg,
     ];
 
     /// <summary>
@@ -154,6 +177,7 @@ internal static class TrainOptions
         Schedule = choice.Schedule,
         ThreadsPerRank = args.Given(ThreadsPerRank),
         NonFiniteGradients = args.GetValue(OnNonFinite) == "skip" ? NonFiniteGradientPolicy.SkipStep : NonFiniteGradientPolicy.Throw,
+        Recomputation = args.GetValue(Recompute) ?? Recomputation.None,
     };
 
     /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>

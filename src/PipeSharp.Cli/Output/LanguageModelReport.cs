@@ -20,7 +20,8 @@ internal static class LanguageModelReport
             $"vocabulary {c.VocabularySize}, dropout {c.Dropout:G}{(c.TieEmbeddings ? ", tied embeddings" : "")}; " +
             $"{TotalParameters(trainer):N0} parameters",
             $"schedule   {schedule}, {m} micro-batches of {(small == large ? $"{small}" : $"{small}-{large}")} sequences " +
-            $"(batch {o.BatchSize} x {c.ContextLength} tokens)",
+            $"(batch {o.BatchSize} x {c.ContextLength} tokens)" +
+            (pipe.Options.Recomputation.IsNone ? "" : $", recomputation {pipe.Options.Recomputation}"),
             $"optimizer  AdamW, lr {o.LearningRate:G} (warm-up {o.WarmupSteps} steps, cosine decay to {o.MinLearningRate:G}), " +
             $"weight decay {o.WeightDecay:G}, " + (o.MaxGradNorm is { } clip ? $"gradient norm clipped to {clip:G}" : "no clipping"),
             $"training   {o.Steps} steps, seed {o.Seed}, validation loss on {o.EvalBatches} batch{Es(o.EvalBatches)} " +

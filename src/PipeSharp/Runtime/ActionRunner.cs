@@ -45,9 +45,11 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         var (inputs, leaves) = _messages.ReceiveInputs(plan, i, data.Inputs[i], step);
         long start = BoundaryMessages.Now();
         using var gradMode = training || measure ? null : torch.no_grad();
-        long? before = measure ? NativeHeap.BytesInUse() : null;
-        var (values, layers) = stage.Forward(inputs, captureLayers: training && step.IsSplit(s, i));
-        if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ActivationBytes![s] = Math.Max(0, a - b);
+        IReadOnlyList<LayerOutput>? layers = null;
+        List<SavedSegment>? segments = null;
+        TensorSet values;
+        if (measure) values = Measured(stage, inputs, step);
+        else (values, layers, segments) = RunStage(stage, inputs, training, split: training && step.IsSplit(s, i), leafOutputs: training && s != Last);
 
         if (s == Last)
         {
@@ -61,14 +63,45 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
             var target = data.Targets![i].to(stage.Device);
             var weighted = loss!(output, target).mul(data.LossWeights[i]);
             data.AddLoss(weighted.item<float>());
-            stage.Save(i, new SavedForward(leaves, [new SentValue("loss", -1, [], weighted)], layers));
+            stage.Save(i, new SavedForward(leaves, [new SentValue("loss", -1, [], weighted)], layers, segments));
         }
         else
         {
             var sent = _messages.SendOutputs(plan, i, values, training, step);
-            if (training) stage.Save(i, new SavedForward(leaves, sent, layers));
+            if (training) stage.Save(i, new SavedForward(leaves, sent, layers, segments));
         }
         return start;
+    }
+
+    // The stage's layers on its inputs: all at once, or segment by segment if it recomputes (when the graph is kept).
+    private static (TensorSet, IReadOnlyList<LayerOutput>?, List<SavedSegment>?) RunStage(StageRuntime stage, TensorSet inputs, bool graph, bool split, bool leafOutputs)
+    {
+        if (stage.Segments != null && graph)
+        {
+            var (values, segments) = SegmentedForward.Run(stage, inputs, split, leafOutputs);
+            return (values, null, segments);
+        }
+        var (output, layers) = stage.Forward(inputs, captureLayers: split);
+        return (output, layers, null);
+    }
+
+    // A memory measurement: the native heap read around a forward that keeps what training's would (its graph, or with
+    // recomputation its segments' inputs). Its graph is freed before the outputs are sent, so that the next stage's
+    // measurement, which starts when they arrive, does not see this stage's memory go.
+    private static TensorSet Measured(StageRuntime stage, TensorSet inputs, StepContext step)
+    {
+        var inner = torch.NewDisposeScope();
+        try
+        {
+            long? before = NativeHeap.BytesInUse();
+            var (values, _, _) = RunStage(stage, inputs, graph: true, split: false, leafOutputs: false);
+            if (before is { } b && NativeHeap.BytesInUse() is { } a) step.ActivationBytes![stage.Module.Index] = Math.Max(0, a - b);
+            return new TensorSet(values.Select(p => KeyValuePair.Create(p.Key, inner.MoveToOuter(p.Value.detach()))));
+        }
+        finally
+        {
+            inner.Dispose();
+        }
     }
 
     // Full backward: input and weight gradients in one pass.
@@ -80,6 +113,12 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         Attach(scope, saved);
         var grads = _messages.ReceiveOutputGrads(s, i, saved.Outputs, step);
         long start = BoundaryMessages.Now();
+        if (saved.Segments != null)
+        {
+            var found = SegmentedBackward.Run(stage, i, saved, grads, LossOf(s, i, step), split: false);
+            _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => found.GetValueOrDefault(v.Name)).ToList(), step);
+            return start;
+        }
         if (saved.Outputs.Count > 0) torch.autograd.backward(saved.Outputs.Select(o => o.Tensor).ToList(), grads);
         _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => v.Leaf.grad).ToList(), step);
         return start;
@@ -94,8 +133,15 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         var saved = stage.Take(i);
         foreach (var v in saved.Inputs) scope.Attach(v.Leaf);
         foreach (var v in saved.Outputs) scope.Attach(v.Tensor);
+        AttachSegments(scope, saved);
         var grads = _messages.ReceiveOutputGrads(s, i, saved.Outputs, step);
         long start = BoundaryMessages.Now();
+        if (saved.Segments != null)
+        {
+            var inputGrads = SegmentedBackward.Run(stage, i, saved, grads, LossOf(s, i, step), split: true);
+            _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => inputGrads.GetValueOrDefault(v.Name)).ToList(), step);
+            return start;
+        }
         var layers = saved.LayerOutputs ?? [];
         var roots = saved.Outputs.Select(o => o.Tensor).ToList();
 
@@ -157,5 +203,29 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         foreach (var v in saved.Outputs) scope.Attach(v.Tensor);
         if (saved.LayerOutputs != null)
             foreach (var l in saved.LayerOutputs) scope.Attach(l.Output);
+        AttachSegments(scope, saved);
+        foreach (var l in saved.Segments?.SelectMany(g => g.Layers ?? []) ?? []) scope.Attach(l.Output);
+    }
+
+    // A recomputing stage's segments: what they started and ended with, and their generator states. (Their captured layer
+    // outputs go to the weight-gradient action, or are disposed, in an input-gradient action.)
+    private static void AttachSegments(DisposeScope scope, SavedForward saved)
+    {
+        foreach (var g in saved.Segments ?? [])
+        {
+            foreach (var t in g.Inputs.Values.Concat(g.Outputs?.Values ?? [])) scope.Attach(t);
+            if (g.RandomState is not null) scope.Attach(g.RandomState);
+        }
+    }
+
+    // The last stage's weighted loss of micro-batch i from the stage's tensors, as its forward computes it (for a
+    // recomputed last segment); null on other stages.
+    private Func<TensorSet, Tensor>? LossOf(int s, int i, StepContext step)
+    {
+        if (s != Last) return null;
+        var data = step.Replicas[replica]!;
+        var result = boundaries.Stages[s].Result!;
+        var device = stages[s]!.Device;
+        return values => loss!(values[result], data.Targets![i].to(device)).mul(data.LossWeights[i]);
     }
 }

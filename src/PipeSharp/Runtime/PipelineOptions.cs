@@ -76,6 +76,14 @@ public sealed record PipelineOptions
     public NonFiniteGradientPolicy NonFiniteGradients { get; init; } = NonFiniteGradientPolicy.Throw;
 
     /// <summary>
+    /// Which activations a training forward keeps for its backward: <see cref="Runtime.Recomputation.None"/> (the default)
+    /// keeps every layer's graph; <see cref="Runtime.Recomputation.Full"/> keeps only each stage's inputs and recomputes the
+    /// stage's forward in its backward; <see cref="Runtime.Recomputation.Layers"/> and <see cref="Runtime.Recomputation.Stages"/>
+    /// recompute chosen layers or stages. Works with every schedule; the trained parameters are the same.
+    /// </summary>
+    public Recomputation Recomputation { get; init; } = Recomputation.None;
+
+    /// <summary>
     /// Number of replicas of the pipeline for data parallelism (default 1). Each takes 1/D of every batch (sizes differ
     /// by at most one sample); gradients are summed over the replicas, weighted so that a step equals one on the whole
     /// batch. In one process, replicas are groups of worker threads (use the constructor that takes a model factory);

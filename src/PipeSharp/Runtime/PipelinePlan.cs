@@ -20,6 +20,9 @@ internal sealed record PipelinePlan(
     IReadOnlyList<int> HostedRanks,
     int ThreadsPerRank)
 {
+    /// <summary>Which activations training forwards keep (<see cref="PipelineOptions.Recomputation"/>).</summary>
+    public Recomputation Recomputation { get; init; } = Recomputation.None;
+
     /// <summary>Pipeline ranks per replica.</summary>
     public int Ranks => Schedule.RankCount;
 
@@ -87,6 +90,7 @@ internal sealed record PipelinePlan(
             throw new ArgumentException(
                 $"balance has {balance.Count} entries but schedule '{schedule.Name}' cuts the model into {pieces} stages " +
                 $"({schedule.RankCount} ranks x {pieces / schedule.RankCount} stages per rank): give {pieces} layer counts.", "balance");
+        (options.Recomputation ?? throw new ArgumentNullException("recomputation", "Recomputation must not be null: use Recomputation.None.")).Check(layerCount, pieces);
         var devices = DeviceResolver.Resolve(options.Devices, schedule.RankCount);
         var forward = ScheduleGenerators.ForwardOnly(pieces, schedule.MicroBatchCount, schedule.StageToRank);
 
@@ -97,7 +101,7 @@ internal sealed record PipelinePlan(
                 "that takes a model factory (Func<Sequential>), or run one process per rank (PipelineOptions.Backend).", "replicas");
         // Intra-op threads: this host's cores shared by the workers on it.
         int threads = options.ThreadsPerRank ?? Math.Max(1, Environment.ProcessorCount / (hosted.Count * backend.ProcessesOnThisHost));
-        return new PipelinePlan(schedule, forward, balance, devices, options.Replicas, hosted, threads);
+        return new PipelinePlan(schedule, forward, balance, devices, options.Replicas, hosted, threads) { Recomputation = options.Recomputation };
     }
 
     /// <summary>Refuses a clipping bound that is not a positive finite number (null: no clipping).</summary>

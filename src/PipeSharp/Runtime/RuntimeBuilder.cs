@@ -48,7 +48,10 @@ internal static class RuntimeBuilder
                     module.to(device);
                     // A parameter used twice within a stage is stepped once.
                     var opt = optimizer(ParameterIdentity.Distinct(module.parameters()));
-                    stages[s] = new StageRuntime(module, device, rank, opt, scheduler?.Invoke(opt));
+                    stages[s] = new StageRuntime(module, device, rank, opt, scheduler?.Invoke(opt))
+                    {
+                        Segments = plan.Recomputation.SegmentsOf(s, module.FirstLayer, module.LayerCount),
+                    };
                 }
                 var shared = model.Shared;
                 int replica = d;

@@ -17,8 +17,9 @@ internal sealed record SentValue(string Name, int Value, IReadOnlyList<int> Cons
 
 /// <summary>What a forward keeps for its backward: the received values that need a gradient, the values sent that
 /// carry one (or the weighted loss on the last stage) and, when the backward is split into I and W, the outputs of the
-/// stage's parameterised layers.</summary>
-internal sealed record SavedForward(IReadOnlyList<ReceivedValue> Inputs, IReadOnlyList<SentValue> Outputs, IReadOnlyList<LayerOutput>? LayerOutputs);
+/// stage's parameterised layers; for a stage that recomputes, what each of its segments keeps instead of one graph.</summary>
+internal sealed record SavedForward(IReadOnlyList<ReceivedValue> Inputs, IReadOnlyList<SentValue> Outputs, IReadOnlyList<LayerOutput>? LayerOutputs,
+    IReadOnlyList<SavedSegment>? Segments = null);
 
 /// <summary>The output of one parameterised layer during a forward, and that layer's own parameters.</summary>
 internal sealed record LayerOutput(Tensor Output, IReadOnlyList<Tensor> Parameters);
@@ -41,6 +42,7 @@ internal sealed class StageRuntime : IDisposable
     private readonly TorchSharp.Modules.Parameter[] _parameters;
     private List<LayerOutput>? _capture;
     private (IReadOnlyList<Tensor>[] Layers, Tensor[] Parameters)? _uncovered;
+    private (nn.Module Layer, LayerSignature Signature, string Name)[]? _layers;
 
     public StageRuntime(StageModule module, Device device, int rank, optim.Optimizer optimizer, optim.lr_scheduler.LRScheduler? scheduler)
     {
@@ -79,14 +81,43 @@ internal sealed class StageRuntime : IDisposable
     public optim.Optimizer Optimizer { get; }
     public optim.lr_scheduler.LRScheduler? Scheduler { get; }
 
+    /// <summary>The stage's segments when it recomputes activations (<see cref="Recomputation"/>); null when it keeps every graph.</summary>
+    public IReadOnlyList<StageSegment>? Segments { get; init; }
+
+    /// <summary>
+    /// For a recomputing stage: by segment and by which of its inputs need a gradient, the names of the tensors the
+    /// segment makes that carry one (learnt once from a run with the graph, as a run without it cannot tell).
+    /// </summary>
+    public Dictionary<string, HashSet<string>> GradientNames { get; } = new(StringComparer.Ordinal);
+
     /// <summary>Runs the stage, keeping the outputs of its parameterised layers if <paramref name="captureLayers"/>.</summary>
-    public (TensorSet Output, IReadOnlyList<LayerOutput>? Layers) Forward(TensorSet input, bool captureLayers)
+    public (TensorSet Output, IReadOnlyList<LayerOutput>? Layers) Forward(TensorSet input, bool captureLayers) =>
+        Capture(() => Module.Run(input), captureLayers);
+
+    /// <summary>Runs the layers of <paramref name="segment"/> on <paramref name="input"/>, capturing as <see cref="Forward"/> does.</summary>
+    public (TensorSet Output, IReadOnlyList<LayerOutput>? Layers) Run(StageSegment segment, TensorSet input, bool captureLayers)
     {
-        if (!captureLayers) return (Module.Run(input), null);
+        var slice = LayersOf(segment);
+        return Capture(() => LayerRunner.Run(slice.Select(l => l.Layer).ToList(), slice.Select(l => l.Signature).ToList(), input,
+            k => $"layer {Module.FirstLayer + segment.First + k} ('{slice[k].Name}') of stage {Module.Index}"), captureLayers);
+    }
+
+    /// <summary>The modules of the layers of <paramref name="segment"/>, the layers and everything inside them.</summary>
+    public IEnumerable<nn.Module> ModulesOf(StageSegment segment) => LayersOf(segment).SelectMany(l => l.Layer.modules());
+
+    private (nn.Module Layer, LayerSignature Signature, string Name)[] LayersOf(StageSegment segment)
+    {
+        _layers ??= Module.named_children().Select((c, k) => (c.module, LayerSignature.Of(c.module, Module.FirstLayer + k, c.name), c.name)).ToArray();
+        return _layers[segment.First..(segment.First + segment.Count)];
+    }
+
+    private (TensorSet Output, IReadOnlyList<LayerOutput>? Layers) Capture(Func<TensorSet> run, bool captureLayers)
+    {
+        if (!captureLayers) return (run(), null);
         _capture = new List<LayerOutput>();
         try
         {
-            var output = Module.Run(input);
+            var output = run();
             return (output, _capture);
         }
         finally
@@ -116,6 +147,7 @@ internal sealed class StageRuntime : IDisposable
         foreach (var v in saved.Outputs) v.Tensor.DetachFromDisposeScope();
         if (saved.LayerOutputs != null)
             foreach (var l in saved.LayerOutputs) l.Output.DetachFromDisposeScope();
+        foreach (var t in saved.Segments?.SelectMany(g => g.Tensors()) ?? []) t.DetachFromDisposeScope();
         _saved.Add(microBatch, saved);
     }
 
@@ -159,6 +191,7 @@ internal sealed class StageRuntime : IDisposable
         foreach (var v in s.Outputs) v.Tensor.Dispose();
         if (s.LayerOutputs != null)
             foreach (var l in s.LayerOutputs) l.Output.Dispose();
+        foreach (var t in s.Segments?.SelectMany(g => g.Tensors()) ?? []) t.Dispose();
     }
 
     public static void Dispose(DeferredWeightGrad d)

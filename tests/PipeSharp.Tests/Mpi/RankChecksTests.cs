@@ -62,6 +62,17 @@ public class RankChecksTests
         RunCheck("evaluation", "evaluation bytes do not grow with the vocabulary");
     }
 
+    /// <summary>
+    /// Over MPI, a GPT with dropout trained with full recomputation and with every block recomputed, under 1f1b and zb-v
+    /// (split backward), ends with the parameters of training without recomputation (within 1e-6) on every stage: each
+    /// process's generator is restored around a re-run, so dropout draws the same masks.
+    /// </summary>
+    [MpiFact]
+    public void Recomputation_trains_as_without_it_across_processes_with_dropout()
+    {
+        RunCheck("recompute", "recomputation trains as without it");
+    }
+
     // Runs the check on 2 processes; each must exit 0 and print what it checked.
     private static void RunCheck(string check, string said)
     {

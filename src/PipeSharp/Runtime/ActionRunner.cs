@@ -26,7 +26,14 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
     {
         switch (action.Kind)
         {
-            case ActionKind.Forward: return Forward(action.Stage, action.MicroBatch, step);
+            case ActionKind.Forward:
+                long started = Forward(action.Stage, action.MicroBatch, step);
+                if (step.ActivationBytes is { } kept && step.HeapBefore![action.Stage] is { } b && NativeHeap.BytesInUse() is { } a)
+                    kept[action.Stage] = Math.Max(0, a - b); // after the action's scope freed its temporaries: what it keeps
+                if (step.KeptForMeasurement?[action.Stage] is { } results)
+                    foreach (var t in results) t.Dispose();
+                step.Measured?[action.Stage].Set();
+                return started;
             case ActionKind.Backward: return Backward(action.Stage, action.MicroBatch, step);
             case ActionKind.InputGrad: return InputGrad(action.Stage, action.MicroBatch, step);
             case ActionKind.WeightGrad: return WeightGrad(action.Stage, action.MicroBatch);
@@ -45,9 +52,15 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         var (inputs, leaves) = _messages.ReceiveInputs(plan, i, data.Inputs[i], step);
         long start = BoundaryMessages.Now();
         using var gradMode = training || measure ? null : torch.no_grad();
+        // One heap, several threads: the previous stage's forward must have freed its temporaries before this one is measured.
+        if (measure && s > 0 && stages[s - 1] != null) step.Measured![s - 1].Wait(step.Cancellation);
         long? before = measure ? NativeHeap.BytesInUse() : null;
+        if (measure) step.HeapBefore![s] = before;
         var (values, layers) = stage.Forward(inputs, captureLayers: training && step.IsSplit(s, i));
-        if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ActivationBytes![s] = Math.Max(0, a - b);
+        if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ForwardPeakBytes![s] = Math.Max(0, a - b);
+        if (measure && !training) step.KeptForMeasurement![s] = values.Values.Select(v => v.alias().DetachFromDisposeScope()).ToList();
+        step.Peak?.Sample();
+        if (measure && step.OutputBytes is { } sentBytes) sentBytes[s] = plan.Outputs.Sum(o => values[o.Name].numel() * values[o.Name].element_size());
 
         if (s == Last)
         {
@@ -81,6 +94,7 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         var grads = _messages.ReceiveOutputGrads(s, i, saved.Outputs, step);
         long start = BoundaryMessages.Now();
         if (saved.Outputs.Count > 0) torch.autograd.backward(saved.Outputs.Select(o => o.Tensor).ToList(), grads);
+        step.Peak?.Sample();
         _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => v.Leaf.grad).ToList(), step);
         return start;
     }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using PipeSharp.Backends;
 using PipeSharp.Boundaries;
 using PipeSharp.InProcess;
+using PipeSharp.Memory;
 using PipeSharp.Native;
 using PipeSharp.Partitioning;
 using PipeSharp.Schedules;
@@ -42,6 +43,7 @@ public sealed partial class Pipeline : IDisposable
     private readonly StepRunner _runner;
     private readonly GradientReduction _gradients;
     private readonly BoundaryPlan _boundaries;
+    private readonly PipelineMemory _memory;
     private long _trainSteps;
     private bool _disposed;
 
@@ -108,7 +110,9 @@ public sealed partial class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(loss);
         ArgumentNullException.ThrowIfNull(optimizer);
         Backend = options.Backend ?? new InProcessBackend();
+        _memory = new PipelineMemory(options, first.Layers);
         _plan = PipelinePlan.Create(options, first.Layers, Backend, copiesModel: another != null);
+        _memory.CheckBeforeBuild(_plan, first.Layers, optimizer); // before any stage is built or worker started
         _boundaries = BoundaryPlan.Create(first.Layers, first.Names, _plan.Balance, options.Inputs);
         if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages
         Options = options;
@@ -241,7 +245,11 @@ public sealed partial class Pipeline : IDisposable
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(target);
         long samples = PipelineInputs.Check(inputs, target, _boundaries, parameterName);
+        // With a budget, the first step measures and checks the whole prediction before it trains.
+        if (_memory.Budgets is not null && _memory.Prediction is null && _boundaries.IsPlain && inputs.Count == 1)
+            PredictMemory(inputs.Values.First());
         using var step = NewStep(Schedule, inputs, samples, target, cancellation, parameterName);
+        step.Peak = _memory.NewPeak();
         long number = ++_trainSteps; // this call's number, for messages
         _runner.RunActions(step, before: (replica, rank) =>
         {
@@ -253,7 +261,7 @@ public sealed partial class Pipeline : IDisposable
         StepOptimizers(step, skip: reduced.Skip);
         double[] busy = step.StageBusy;
         _runner.Collective(step, () => busy = _collectives.StageBusy(step, step.Cancellation));
-        LastStep = step.Statistics(busy, reduced.Skip);
+        LastStep = step.Statistics(busy, reduced.Skip, _memory.EndStep(step.Peak), _memory.PredictedForThisProcess(_plan));
         Options.Stop?.Agree(reduced.Stop); // the step is complete on every rank: all of them stop after it
         return (float)reduced.Loss;
     }
@@ -293,6 +301,40 @@ public sealed partial class Pipeline : IDisposable
                 "MeasureMemory measures models whose layers map one tensor to one tensor; this model's stages pass several named tensors.");
         return MemoryMeasurement.Measure(_plan, _runner, _replicas[0], Backend, sampleInput, Options.MicroBatches);
     }
+
+    /// <summary>
+    /// Predicts each rank's peak memory before training: parameters, gradients, optimizer state (from the optimizer's
+    /// type), the activations the schedule holds at its peak (one forward per stage of the first micro-batch of
+    /// <paramref name="sampleInput"/>, a whole training batch, measured as <see cref="MeasureMemory"/> does) and, across
+    /// processes, the received boundary buffers; see docs/memory.md. With <see cref="PipelineOptions.MemoryPerDevice"/>
+    /// set, a prediction that does not fit is refused (the first training step does this by itself). Across processes
+    /// every process calls it with the same input and gets every rank's prediction.
+    /// </summary>
+    /// <exception cref="MemoryBudgetExceededException">A rank's predicted peak exceeds its budget; nothing has trained.</exception>
+    public MemoryPrediction PredictMemory(Tensor sampleInput)
+    {
+        ThrowIfUnusable();
+        ArgumentNullException.ThrowIfNull(sampleInput);
+        if (!_boundaries.IsPlain)
+            throw new NotSupportedException(
+                "PredictMemory measures models whose layers map one tensor to one tensor; this model's stages pass several named tensors.");
+        var (stages, outputs, forwardPeaks, input) = MemoryMeasurement.MeasureWithBoundaries(_plan, _runner, _replicas[0], Backend, sampleInput, Options.MicroBatches);
+        long perReplica = sampleInput.dim() == 0 ? 0 : sampleInput.shape[0] / _plan.Replicas;
+        return _memory.Predict(_plan, stages, outputs, forwardPeaks, input, perReplica, LocalStages.First().Optimizer);
+    }
+
+    /// <summary>
+    /// The last memory prediction (<see cref="PredictMemory"/>, or made by the first training step when
+    /// <see cref="PipelineOptions.MemoryPerDevice"/> is set); null before one. Once there is one, each training step
+    /// measures its peak: <see cref="StepStatistics.PeakMemoryBytes"/>.
+    /// </summary>
+    public MemoryPrediction? PredictedMemory => _memory.Prediction;
+
+    /// <summary>
+    /// The largest measured peak of this process's native memory over the training steps since the prediction (see
+    /// <see cref="StepStatistics.PeakMemoryBytes"/>); null before a measured step.
+    /// </summary>
+    public long? PeakMemoryBytes => _memory.PeakBytes;
 
     private StepContext NewStep(Schedule schedule, TensorSet inputs, long samples, Tensor? target, CancellationToken cancellation, string parameterName) =>
         StepInputs.Split(schedule, _plan.Replicas, _replicas.Select(r => r.Index), inputs, samples, target, cancellation, Backend.FailureToken, parameterName);

@@ -4,15 +4,16 @@
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll keys        every key of a pipeline with skips has its own tag
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll skips       a skip goes straight from its maker's process to its reader's
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll evaluation  an evaluation's bytes do not grow with the vocabulary
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll budget      a rank's measured memory peak agrees with its prediction
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Tests.MpiRanks;
 
 TorchNative.EnsureLoaded();
 using var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(20));
-if (cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation"))
+if (cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "budget"))
 {
-    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation " +
+    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation|budget " +
                             $"(this job has {cluster.Size} processes)");
     return 2;
 }
@@ -22,6 +23,7 @@ try
     else if (args[0] == "keys") KeyCheck.Run(cluster);
     else if (args[0] == "skips") SkipCheck.Run(cluster);
     else if (args[0] == "memory") MemoryCheck.Run(cluster);
+    else if (args[0] == "budget") BudgetCheck.Run(cluster);
     else EvaluationCheck.Run(cluster);
     return 0;
 }

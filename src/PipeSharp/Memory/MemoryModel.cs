@@ -33,7 +33,7 @@ internal static class MemoryModel
         var st = inputs.Stages;
         long parameters = stages.Sum(s => st[s].ParameterBytes);
         long optimizer = (long)Math.Round(parameters * inputs.OptimizerStateFactor);
-        long Buffer(int s) => inputs.ReceivesIntoOwnBuffers ? st[s].InputBytesPerMicroBatch : 0;
+        long Buffer(int s) => inputs.ReceivesIntoOwnBuffers && s > 0 ? st[s].InputBytesPerMicroBatch : 0; // the first stage reads the batch
 
         var held = new Dictionary<int, int>();
         var waiting = new Dictionary<int, int>();
@@ -41,6 +41,7 @@ internal static class MemoryModel
         foreach (int s in stages) held[s] = waiting[s] = 0;
 
         RankMemoryPrediction? peak = null;
+        long steady = 0;
         void Sample(long transient)
         {
             long grads = gradients.Sum(s => st[s].ParameterBytes);
@@ -50,6 +51,7 @@ internal static class MemoryModel
             var point = new RankMemoryPrediction(rank, stages, parameters, grads, optimizer, activations, buffers,
                 stages.Sum(s => st[s].SharedCopyBytes), stages.Sum(s => held[s] + waiting[s]));
             if (peak is null || point.TotalBytes > peak.TotalBytes) peak = point;
+            steady = Math.Max(steady, point.TotalBytes - transient);
         }
 
         Sample(0);
@@ -64,10 +66,11 @@ internal static class MemoryModel
                     Sample(0);
                     break;
                 case ActionKind.Backward:
-                    // While it runs: the gradients made, its micro-batch's graph freed, the gradient it received held.
+                    // While it runs: the gradients made and the gradient it received held while its micro-batch's graph
+                    // is freed step by step; the gradient temporaries are taken as half that graph (docs/memory.md).
                     gradients.Add(s);
                     held[s]--;
-                    Sample(st[s].RecomputedBytesPerMicroBatch + st[s].OutputBytesPerMicroBatch);
+                    Sample(st[s].RecomputedBytesPerMicroBatch + st[s].OutputBytesPerMicroBatch + st[s].KeptBytesPerMicroBatch * 3 / 2);
                     Sample(0);
                     break;
                 case ActionKind.InputGrad:
@@ -86,6 +89,6 @@ internal static class MemoryModel
                     break;
             }
         }
-        return peak!;
+        return peak! with { HeldBytes = steady };
     }
 }

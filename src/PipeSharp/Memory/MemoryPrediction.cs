@@ -14,6 +14,13 @@ public sealed record MemoryPrediction(IReadOnlyList<RankMemoryPrediction> Ranks,
     /// <summary>The sum of the ranks' peaks (one replica): what ranks that share one process's memory need together.</summary>
     public long TotalBytes => Ranks.Sum(r => r.TotalBytes);
 
+    /// <summary>
+    /// What the ranks need together when they share one process's memory (one replica): every rank's held peak plus
+    /// the largest moment's extra of any one rank, since the ranks' actions do not peak at the same instant. At most
+    /// <see cref="TotalBytes"/>.
+    /// </summary>
+    public long SharedProcessBytes => Ranks.Sum(r => r.HeldBytes) + Ranks.Max(r => r.TotalBytes - r.HeldBytes);
+
     /// <summary>One line per rank.</summary>
     public override string ToString() => string.Join(Environment.NewLine, Ranks.Select(r => r.ToString()));
 }

@@ -27,6 +27,12 @@ public sealed record RankMemoryPrediction(
     /// <summary>The predicted peak: parameters, gradients, optimizer state, activations and boundary buffers.</summary>
     public long TotalBytes => ParameterBytes + GradientBytes + OptimizerStateBytes + ActivationBytes + BoundaryBytes;
 
+    /// <summary>
+    /// The rank's peak without what a single action holds for a moment (a forward's temporaries, a backward's
+    /// gradients in the making): ranks in one process reach these moments at different times.
+    /// </summary>
+    public long HeldBytes { get; init; }
+
     /// <summary>One line: the total and its parts.</summary>
     public override string ToString() =>
         $"rank {Rank} (stage{(Stages.Count > 1 ? "s" : "")} {string.Join("+", Stages)}): {MemorySize.Format(TotalBytes)} = " +

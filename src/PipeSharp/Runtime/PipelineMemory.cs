@@ -87,11 +87,11 @@ internal sealed class PipelineMemory
         return prediction;
     }
 
-    /// <summary>What the prediction says this process needs: its rank's peak under MPI, the sum of its ranks' in one process.</summary>
+    /// <summary>What the prediction says this process needs: its rank's peak under MPI, its ranks' together (<see cref="MemoryPrediction.SharedProcessBytes"/>) in one process.</summary>
     public long? PredictedForThisProcess(PipelinePlan plan)
     {
         if (Prediction is not { } p) return null;
-        return plan.HostsAll ? p.TotalBytes * plan.LocalReplicas.Count : p.Ranks[plan.HostedRanks[0] % plan.Ranks].TotalBytes;
+        return plan.HostsAll ? p.SharedProcessBytes * plan.LocalReplicas.Count : p.Ranks[plan.HostedRanks[0] % plan.Ranks].TotalBytes;
     }
 
     /// <summary>A sampler for the next step, if a prediction was made (the measurement costs a heap read per action).</summary>

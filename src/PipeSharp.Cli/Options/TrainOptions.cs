@@ -176,7 +176,7 @@ internal static class TrainOptions
         Schedule = choice.Schedule,
         ThreadsPerRank = args.Given(ThreadsPerRank),
         NonFiniteGradients = args.GetValue(OnNonFinite) == "skip" ? NonFiniteGradientPolicy.SkipStep : NonFiniteGradientPolicy.Throw,
-        MemoryPerDevice = args.GetValue(MemoryPerDevice),
+        MemoryPerDevice = args.GetResult(MemoryPerDevice) is null ? null : args.GetValue(MemoryPerDevice),
     };
 
     /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>

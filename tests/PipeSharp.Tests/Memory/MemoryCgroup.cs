@@ -40,11 +40,42 @@ internal sealed class MemoryCgroup : IDisposable
     }
 
     /// <summary>Makes a group limited to <paramref name="limitBytes"/>, or returns null with the reason in <paramref name="whyNot"/>.</summary>
-    public static MemoryCgroup? TryCreate(long limitBytes, out string? whyNot)
+    public static MemoryCgroup? TryCreate(long limitBytes, out string? whyNot) =>
+        TryCreate($"pipesharp-test-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40], limitBytes, out whyNot);
+
+    /// <summary>
+    /// One group per MPI rank, each limited to <paramref name="limitBytes"/>, named <c>PREFIX-0</c>, <c>PREFIX-1</c>, ...
+    /// (see <see cref="PerRankCommand"/>); null with the reason if they cannot be made.
+    /// </summary>
+    public static IReadOnlyList<MemoryCgroup>? TryCreatePerRank(int ranks, long limitBytes, out string prefix, out string? whyNot)
+    {
+        prefix = $"pipesharp-test-{Environment.ProcessId}-{Guid.NewGuid():N}"[..36];
+        var groups = new List<MemoryCgroup>();
+        for (int r = 0; r < ranks; r++)
+        {
+            if (TryCreate($"{prefix}-{r}", limitBytes, out whyNot) is not { } g)
+            {
+                foreach (var made in groups) made.Dispose();
+                return null;
+            }
+            groups.Add(g);
+        }
+        whyNot = null;
+        return groups;
+    }
+
+    /// <summary>
+    /// The shell script (for <c>/bin/sh -c</c>) an MPI rank runs so that it joins its own group before the program
+    /// starts: MPICH's launcher sets <c>PMI_RANK</c> in each process.
+    /// </summary>
+    public static string PerRankScript(string prefix, string program, string arguments) =>
+        $"echo $$ > {Controller}/{prefix}-$PMI_RANK/cgroup.procs && exec {program} {arguments}";
+
+    private static MemoryCgroup? TryCreate(string name, long limitBytes, out string? whyNot)
     {
         whyNot = WhyNot();
         if (whyNot != null) return null;
-        string path = System.IO.Path.Combine(Controller, $"pipesharp-test-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
+        string path = System.IO.Path.Combine(Controller, name);
         try
         {
             Directory.CreateDirectory(path);

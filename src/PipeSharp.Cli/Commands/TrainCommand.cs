@@ -127,6 +127,7 @@ internal static class TrainCommand
         }
         bool interrupted = signals.ExitCode is not null;
         output.Finish(interrupted);
+        if (MemoryLine.Of(pipe) is { } memory) (args.GetValue(TrainOptions.Json) ? Console.Error : Console.Out).WriteLine(memory);
         // With --json, stdout carries only the JSON lines.
         TimelineFiles.WriteStep(pipe.LastStep, pipe.Schedule, done,
             MpiRun.OutputFile(args.GetValue(TrainOptions.Trace), perRank: true), MpiRun.OutputFile(args.GetValue(TrainOptions.Svg), perRank: true),

@@ -73,6 +73,7 @@ internal static class TrainGptCommand
         using var history = new LossHistory(MpiRun.OutputFile(args.GetValue(GptOptions.Log), perRank: false), firstStep);
         var tokenizer = (task as CorpusTask)?.Corpus.Tokenizer.Spec;
         var (summary, lastTrainStep) = Train(args, trainer, taskSpec, tokenizer, directory, output, history, cluster);
+        if (MemoryLine.Of(trainer.Pipeline) is { } memory) output.Note(memory);
         double? accuracy = null;
         if (task is SortingLanguageTask sortingTask && trainer.Step > firstStep)
         {

@@ -135,11 +135,33 @@ internal static class TrainOptions
         HelpName = "N",
     };
 
+    public static readonly Option<long[]?> MemoryPerDevice = new("--memory-per-device")
+    {
+        Description = "Memory each rank's device may use: one size for all ranks or one per rank, e.g. 2GB or 2GB,1.5GB " +
+                      "(KB, MB, GB: powers of 1000; KiB, MiB, GiB: of 1024). Before training, each rank's peak (parameters, " +
+                      "gradients, optimizer state, activations at the schedule's peak, boundary buffers) is predicted and a plan " +
+                      "that does not fit is refused, naming what would fit; the summary prints the measured peak beside the " +
+                      "prediction (docs/memory.md).",
+        HelpName = "SIZE[,SIZE...]",
+        CustomParser = result =>
+        {
+            try
+            {
+                return PipeSharp.Memory.MemorySize.ParseList(string.Join(" ", result.Tokens.Select(t => t.Value)), "--memory-per-device").ToArray();
+            }
+            catch (ArgumentException e)
+            {
+                result.AddError(e.Message.Split(" (Parameter")[0]);
+                return null;
+            }
+        },
+    };
+
     /// <summary>Every option above, in help order.</summary>
     public static IEnumerable<Option> All =>
     [
         Ranks, Balance, MicroBatches, Schedule, StagesPerRank, Steps, BatchSize, Seed, LearningRate, ThreadsPerRank, Devices,
-        Recompute, Json, LogEvery, OnNonFinite, Trace, Svg,
+        Recompute, Json, LogEvery, OnNonFinite, Trace, Svg, MemoryPerDevice,
     ];
 
     /// <summary>
@@ -178,6 +200,7 @@ internal static class TrainOptions
         ThreadsPerRank = args.Given(ThreadsPerRank),
         NonFiniteGradients = args.GetValue(OnNonFinite) == "skip" ? NonFiniteGradientPolicy.SkipStep : NonFiniteGradientPolicy.Throw,
         Recomputation = args.GetValue(Recompute) ?? Recomputation.None,
+        MemoryPerDevice = args.GetResult(MemoryPerDevice) is null ? null : args.GetValue(MemoryPerDevice),
     };
 
     /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>

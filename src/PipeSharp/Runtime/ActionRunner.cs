@@ -26,7 +26,14 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
     {
         switch (action.Kind)
         {
-            case ActionKind.Forward: return Forward(action.Stage, action.MicroBatch, step);
+            case ActionKind.Forward:
+                long started = Forward(action.Stage, action.MicroBatch, step);
+                if (step.ActivationBytes is { } kept && step.HeapBefore![action.Stage] is { } b && NativeHeap.BytesInUse() is { } a)
+                    kept[action.Stage] = Math.Max(0, a - b); // after the action's scope freed its temporaries: what it keeps
+                if (step.KeptForMeasurement?[action.Stage] is { } results)
+                    foreach (var t in results) t.Dispose();
+                step.Measured?[action.Stage].Set();
+                return started;
             case ActionKind.Backward: return Backward(action.Stage, action.MicroBatch, step);
             case ActionKind.InputGrad: return InputGrad(action.Stage, action.MicroBatch, step);
             case ActionKind.WeightGrad: return WeightGrad(action.Stage, action.MicroBatch);
@@ -45,11 +52,16 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         var (inputs, leaves) = _messages.ReceiveInputs(plan, i, data.Inputs[i], step);
         long start = BoundaryMessages.Now();
         using var gradMode = training || measure ? null : torch.no_grad();
-        IReadOnlyList<LayerOutput>? layers = null;
-        List<SavedSegment>? segments = null;
-        TensorSet values;
-        if (measure) values = Measured(stage, inputs, step);
-        else (values, layers, segments) = RunStage(stage, inputs, training, split: training && step.IsSplit(s, i), leafOutputs: training && s != Last);
+        // One heap, several threads: the previous stage's forward must have freed its temporaries before this one is measured.
+        if (measure && s > 0 && stages[s - 1] != null) step.Measured![s - 1].Wait(step.Cancellation);
+        long? before = measure ? NativeHeap.BytesInUse() : null;
+        if (measure) step.HeapBefore![s] = before;
+        var (values, layers, segments) = RunStage(stage, inputs, graph: training || measure, split: training && step.IsSplit(s, i), leafOutputs: training && s != Last,
+            segmented: !step.WithoutRecomputation);
+        if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ForwardPeakBytes![s] = Math.Max(0, a - b);
+        if (measure && !training) step.KeptForMeasurement![s] = KeptByForward(values, segments);
+        step.Peak?.Sample();
+        if (measure && step.OutputBytes is { } sentBytes) sentBytes[s] = plan.Outputs.Sum(o => values[o.Name].numel() * values[o.Name].element_size());
 
         if (s == Last)
         {
@@ -74,9 +86,10 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
     }
 
     // The stage's layers on its inputs: all at once, or segment by segment if it recomputes (when the graph is kept).
-    private static (TensorSet, IReadOnlyList<LayerOutput>?, List<SavedSegment>?) RunStage(StageRuntime stage, TensorSet inputs, bool graph, bool split, bool leafOutputs)
+    private static (TensorSet, IReadOnlyList<LayerOutput>?, List<SavedSegment>?) RunStage(StageRuntime stage, TensorSet inputs, bool graph, bool split, bool leafOutputs,
+        bool segmented = true)
     {
-        if (stage.Segments != null && graph)
+        if (stage.Segments != null && graph && segmented)
         {
             var (values, segments) = SegmentedForward.Run(stage, inputs, split, leafOutputs);
             return (values, null, segments);
@@ -85,23 +98,18 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         return (output, layers, null);
     }
 
-    // A memory measurement: the native heap read around a forward that keeps what training's would (its graph, or with
-    // recomputation its segments' inputs). Its graph is freed before the outputs are sent, so that the next stage's
-    // measurement, which starts when they arrive, does not see this stage's memory go.
-    private static TensorSet Measured(StageRuntime stage, TensorSet inputs, StepContext step)
+    // What a measured forward keeps for a backward, held past the action's scope until the heap is read: its results
+    // (which hold its graph) and, with recomputation, what each segment saved (its inputs and generator state).
+    private static List<Tensor> KeptByForward(TensorSet values, List<SavedSegment>? segments)
     {
-        var inner = torch.NewDisposeScope();
-        try
+        var kept = values.Values.ToList();
+        foreach (var segment in segments ?? [])
         {
-            long? before = NativeHeap.BytesInUse();
-            var (values, _, _) = RunStage(stage, inputs, graph: true, split: false, leafOutputs: false);
-            if (before is { } b && NativeHeap.BytesInUse() is { } a) step.ActivationBytes![stage.Module.Index] = Math.Max(0, a - b);
-            return new TensorSet(values.Select(p => KeyValuePair.Create(p.Key, inner.MoveToOuter(p.Value.detach()))));
+            kept.AddRange(segment.Inputs.Values);
+            if (segment.Outputs != null) kept.AddRange(segment.Outputs.Values);
+            if (segment.RandomState is { } state) kept.Add(state);
         }
-        finally
-        {
-            inner.Dispose();
-        }
+        return kept.Select(t => t.alias().DetachFromDisposeScope()).ToList();
     }
 
     // Full backward: input and weight gradients in one pass.
@@ -120,6 +128,7 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
             return start;
         }
         if (saved.Outputs.Count > 0) torch.autograd.backward(saved.Outputs.Select(o => o.Tensor).ToList(), grads);
+        step.Peak?.Sample();
         _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => v.Leaf.grad).ToList(), step);
         return start;
     }

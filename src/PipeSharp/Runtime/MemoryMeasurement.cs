@@ -21,16 +21,28 @@ public sealed record StageMemory(int Stage, long ParameterBytes, long? Activatio
 /// <summary>
 /// Measures each stage's memory through the action interpreter: one forward of the first micro-batch of a sample
 /// batch, run as a one-micro-batch forward schedule on replica 0 with the graph kept as in training, each stage's
-/// native heap read around its forward (the forwards run one after the other, as each needs the previous stage's
+/// native heap read before its forward and once the forward's temporaries are freed (the forwards run one after the other, each
+/// measured once the previous stage's has ended, as each needs the previous stage's
 /// output); times the number of micro-batches the training schedule holds at once.
 /// </summary>
 internal static class MemoryMeasurement
 {
-    public static IReadOnlyList<StageMemory> Measure(PipelinePlan plan, StepRunner runner, ReplicaRuntime first, IBackend backend, Tensor sampleInput, int microBatches)
+    public static IReadOnlyList<StageMemory> Measure(PipelinePlan plan, StepRunner runner, ReplicaRuntime first, IBackend backend, Tensor sampleInput, int microBatches) =>
+        MeasureWithBoundaries(plan, runner, first, backend, sampleInput, microBatches).Stages;
+
+    /// <summary>
+    /// As <see cref="Measure"/>, with the bytes of the boundary tensors each stage's forward sends per micro-batch, what
+    /// each forward holds at its end before its temporaries are freed, and the first stage's input (one micro-batch of
+    /// <paramref name="sampleInput"/>).
+    /// </summary>
+    public static (IReadOnlyList<StageMemory> Stages, long[] OutputBytes, long[] ForwardPeakBytes, long InputBytes) MeasureWithBoundaries(
+        PipelinePlan plan, StepRunner runner, ReplicaRuntime first, IBackend backend, Tensor sampleInput, int microBatches,
+        bool withoutRecomputation = false)
     {
         // A micro-batch as a replica trains it: with D replicas, each takes 1/D of the batch.
         var parts = MicroBatches.Split(sampleInput, microBatches * plan.Replicas, nameof(sampleInput));
         foreach (var other in parts.Skip(1)) other.Dispose();
+        long inputBytes = parts[0].numel() * parts[0].element_size();
         var schedule = plan.Schedule;
         int count = schedule.StageCount;
         bool measures = first.Index == 0; // across processes, the other replicas' processes hold the same stages
@@ -38,11 +50,16 @@ internal static class MemoryMeasurement
         if (measures) shares[0] = new ReplicaStep([TensorSet.Of(parts[0])], null, [1.0]);
         else parts[0].Dispose();
         var activation = new long?[count];
+        var outputs = new long[count];
+        var forwardPeaks = new long[count];
+        var measured = Enumerable.Range(0, count).Select(_ => new ManualResetEventSlim()).ToArray();
         using (var step = new StepContext(ScheduleGenerators.ForwardOnly(count, 1, schedule.StageToRank), shares, CancellationToken.None, backend.FailureToken)
-               { ActivationBytes = activation })
+               { ActivationBytes = activation, WithoutRecomputation = withoutRecomputation, OutputBytes = outputs, ForwardPeakBytes = forwardPeaks, HeapBefore = new long?[count], Measured = measured,
+                 KeptForMeasurement = new List<Tensor>?[count] })
         {
             runner.RunActions(step);
         }
+        foreach (var e in measured) e.Dispose();
 
         var parameterBytes = new long[count];
         foreach (var stage in first.Local)
@@ -53,15 +70,19 @@ internal static class MemoryMeasurement
             bool Mine(int s) => measures && first.Stages[s] != null;
             var sums = backend.AllReduceSum([
                 .. Enumerable.Range(0, count).Select(s => Mine(s) ? parameterBytes[s] : 0),
-                .. Enumerable.Range(0, count).Select(s => Mine(s) ? activation[s] ?? -1 : 0)]);
+                .. Enumerable.Range(0, count).Select(s => Mine(s) ? activation[s] ?? -1 : 0),
+                .. Enumerable.Range(0, count).Select(s => Mine(s) ? outputs[s] : 0),
+                .. Enumerable.Range(0, count).Select(s => Mine(s) ? forwardPeaks[s] : 0)]);
             for (int s = 0; s < count; s++)
             {
                 parameterBytes[s] = sums[s];
                 activation[s] = sums[count + s] < 0 ? null : sums[count + s];
+                outputs[s] = sums[2 * count + s];
+                forwardPeaks[s] = sums[3 * count + s];
             }
         }
         var peaks = PeakHeldMicroBatches(schedule);
-        return Enumerable.Range(0, count).Select(s => new StageMemory(s, parameterBytes[s], activation[s], peaks[s])).ToList();
+        return (Enumerable.Range(0, count).Select(s => new StageMemory(s, parameterBytes[s], activation[s], peaks[s])).ToList(), outputs, forwardPeaks, inputBytes);
     }
 
     // For each stage, the most micro-batches between a forward and the end of its backward (B, or W).

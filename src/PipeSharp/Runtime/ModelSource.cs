@@ -1,3 +1,5 @@
+using TorchSharp;
+using PipeSharp.Native;
 using PipeSharp.Boundaries;
 using PipeSharp.Construction;
 using PipeSharp.Partitioning;
@@ -35,6 +37,17 @@ internal abstract class ModelSource
     /// <summary>The model of the <paramref name="ordinal"/>-th replica held here, cut by the plan's balance.</summary>
     public abstract ReplicaModel Materialise(int ordinal, PipelinePlan plan);
 
+    /// <summary>
+    /// Each layer's distinct parameters as (identity, bytes), for the memory budget before anything is built: a parameter
+    /// several layers share (a tie) has one identity.
+    /// </summary>
+    public abstract IReadOnlyList<IReadOnlyList<(object Key, long Bytes)>> LayerParameters();
+
+    /// <summary>The native bytes the model's CPU tensors hold in this process before the pipeline builds anything.</summary>
+    public abstract long HeldBytes();
+
+    private static long Bytes(Tensor t) => t.numel() * t.element_size();
+
     /// <summary>A model the caller built: <paramref name="first"/>, and <paramref name="another"/> for each further replica here.</summary>
     public static ModelSource Of(ModelLayers first, Func<ModelLayers>? another) => new Built(first, another);
 
@@ -49,6 +62,14 @@ internal abstract class ModelSource
         public override IReadOnlyList<double> Costs() => ModelSplitter.ParameterCounts(first.Layers);
         public override IReadOnlyList<LayerSignature> Signatures() =>
             first.Layers.Select((l, i) => LayerSignature.Of(l, i, first.Names?[i])).ToList();
+
+        public override IReadOnlyList<IReadOnlyList<(object Key, long Bytes)>> LayerParameters() =>
+            first.Layers.Select(l => (IReadOnlyList<(object, long)>)ParameterIdentity.Distinct(l.parameters())
+                .Select(p => ((object)ParameterIdentity.Key(p), Bytes(p))).ToList()).ToList();
+
+        public override long HeldBytes() =>
+            ParameterIdentity.Distinct(first.Layers.SelectMany(l => l.parameters().Cast<Tensor>().Concat(l.buffers())))
+                .Where(t => t.device_type == DeviceType.CPU).Sum(Bytes);
 
         public override ReplicaModel Materialise(int ordinal, PipelinePlan plan)
         {
@@ -84,6 +105,25 @@ internal abstract class ModelSource
         public override bool CopiesModel => true;
         public override IReadOnlyList<double> Costs() => spec.Layers.Select(l => l.Cost).ToList();
         public override IReadOnlyList<LayerSignature> Signatures() => spec.Layers.Select(_ => LayerSignature.Single).ToList();
+
+        public override long HeldBytes() => 0; // nothing is built yet
+
+        // Each layer built alone and freed at once, so this process never holds more than one layer for it; a tied
+        // parameter counts as its owner's.
+        public override IReadOnlyList<IReadOnlyList<(object Key, long Bytes)>> LayerParameters()
+        {
+            var owners = spec.Ties.ToDictionary(t => (t.UserLayer, t.UserPath), t => (object)(t.OwnerLayer, t.OwnerPath));
+            var result = new List<IReadOnlyList<(object, long)>>();
+            for (int i = 0; i < spec.Layers.Count; i++)
+            {
+                using var scope = NewDisposeScope();
+                using var layer = spec.BuildLayer(i);
+                result.Add(layer.named_parameters()
+                    .Select(p => (owners.GetValueOrDefault((i, p.name), (i, p.name)), Bytes(p.parameter)))
+                    .DistinctBy(p => p.Item1).ToList());
+            }
+            return result;
+        }
 
         public override ReplicaModel Materialise(int ordinal, PipelinePlan plan)
         {

@@ -44,6 +44,7 @@ public sealed partial class Pipeline : IDisposable
     private readonly StepRunner _runner;
     private readonly GradientReduction _gradients;
     private readonly BoundaryPlan _boundaries;
+    private readonly PipelineMemory _memory;
     private long _trainSteps;
     private bool _disposed;
 
@@ -132,7 +133,9 @@ public sealed partial class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(loss);
         ArgumentNullException.ThrowIfNull(optimizer);
         Backend = options.Backend ?? new InProcessBackend();
+        _memory = new PipelineMemory(options, source);
         _plan = PipelinePlan.Create(options, source.LayerCount, source.Costs, Backend, copiesModel: source.CopiesModel);
+        _memory.CheckBeforeBuild(_plan, optimizer); // before any stage is built or worker started
         _boundaries = BoundaryPlan.Create(source.Signatures(), source.Names, _plan.Balance, options.Inputs);
         if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages
         Options = options;
@@ -272,7 +275,11 @@ public sealed partial class Pipeline : IDisposable
         ThrowIfUnusable();
         ArgumentNullException.ThrowIfNull(target);
         long samples = PipelineInputs.Check(inputs, target, _boundaries, parameterName);
+        // With a budget, the first step measures and checks the whole prediction before it trains.
+        if (_memory.Budgets is not null && _memory.Prediction is null && _boundaries.IsPlain && inputs.Count == 1)
+            PredictMemory(inputs.Values.First());
         using var step = NewStep(Schedule, inputs, samples, target, cancellation, parameterName);
+        step.Peak = _memory.NewPeak();
         long number = ++_trainSteps; // this call's number, for messages
         _runner.RunActions(step, before: (replica, rank) =>
         {
@@ -285,7 +292,7 @@ public sealed partial class Pipeline : IDisposable
         double[] busy = step.StageBusy;
         // After the optimizer step only a failure of another process stops this exchange: the step is complete here.
         _runner.Collective(step, () => busy = _collectives.StageBusy(step, Backend.FailureToken), untilDone: true);
-        LastStep = step.Statistics(busy, reduced.Skip);
+        LastStep = step.Statistics(busy, reduced.Skip, _memory.EndStep(step.Peak), _memory.PredictedForThisProcess(_plan));
         Options.Stop?.Agree(reduced.Stop); // the step is complete on every rank: all of them stop after it
         return (float)reduced.Loss;
     }

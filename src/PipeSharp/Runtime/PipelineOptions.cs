@@ -110,6 +110,16 @@ public sealed record PipelineOptions
     /// </summary>
     public StopRequest? Stop { get; init; }
 
+    /// <summary>
+    /// The memory each rank's device may use, in bytes: one budget for every rank, or one per rank (parse text such as
+    /// <c>2GB</c> or <c>2GB,1.5GB</c> with <see cref="Memory.MemorySize.ParseList"/>). Before the stages are built, the
+    /// parameters, gradients and optimizer state of each rank are checked against it; before the first training step
+    /// (or at <see cref="Pipeline.PredictMemory"/>) the whole predicted peak, activations included. A plan that does not
+    /// fit is refused with a <see cref="Memory.MemoryBudgetExceededException"/> naming the rank, the bytes and what would
+    /// fit. Null (the default): no budget.
+    /// </summary>
+    public IReadOnlyList<long>? MemoryPerDevice { get; init; }
+
     /// <summary>Old name of <see cref="Ranks"/>.</summary>
     [Obsolete("use Ranks (pipeline ranks per replica); Stages will be removed in the next release.")]
     public int? Stages { get => Ranks; init => Ranks = value; }

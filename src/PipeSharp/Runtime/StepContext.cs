@@ -57,6 +57,27 @@ internal sealed class StepContext : IDisposable
     /// </summary>
     public long?[]? ActivationBytes { get; init; }
 
+    /// <summary>With <see cref="ActivationBytes"/>: measure each forward as if no stage recomputed (what a re-run holds for a moment).</summary>
+    public bool WithoutRecomputation { get; init; }
+
+    /// <summary>With <see cref="ActivationBytes"/>: per stage, the bytes of the boundary tensors its forward sends.</summary>
+    public long[]? OutputBytes { get; init; }
+
+    /// <summary>With <see cref="ActivationBytes"/>: per stage, what its forward holds at its end before its temporaries are freed.</summary>
+    public long[]? ForwardPeakBytes { get; init; }
+
+    /// <summary>With <see cref="ActivationBytes"/>: the heap read before each stage's forward.</summary>
+    public long?[]? HeapBefore { get; init; }
+
+    /// <summary>With <see cref="ActivationBytes"/>: per stage, its forward's results, kept with their graph (as training's backward keeps them) until measured.</summary>
+    public List<Tensor>?[]? KeptForMeasurement { get; init; }
+
+    /// <summary>With <see cref="ActivationBytes"/>: set when a stage's measured forward has ended and freed its temporaries.</summary>
+    public ManualResetEventSlim[]? Measured { get; init; }
+
+    /// <summary>If set, every rank samples this process's native heap after each action (the step's memory peak).</summary>
+    public MemoryPeak? Peak { get; set; }
+
     /// <summary>
     /// Set for an evaluation (a forward-only step with targets): the last stage scores each micro-batch here instead
     /// of keeping its output.
@@ -82,11 +103,15 @@ internal sealed class StepContext : IDisposable
     /// The step's statistics, with <paramref name="stageBusy"/> as each stage's busy time. Across processes the
     /// timeline and messages are this process's own; the busy times are every stage's.
     /// </summary>
-    public StepStatistics Statistics(double[] stageBusy, bool skipped = false)
+    public StepStatistics Statistics(double[] stageBusy, bool skipped = false, long? peakMemory = null, long? predictedMemory = null)
     {
         double wall = Seconds(System.Diagnostics.Stopwatch.GetTimestamp());
         var timeline = Timeline.OrderBy(t => t.Rank).ThenBy(t => t.Start).ToList();
-        return new StepStatistics(wall, stageBusy.ToArray(), timeline, GradientNorm, Messages.OrderBy(m => m.SendTime).ToList(), skipped);
+        return new StepStatistics(wall, stageBusy.ToArray(), timeline, GradientNorm, Messages.OrderBy(m => m.SendTime).ToList(), skipped)
+        {
+            PeakMemoryBytes = peakMemory,
+            PredictedMemoryBytes = predictedMemory,
+        };
     }
 
     /// <summary>Records the first failure and stops every rank.</summary>

@@ -81,6 +81,7 @@ internal sealed class StepRunner : IDisposable
                 throw failure;
             }
             if (replica.Index == step.TracedReplica) step.Record(jobRank, action, start, Stopwatch.GetTimestamp());
+            step.Peak?.Sample();
             if (step.Training && _gradientsDoneAfter[rank][index] is var done and >= 0)
                 _collectives.StageGradientsReady(replica, replica.Stages[done]!);
         }

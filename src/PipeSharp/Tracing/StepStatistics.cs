@@ -39,6 +39,21 @@ public sealed class StepStatistics
     /// <summary>Every action with its start (when its inputs had arrived) and end, ordered by rank, then start.</summary>
     public IReadOnlyList<ActionTiming> Timeline { get; }
 
+    /// <summary>
+    /// The largest native memory this process held during the step, in bytes above what it held before the pipeline
+    /// was made (the model's own tensors counted): sampled after every action and after the optimizer step. In one
+    /// process this covers all its ranks together; under MPI, the process's one rank. Null unless the pipeline has a
+    /// memory prediction (<c>Pipeline.PredictMemory</c>, or <c>PipelineOptions.MemoryPerDevice</c>) and the platform's
+    /// heap can be read (glibc).
+    /// </summary>
+    public long? PeakMemoryBytes { get; init; }
+
+    /// <summary>
+    /// What the prediction says the same ranks need (the sum of this process's ranks in one process, the process's
+    /// rank under MPI), to compare with <see cref="PeakMemoryBytes"/>; null without a prediction.
+    /// </summary>
+    public long? PredictedMemoryBytes { get; init; }
+
     /// <summary>The share of the step each stage was busy, between 0 and 1.</summary>
     public IReadOnlyList<double> StageBusyFraction =>
         StageBusySeconds.Select(b => WallSeconds > 0 ? Math.Min(1.0, b / WallSeconds) : 0).ToList();

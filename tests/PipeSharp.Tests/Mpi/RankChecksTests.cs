@@ -73,6 +73,16 @@ public class RankChecksTests
         RunCheck("recompute", "recomputation trains as without it");
     }
 
+    /// <summary>
+    /// Under MPI a rank is a process with a heap of its own: each rank's measured memory peak during training agrees
+    /// with its own predicted peak (parameters, gradients, AdamW state, activations, received buffers) within 15%.
+    /// </summary>
+    [MpiFact]
+    public void Each_rank_measures_a_memory_peak_within_15_percent_of_its_prediction()
+    {
+        RunCheck("budget", "measured peak agrees with its prediction");
+    }
+
     // Runs the check on 2 processes; each must exit 0 and print what it checked.
     private static void RunCheck(string check, string said)
     {

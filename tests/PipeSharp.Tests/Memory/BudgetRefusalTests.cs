@@ -52,6 +52,28 @@ public class BudgetRefusalTests
     }
 
     [Fact]
+    public void A_spec_model_over_the_budget_is_refused_before_any_stage_is_built_and_counts_one_layer_at_a_time()
+    {
+        var spec = Mlp.Spec(1024, 1024, 10, 4, seed: 1); // the same 12.6 MB of parameters as above, as layer specifications
+        var calls = new int[spec.Layers.Count];
+        var counted = new Construction.ModelSpec(spec.Layers.Select((l, i) => l with { Build = d => { calls[i]++; return l.Build(d); } }), spec.Seed, spec.Ties);
+        var e = Assert.Throws<MemoryBudgetExceededException>(() => new Pipeline(counted,
+            new PipelineOptions { Ranks = 2, MicroBatches = 4, MemoryPerDevice = [20_000_000] },
+            EquivalenceTests.CrossEntropy, ps => optim.AdamW(ps, 1e-3)));
+        Assert.Equal(0, e.Rank);
+        Assert.True(e.PredictedBytes > e.AllowedBytes);
+        Assert.Contains(e.WouldFit, w => w.StartsWith("Ranks = "));
+        // Each layer was built once, alone, to count its parameters, and freed; no stage was built after the refusal.
+        Assert.All(calls, c => Assert.Equal(1, c));
+
+        // With a budget that fits, the same count is made once more and the stages are built: twice per layer in all.
+        Array.Clear(calls);
+        using var pipe = new Pipeline(counted, new PipelineOptions { Ranks = 2, MicroBatches = 4, MemoryPerDevice = [1_000_000_000] },
+            EquivalenceTests.CrossEntropy, ps => optim.AdamW(ps, 1e-3));
+        Assert.All(calls, c => Assert.Equal(2, c));
+    }
+
+    [Fact]
     public void Activations_over_the_budget_are_refused_at_the_first_step_before_it_trains_naming_what_would_fit()
     {
         if (!OperatingSystem.IsLinux()) return; // activations are measured on glibc's heap

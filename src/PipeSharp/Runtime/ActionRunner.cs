@@ -1,4 +1,5 @@
 using PipeSharp.Boundaries;
+using PipeSharp.Randomness;
 using PipeSharp.Schedules;
 using PipeSharp.Tracing;
 using PipeSharp.Transport;
@@ -46,7 +47,10 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         long start = BoundaryMessages.Now();
         using var gradMode = training || measure ? null : torch.no_grad();
         long? before = measure ? NativeHeap.BytesInUse() : null;
-        var (values, layers) = stage.Forward(inputs, captureLayers: training && step.IsSplit(s, i));
+        (TensorSet values, IReadOnlyList<LayerOutput>? layers) forward;
+        using (DropoutContext.Enter(step.DropoutSeed, step.TrainingStep, data.FirstSamples[i])) // masks keyed by sample, not by micro-batch
+            forward = stage.Forward(inputs, captureLayers: training && step.IsSplit(s, i));
+        var (values, layers) = forward;
         if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ActivationBytes![s] = Math.Max(0, a - b);
 
         if (s == Last)

@@ -42,7 +42,6 @@ public sealed partial class Pipeline : IDisposable
     private readonly StepRunner _runner;
     private readonly GradientReduction _gradients;
     private readonly BoundaryPlan _boundaries;
-    private long _trainSteps;
     private bool _disposed;
 
     /// <summary>Cuts <paramref name="model"/> into stages and starts one worker per rank.</summary>
@@ -156,6 +155,19 @@ public sealed partial class Pipeline : IDisposable
     /// </summary>
     public IReadOnlyList<string> SharedParameterNames => _replicas[0].Shared.Groups.Select(g => g.Name).ToList();
 
+    /// <summary>
+    /// Training steps taken (each <see cref="TrainStep(Tensor, Tensor, CancellationToken)"/> call counts, a skipped one
+    /// too). The dropout masks of the next step are keyed by it (<see cref="Randomness.DropoutContext"/>): set it when
+    /// resuming from a checkpoint, so the resumed run draws the masks of an uninterrupted one.
+    /// </summary>
+    public long TrainingSteps
+    {
+        get => _trainingSteps;
+        set => _trainingSteps = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "the number of steps taken cannot be negative.");
+    }
+
+    private long _trainingSteps;
+
     /// <summary>Timings of the last <see cref="TrainStep(Tensor, Tensor, CancellationToken)"/>.</summary>
     public StepStatistics? LastStep { get; private set; }
 
@@ -242,7 +254,9 @@ public sealed partial class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(target);
         long samples = PipelineInputs.Check(inputs, target, _boundaries, parameterName);
         using var step = NewStep(Schedule, inputs, samples, target, cancellation, parameterName);
-        long number = ++_trainSteps; // this call's number, for messages
+        step.TrainingStep = _trainingSteps;
+        step.DropoutSeed = Options.DropoutSeed;
+        long number = ++_trainingSteps; // this call's number, for messages
         _runner.RunActions(step, before: (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank)) s.Optimizer.zero_grad();

@@ -102,6 +102,12 @@ public sealed record PipelineOptions
     /// </summary>
     public StopRequest? Stop { get; init; }
 
+    /// <summary>
+    /// The seed of the keyed dropout masks (<see cref="Randomness.KeyedDropout"/>): with the training step, the layer
+    /// and the sample index it decides every mask, so runs with dropout are the same for any layout. Default 0.
+    /// </summary>
+    public long DropoutSeed { get; init; }
+
     /// <summary>Old name of <see cref="Ranks"/>.</summary>
     [Obsolete("use Ranks (pipeline ranks per replica); Stages will be removed in the next release.")]
     public int? Stages { get => Ranks; init => Ranks = value; }

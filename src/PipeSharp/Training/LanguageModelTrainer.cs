@@ -62,7 +62,7 @@ public sealed class LanguageModelTrainer : IDisposable
         if (pipelineOptions.ScheduleCosts is null && pipelineOptions.Backend is null && ZeroBubbleCosts.Applies(pipelineOptions.Schedule))
             pipelineOptions = pipelineOptions with { ScheduleCosts = MeasuredCosts(pipelineOptions) };
         ParameterCount = ParameterIdentity.Distinct(_model.parameters()).Sum(p => p.numel());
-        pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm };
+        pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm, DropoutSeed = options.Seed };
         // Replicas in this process need a model each (they start from this one's values).
         bool replicasHere = pipelineOptions.Replicas > 1 && pipelineOptions.Backend is null;
         int copies = 0;
@@ -113,6 +113,7 @@ public sealed class LanguageModelTrainer : IDisposable
         {
             double lr = _schedule.At(Step);
             Pipeline.SetLearningRate(lr);
+            Pipeline.TrainingSteps = Step; // the dropout masks of step Step, also after a resume
             var (x, y) = _task.Batch(false, Step, Options.BatchSize, Config.ContextLength, Options.Seed);
             try
             {

@@ -128,7 +128,9 @@ public static class Gpt
         private Tensor AttendWithDropout(Tensor q, Tensor k, Tensor v, long t)
         {
             using var future = ones(t, t, dtype: ScalarType.Bool, device: q.device).triu(1);
-            var scores = q.matmul(k.transpose(-2, -1)).mul(1.0 / Math.Sqrt(q.shape[^1])).masked_fill(future, double.NegativeInfinity);
+            using var scale = (1.0 / Math.Sqrt(q.shape[^1])).ToScalar();
+            using var minusInfinity = double.NegativeInfinity.ToScalar();
+            var scores = q.matmul(k.transpose(-2, -1)).mul(scale).masked_fill(future, minusInfinity);
             return attn_drop.call(nn.functional.softmax(scores, -1)).matmul(v);
         }
 

@@ -86,6 +86,9 @@ public sealed class KeyedDropout : nn.Module<Tensor, Tensor>
             using var row = mask[j];
             row.bernoulli_(keep, generator: generator);
         }
-        return mask.div_(keep);
+        // An explicit scalar, alive until the call returns: TorchSharp's implicit double-to-Scalar conversion makes a
+        // temporary the GC may finalise while the native call still reads it (seen as a failed toFloat check).
+        using var scale = keep.ToScalar();
+        return mask.div_(scale);
     }
 }

@@ -1,4 +1,5 @@
 using PipeSharp.Native;
+using PipeSharp.Randomness;
 using PipeSharp.Checkpoints;
 using PipeSharp.Boundaries;
 using PipeSharp.Runtime;
@@ -70,14 +71,17 @@ public static class EquivalenceCheck
         using var reference = makeModel();
         using var model = makeModel();
         CopyParameters(reference, model);
+        KeyedDropout.NumberLayers(reference.named_children().Select(c => c.module)); // as the pipeline numbers its layers
         using (var opt = optimizer(ParameterIdentity.Distinct(reference.parameters())))
         {
             var unique = ParameterIdentity.Distinct(reference.parameters());
+            long step = 0;
             foreach (var (x, y) in batches)
             {
                 using var scope = NewDisposeScope();
                 opt.zero_grad();
-                loss(forward(reference, x), y).backward();
+                using (DropoutContext.Enter(options.DropoutSeed, step++, firstSample: 0)) // the pipeline's masks: the whole batch at once
+                    loss(forward(reference, x), y).backward();
                 if (options.MaxGradNorm is { } max) nn.utils.clip_grad_norm_(unique, max);
                 opt.step();
             }

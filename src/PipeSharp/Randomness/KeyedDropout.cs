@@ -17,7 +17,7 @@ namespace PipeSharp.Randomness;
 /// without a pipeline (<c>Gpt.Create</c> does). Without a context on the thread, a training forward draws from
 /// TorchSharp's generator like <c>nn.Dropout</c>.
 /// </remarks>
-public sealed class KeyedDropout : nn.Module<Tensor, Tensor>
+public sealed class KeyedDropout : TorchSharp.Modules.ParameterLessModule<Tensor, Tensor>
 {
     /// <summary>Creates a dropout of probability <paramref name="probability"/>, numbered later by its layer.</summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="probability"/> is not in [0, 1).</exception>
@@ -62,7 +62,7 @@ public sealed class KeyedDropout : nn.Module<Tensor, Tensor>
     /// <inheritdoc />
     public override Tensor forward(Tensor input)
     {
-        if (!training || Probability == 0) return input.alias();
+        if (!training || Probability == 0) return nn.functional.dropout(input, Probability, training: false); // the identity, as nn.Dropout gives it
         var keys = DropoutContext.Current;
         if (keys is null) return nn.functional.dropout(input, Probability, training: true);
         if (Layer < 0)

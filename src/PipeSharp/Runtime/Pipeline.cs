@@ -42,6 +42,7 @@ public sealed partial class Pipeline : IDisposable
     private readonly StepRunner _runner;
     private readonly GradientReduction _gradients;
     private readonly BoundaryPlan _boundaries;
+    private readonly DeferredBatchNorm? _batchNorm;
     private bool _disposed;
 
     /// <summary>Cuts <paramref name="model"/> into stages and starts one worker per rank.</summary>
@@ -129,6 +130,7 @@ public sealed partial class Pipeline : IDisposable
         }
         _runner = new StepRunner(_plan, _replicas, built.Workers, Backend, _collectives);
         _gradients = new GradientReduction(_runner, _collectives, _replicas, Schedule.StageCount);
+        if (options.DeferredBatchNorm) _batchNorm = new DeferredBatchNorm(_replicas, Schedule.StageCount);
     }
 
     /// <summary>The options the pipeline was made with.</summary>
@@ -257,10 +259,12 @@ public sealed partial class Pipeline : IDisposable
         step.TrainingStep = _trainingSteps;
         step.DropoutSeed = Options.DropoutSeed;
         long number = ++_trainingSteps; // this call's number, for messages
+        _batchNorm?.Begin();
         _runner.RunActions(step, before: (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank)) s.Optimizer.zero_grad();
         });
+        if (_batchNorm is { } batchNorm) _runner.Collective(step, () => batchNorm.Commit(v => _collectives.SumOverProcesses(v, step.Cancellation)));
         var reduced = _gradients.Reduce(step, Options.MaxGradNorm, Options.Stop?.Code ?? 0);
         if (reduced.Skip && Options.NonFiniteGradients == NonFiniteGradientPolicy.Throw)
             throw new NonFiniteGradientException(number, reduced.Loss, reduced.GradientNorm); // nothing stepped; the pipeline can go on
@@ -323,6 +327,7 @@ public sealed partial class Pipeline : IDisposable
         if (_disposed) return;
         _disposed = true;
         _runner.Dispose();
+        _batchNorm?.Dispose();
         foreach (var r in _replicas) r.Dispose();
         _collectives.Dispose();
     }

@@ -108,6 +108,15 @@ public sealed record PipelineOptions
     /// </summary>
     public long DropoutSeed { get; init; }
 
+    /// <summary>
+    /// Deferred batch normalisation (as torchgpipe's <c>deferred_batch_norm</c>): the running mean, variance and
+    /// <c>num_batches_tracked</c> of every BatchNorm are updated once per step from the statistics of all micro-batches
+    /// of all replicas, so they equal those of single-device training on the whole batch. Each micro-batch is still
+    /// normalised by its own statistics in training. Default false: updated once per micro-batch, as PyTorch does for
+    /// every forward.
+    /// </summary>
+    public bool DeferredBatchNorm { get; init; }
+
     /// <summary>Old name of <see cref="Ranks"/>.</summary>
     [Obsolete("use Ranks (pipeline ranks per replica); Stages will be removed in the next release.")]
     public int? Stages { get => Ranks; init => Ranks = value; }

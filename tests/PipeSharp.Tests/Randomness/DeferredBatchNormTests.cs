@@ -10,6 +10,9 @@ namespace PipeSharp.Tests.Randomness;
 /// <see cref="PipelineOptions.DeferredBatchNorm"/>: BatchNorm's running statistics are updated once per step from all
 /// micro-batches (of all replicas), as single-device training on the whole batch updates them.
 /// </summary>
+// Builds models with TorchSharp's global generator (their weights are then overwritten from a fixed one): run alone,
+// so that tests seeding the global generator beside them are not disturbed.
+[Collection(GlobalRandomCollection.Name)]
 public class DeferredBatchNormTests
 {
     private const int Steps = 5;

@@ -13,6 +13,9 @@ namespace PipeSharp.Tests.Randomness;
 /// Keyed dropout: the masks depend on (seed, step, layer, dropout, sample) only, so training with dropout gives the
 /// numbers of single-device training for every layout, bitwise the same numbers run to run and across a resume.
 /// </summary>
+// Builds models with TorchSharp's global generator (their weights are then overwritten from a fixed one): run alone,
+// so that tests seeding the global generator beside them are not disturbed.
+[Collection(GlobalRandomCollection.Name)]
 public class KeyedDropoutTests
 {
     private static readonly GptConfig Config = new(VocabularySize: 11, ContextLength: 8, Layers: 6, Width: 16, Heads: 2, Dropout: 0.1);

@@ -1,6 +1,7 @@
 // GPT training throughput: PipeSharp with 2 stages (1F1B, 1 intra-op thread each) against single-device training of
 // the same model with 2 intra-op threads (a plain TorchSharp loop), measured in one run in alternating rounds.
 // Usage: dotnet run -c Release --project bench/PipeSharp.Bench.Gpt [-- --rounds 5 --steps 10]
+// With --dropout: the cost of keyed dropout (DropoutCost.cs).
 // With --core: the speed ratios of issue 11 instead (CoreSpeed.cs), [--rounds 5 --steps 8 --warmup 3 --only plain1,cli1,...].
 // With --recompute: issue 12's activation memory and step time with and without recomputation (RecomputeBench.cs), [--rounds 3 --steps 3].
 using PipeSharp.Native;
@@ -13,6 +14,7 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 if (args.Contains("--recompute")) return PipeSharp.Bench.Speed.RecomputeBench.Run(args, FindCorpus());
+if (args.Contains("--dropout")) return PipeSharp.Bench.Speed.DropoutCost.Run(Arg("--rounds", 5), Arg("--steps", 5));
 if (args.Contains("--core")) return PipeSharp.Bench.Speed.CoreSpeed.Run(args, FindCorpus());
 int rounds = Arg("--rounds", 5), steps = Arg("--steps", 10);
 var text = File.ReadAllText(FindCorpus());

@@ -39,7 +39,7 @@ internal static class GptOptions
     public static readonly Option<int> Context = Int("--context", 1, "T",
         "(gpt) Context length: tokens per training sequence [default: 64]. The sorting task always uses 11.");
     public static readonly Option<double> Dropout = Real("--dropout", "P", "(gpt) Dropout probability, in [0, 1). " +
-        "With 0, a resumed run prints exactly the losses of an uninterrupted one.", 0);
+        "Keyed masks: the same for any layout, and a resumed run prints exactly the losses of an uninterrupted one.", 0);
     public static readonly Option<double> MinLearningRate = Real("--min-lr", "X", "(gpt) Learning rate at the end of the cosine decay.", 1e-4);
     public static readonly Option<int> Warmup = Int("--warmup", 0, "N", "(gpt) Steps of linear learning-rate warm-up [default: 40; sorting task: 100].");
     public static readonly Option<double> WeightDecay = Real("--weight-decay", "X", "(gpt) AdamW weight decay (matrices and embeddings only).", 0.1);

@@ -1,4 +1,5 @@
 using PipeSharp.Native;
+using PipeSharp.Randomness;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -11,7 +12,7 @@ namespace PipeSharp.Models;
 /// <param name="Layers">Number of transformer blocks.</param>
 /// <param name="Width">Embedding width (d_model).</param>
 /// <param name="Heads">Attention heads; must divide <paramref name="Width"/>.</param>
-/// <param name="Dropout">Dropout probability after embeddings, attention and MLP (0 for none).</param>
+/// <param name="Dropout">Dropout probability after embeddings, attention and MLP (0 for none); keyed (<see cref="Randomness.KeyedDropout"/>), so the same for every layout.</param>
 /// <param name="TieEmbeddings">The LM head uses the token embedding table as its weight (GPT-2 does).</param>
 public sealed record GptConfig(int VocabularySize, int ContextLength = 128, int Layers = 4, int Width = 128, int Heads = 4, double Dropout = 0, bool TieEmbeddings = true)
 {
@@ -50,6 +51,7 @@ public static partial class Gpt
         var layers = new List<(string, nn.Module<Tensor, Tensor>)> { ("embed", embeddings) };
         for (int i = 0; i < config.Layers; i++) layers.Add(($"block{i}", new Block(config)));
         layers.Add(("head", head));
+        KeyedDropout.NumberLayers(layers.Select(l => (nn.Module)l.Item2));
         return nn.Sequential(layers);
     }
 
@@ -61,7 +63,7 @@ public static partial class Gpt
     public sealed class Embeddings : nn.Module<Tensor, Tensor>
     {
         private readonly Embedding wte, wpe;
-        private readonly Dropout drop;
+        private readonly KeyedDropout drop;
         private readonly int _contextLength;
 
         /// <summary>Creates the embeddings of <paramref name="config"/>.</summary>
@@ -69,7 +71,7 @@ public static partial class Gpt
         {
             wte = nn.Embedding(config.VocabularySize, config.Width);
             wpe = nn.Embedding(config.ContextLength, config.Width);
-            drop = nn.Dropout(config.Dropout);
+            drop = new KeyedDropout(config.Dropout);
             _contextLength = config.ContextLength;
             nn.init.normal_(wte.weight, 0, 0.02);
             nn.init.normal_(wpe.weight, 0, 0.02);
@@ -94,7 +96,7 @@ public static partial class Gpt
     public sealed class CausalSelfAttention : nn.Module<Tensor, Tensor>
     {
         private readonly Linear c_attn, c_proj;
-        private readonly Dropout resid_drop;
+        private readonly KeyedDropout attn_drop, resid_drop;
         private readonly int _heads;
         private readonly double _dropout;
 
@@ -103,7 +105,8 @@ public static partial class Gpt
         {
             c_attn = Init(nn.Linear(config.Width, 3 * config.Width));
             c_proj = nn.Linear(config.Width, config.Width);
-            resid_drop = nn.Dropout(config.Dropout);
+            attn_drop = new KeyedDropout(config.Dropout);
+            resid_drop = new KeyedDropout(config.Dropout);
             _heads = config.Heads;
             _dropout = config.Dropout;
             ScaleResidual(c_proj, config.Layers);
@@ -116,8 +119,19 @@ public static partial class Gpt
             long b = x.shape[0], t = x.shape[1], c = x.shape[2];
             var qkv = c_attn.call(x).split(c, 2);
             var (q, k, v) = (Heads(qkv[0], b, t), Heads(qkv[1], b, t), Heads(qkv[2], b, t));
-            var y = nn.functional.scaled_dot_product_attention(q, k, v, p: training ? _dropout : 0, is_casual: true);
+            var y = training && _dropout > 0 ? AttendWithDropout(q, k, v, t) : nn.functional.scaled_dot_product_attention(q, k, v, is_casual: true);
             return resid_drop.call(c_proj.call(y.transpose(1, 2).reshape(b, t, c)));
+        }
+
+        // Causal attention with a keyed dropout mask on the attention probabilities (what scaled_dot_product_attention
+        // does with p > 0, but with the mask of each sample keyed like every other dropout).
+        private Tensor AttendWithDropout(Tensor q, Tensor k, Tensor v, long t)
+        {
+            using var future = ones(t, t, dtype: ScalarType.Bool, device: q.device).triu(1);
+            using var scale = (1.0 / Math.Sqrt(q.shape[^1])).ToScalar();
+            using var minusInfinity = double.NegativeInfinity.ToScalar();
+            var scores = q.matmul(k.transpose(-2, -1)).mul(scale).masked_fill(future, minusInfinity);
+            return attn_drop.call(nn.functional.softmax(scores, -1)).matmul(v);
         }
 
         private Tensor Heads(Tensor x, long b, long t) => x.view(b, t, _heads, -1).transpose(1, 2);
@@ -127,14 +141,14 @@ public static partial class Gpt
     public sealed class Mlp : nn.Module<Tensor, Tensor>
     {
         private readonly Linear c_fc, c_proj;
-        private readonly Dropout drop;
+        private readonly KeyedDropout drop;
 
         /// <summary>Creates the MLP of <paramref name="config"/>.</summary>
         public Mlp(GptConfig config) : base("mlp")
         {
             c_fc = Init(nn.Linear(config.Width, 4 * config.Width));
             c_proj = nn.Linear(4 * config.Width, config.Width);
-            drop = nn.Dropout(config.Dropout);
+            drop = new KeyedDropout(config.Dropout);
             ScaleResidual(c_proj, config.Layers);
             RegisterComponents();
         }

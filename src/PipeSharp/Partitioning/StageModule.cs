@@ -1,5 +1,6 @@
 using PipeSharp.Native;
 using PipeSharp.Boundaries;
+using PipeSharp.Randomness;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -28,6 +29,7 @@ public sealed class StageModule : nn.Module<Tensor, Tensor>
         _layers = layers.ToArray();
         _signatures = _layers.Select((l, i) => LayerSignature.Of(l, firstLayer + i, names?[i])).ToArray();
         for (int i = 0; i < _layers.Length; i++) register_module(names?[i] ?? (firstLayer + i).ToString(), _layers[i]);
+        KeyedDropout.NumberLayers(_layers, firstLayer); // keyed by the model's layer index, whatever the cut
     }
 
     /// <summary>The stage number, 0 for the stage that takes the model's input.</summary>

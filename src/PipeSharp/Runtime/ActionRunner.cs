@@ -1,4 +1,5 @@
 using PipeSharp.Boundaries;
+using PipeSharp.Randomness;
 using PipeSharp.Schedules;
 using PipeSharp.Tracing;
 using PipeSharp.Transport;
@@ -56,8 +57,11 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         if (measure && s > 0 && stages[s - 1] != null) step.Measured![s - 1].Wait(step.Cancellation);
         long? before = measure ? NativeHeap.BytesInUse() : null;
         if (measure) step.HeapBefore![s] = before;
-        var (values, layers, segments) = RunStage(stage, inputs, graph: training || measure, split: training && step.IsSplit(s, i), leafOutputs: training && s != Last,
-            segmented: !step.WithoutRecomputation);
+        (TensorSet Values, IReadOnlyList<LayerOutput>? Layers, List<SavedSegment>? Segments) forward;
+        using (DropoutContext.Enter(step.DropoutSeed, step.TrainingStep, data.FirstSamples[i])) // masks keyed by sample, not by micro-batch
+            forward = RunStage(stage, inputs, graph: training || measure, split: training && step.IsSplit(s, i), leafOutputs: training && s != Last,
+                segmented: !step.WithoutRecomputation);
+        var (values, layers, segments) = forward;
         if (measure && before is { } b && NativeHeap.BytesInUse() is { } a) step.ForwardPeakBytes![s] = Math.Max(0, a - b);
         if (measure && !training) step.KeptForMeasurement![s] = KeptByForward(values, segments);
         step.Peak?.Sample();
@@ -112,6 +116,13 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         return kept.Select(t => t.alias().DetachFromDisposeScope()).ToList();
     }
 
+    // A backward that runs recomputed segments again: under the forward's dropout key, so the masks are the forward's.
+    private T Rerun<T>(int i, StepContext step, Func<T> backward)
+    {
+        using (DropoutContext.Enter(step.DropoutSeed, step.TrainingStep, step.Replicas[replica]!.FirstSamples[i]))
+            return backward();
+    }
+
     // Full backward: input and weight gradients in one pass.
     private long Backward(int s, int i, StepContext step)
     {
@@ -123,7 +134,7 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         long start = BoundaryMessages.Now();
         if (saved.Segments != null)
         {
-            var found = SegmentedBackward.Run(stage, i, saved, grads, LossOf(s, i, step), split: false);
+            var found = Rerun(i, step, () => SegmentedBackward.Run(stage, i, saved, grads, LossOf(s, i, step), split: false));
             _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => found.GetValueOrDefault(v.Name)).ToList(), step);
             return start;
         }
@@ -147,7 +158,7 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         long start = BoundaryMessages.Now();
         if (saved.Segments != null)
         {
-            var inputGrads = SegmentedBackward.Run(stage, i, saved, grads, LossOf(s, i, step), split: true);
+            var inputGrads = Rerun(i, step, () => SegmentedBackward.Run(stage, i, saved, grads, LossOf(s, i, step), split: true));
             _messages.SendInputGrads(s, i, saved.Inputs, saved.Inputs.Select(v => inputGrads.GetValueOrDefault(v.Name)).ToList(), step);
             return start;
         }

@@ -169,6 +169,8 @@ internal sealed class CrossProcessCollectives : ICollectives
         return _backend.AllReduceSum(mine, cancellation);
     }
 
+    public double[] SumOverProcesses(double[] values, CancellationToken cancellation) => _backend.AllReduceSum(values, cancellation);
+
     public double[] SumOverReplicas(StepContext step, int count, Func<int, double[]> lastStageValues, CancellationToken cancellation)
     {
         // The process of each replica's last stage gives its values, every other process zeros: one small reduction.

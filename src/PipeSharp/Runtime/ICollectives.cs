@@ -38,6 +38,9 @@ internal interface ICollectives : IDisposable
     /// </summary>
     double[] SumOverReplicas(StepContext step, int count, Func<int, double[]> lastStageValues, CancellationToken cancellation);
 
+    /// <summary>The element-wise sum of <paramref name="values"/> over the processes of the job (these values when there is one).</summary>
+    double[] SumOverProcesses(double[] values, CancellationToken cancellation);
+
     /// <summary>The last stage's outputs of a forward pass, for the whole batch, on every rank.</summary>
     Tensor CollectOutputs(StepContext step, CancellationToken cancellation);
 

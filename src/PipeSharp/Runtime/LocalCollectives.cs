@@ -56,6 +56,8 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
 
     public (double Loss, int Stop) TotalLoss(StepContext step, int stop, CancellationToken cancellation) => (step.Replicas.Sum(r => r!.Loss), stop);
 
+    public double[] SumOverProcesses(double[] values, CancellationToken cancellation) => values;
+
     public double[] SumOverReplicas(StepContext step, int count, Func<int, double[]> lastStageValues, CancellationToken cancellation)
     {
         var sums = new double[count];

@@ -45,7 +45,7 @@ public sealed partial class Pipeline : IDisposable
     private readonly GradientReduction _gradients;
     private readonly BoundaryPlan _boundaries;
     private readonly PipelineMemory _memory;
-    private long _trainSteps;
+    private readonly DeferredBatchNorm? _batchNorm;
     private bool _disposed;
 
     /// <summary>Cuts <paramref name="model"/> into stages and starts one worker per rank.</summary>
@@ -158,6 +158,7 @@ public sealed partial class Pipeline : IDisposable
         }
         _runner = new StepRunner(_plan, _replicas, built.Workers, Backend, _collectives);
         _gradients = new GradientReduction(_runner, _collectives, _replicas, Schedule.StageCount);
+        if (options.DeferredBatchNorm) _batchNorm = new DeferredBatchNorm(_replicas, Schedule.StageCount);
     }
 
     /// <summary>The options the pipeline was made with.</summary>
@@ -183,6 +184,19 @@ public sealed partial class Pipeline : IDisposable
     /// holds its own copy; their gradients are summed before every step so the copies stay identical.
     /// </summary>
     public IReadOnlyList<string> SharedParameterNames => _replicas[0].Shared.Groups.Select(g => g.Name).ToList();
+
+    /// <summary>
+    /// Training steps taken (each <see cref="TrainStep(Tensor, Tensor, CancellationToken)"/> call counts, a skipped one
+    /// too). The dropout masks of the next step are keyed by it (<see cref="Randomness.DropoutContext"/>): set it when
+    /// resuming from a checkpoint, so the resumed run draws the masks of an uninterrupted one.
+    /// </summary>
+    public long TrainingSteps
+    {
+        get => _trainingSteps;
+        set => _trainingSteps = value >= 0 ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "the number of steps taken cannot be negative.");
+    }
+
+    private long _trainingSteps;
 
     /// <summary>Timings of the last <see cref="TrainStep(Tensor, Tensor, CancellationToken)"/>.</summary>
     public StepStatistics? LastStep { get; private set; }
@@ -280,11 +294,15 @@ public sealed partial class Pipeline : IDisposable
             PredictMemory(inputs.Values.First());
         using var step = NewStep(Schedule, inputs, samples, target, cancellation, parameterName);
         step.Peak = _memory.NewPeak();
-        long number = ++_trainSteps; // this call's number, for messages
+        step.TrainingStep = _trainingSteps;
+        step.DropoutSeed = Options.DropoutSeed;
+        long number = ++_trainingSteps; // this call's number, for messages
+        _batchNorm?.Begin();
         _runner.RunActions(step, before: (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank)) s.Optimizer.zero_grad();
         });
+        if (_batchNorm is { } batchNorm) _runner.Collective(step, () => batchNorm.Commit(v => _collectives.SumOverProcesses(v, step.Cancellation)));
         var reduced = _gradients.Reduce(step, Options.MaxGradNorm, Options.Stop?.Code ?? 0);
         if (reduced.Skip && Options.NonFiniteGradients == NonFiniteGradientPolicy.Throw)
             throw new NonFiniteGradientException(number, reduced.Loss, reduced.GradientNorm); // nothing stepped; the pipeline can go on
@@ -349,6 +367,7 @@ public sealed partial class Pipeline : IDisposable
         if (_disposed) return;
         _disposed = true;
         _runner.Dispose();
+        _batchNorm?.Dispose();
         foreach (var r in _replicas) r.Dispose();
         _collectives.Dispose();
     }

@@ -120,6 +120,21 @@ public sealed record PipelineOptions
     /// </summary>
     public IReadOnlyList<long>? MemoryPerDevice { get; init; }
 
+    /// <summary>
+    /// The seed of the keyed dropout masks (<see cref="Randomness.KeyedDropout"/>): with the training step, the layer
+    /// and the sample index it decides every mask, so runs with dropout are the same for any layout. Default 0.
+    /// </summary>
+    public long DropoutSeed { get; init; }
+
+    /// <summary>
+    /// Deferred batch normalisation (as torchgpipe's <c>deferred_batch_norm</c>): the running mean, variance and
+    /// <c>num_batches_tracked</c> of every BatchNorm are updated once per step from the statistics of all micro-batches
+    /// of all replicas, so they equal those of single-device training on the whole batch. Each micro-batch is still
+    /// normalised by its own statistics in training. Default false: updated once per micro-batch, as PyTorch does for
+    /// every forward.
+    /// </summary>
+    public bool DeferredBatchNorm { get; init; }
+
     /// <summary>Old name of <see cref="Ranks"/>.</summary>
     [Obsolete("use Ranks (pipeline ranks per replica); Stages will be removed in the next release.")]
     public int? Stages { get => Ranks; init => Ranks = value; }

@@ -84,6 +84,12 @@ internal sealed class StepContext : IDisposable
     /// </summary>
     public StepEvaluation? Evaluation { get; set; }
 
+    /// <summary>The training step's number counted from 0 (keys the dropout masks with <see cref="DropoutSeed"/>).</summary>
+    public long TrainingStep { get; set; }
+
+    /// <summary>The seed of the dropout masks (<see cref="PipelineOptions.DropoutSeed"/>).</summary>
+    public long DropoutSeed { get; set; }
+
     /// <summary>The global gradient norm before clipping, when clipping is on.</summary>
     public double? GradientNorm { get; set; }
 
@@ -129,7 +135,7 @@ internal sealed class StepContext : IDisposable
 }
 
 /// <summary>One replica's micro-batches of a step, the weights of their losses, and what the last stage gives back.</summary>
-internal sealed class ReplicaStep(Boundaries.TensorSet[] inputs, Tensor[]? targets, double[] lossWeights) : IDisposable
+internal sealed class ReplicaStep(Boundaries.TensorSet[] inputs, Tensor[]? targets, double[] lossWeights, long[]? firstSamples = null) : IDisposable
 {
     private double _loss;
 
@@ -139,6 +145,9 @@ internal sealed class ReplicaStep(Boundaries.TensorSet[] inputs, Tensor[]? targe
 
     /// <summary>Each micro-batch's share of the samples of the whole (global) batch.</summary>
     public double[] LossWeights { get; } = lossWeights;
+
+    /// <summary>The index in the whole (global) batch of each micro-batch's first sample.</summary>
+    public long[] FirstSamples { get; } = firstSamples ?? new long[inputs.Length];
 
     /// <summary>Last-stage outputs of a forward-only pass, one per micro-batch.</summary>
     public Tensor?[] Outputs { get; } = new Tensor?[inputs.Length];

@@ -36,7 +36,11 @@ internal static class StepInputs
             {
                 var inputs = MicroBatches.Split(inputShares[r], m, parameterName);
                 var targets = targetShares is null ? null : MicroBatches.Split(targetShares[r], m, nameof(target));
-                steps[r] = new ReplicaStep(inputs, targets, inputs.Select(t => t.Values.First().shape[0] / total).ToArray());
+                var sizes = inputs.Select(t => t.Values.First().shape[0]).ToArray();
+                long first = inputShares.Take(r).Sum(share => share.Values.First().shape[0]);
+                var firsts = new long[m];
+                for (int i = 0; i < m; i++) (firsts[i], first) = (first, first + sizes[i]);
+                steps[r] = new ReplicaStep(inputs, targets, sizes.Select(n => n / total).ToArray(), firsts);
             }
         }
         catch

@@ -67,7 +67,7 @@ public sealed class LanguageModelTrainer : IDisposable
             pipelineOptions = pipelineOptions with { ScheduleCosts = MeasuredCosts(pipelineOptions) };
         // The spec's costs are the layers' parameter counts; a tied table is counted once.
         ParameterCount = (long)_spec.Layers.Sum(l => l.Cost) - (config.TieEmbeddings ? (long)config.VocabularySize * config.Width : 0);
-        pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm };
+        pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm, DropoutSeed = options.Seed };
         // Built from the spec: each process (under MPI) builds only the layers of its own stages.
         Pipeline = new Pipeline(_spec, pipelineOptions, task.Loss, MakeOptimizer);
     }
@@ -114,6 +114,7 @@ public sealed class LanguageModelTrainer : IDisposable
         {
             double lr = _schedule.At(Step);
             Pipeline.SetLearningRate(lr);
+            Pipeline.TrainingSteps = Step; // the dropout masks of step Step, also after a resume
             var (x, y) = _task.Batch(false, Step, Options.BatchSize, Config.ContextLength, Options.Seed);
             try
             {

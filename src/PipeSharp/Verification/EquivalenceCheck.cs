@@ -1,4 +1,5 @@
 using PipeSharp.Native;
+using PipeSharp.Randomness;
 using PipeSharp.Checkpoints;
 using PipeSharp.Boundaries;
 using PipeSharp.Runtime;
@@ -70,14 +71,20 @@ public static class EquivalenceCheck
         using var reference = makeModel();
         using var model = makeModel();
         CopyParameters(reference, model);
+        // A model with keyed dropout: numbered as the pipeline numbers its layers, and keyed by step for the whole batch.
+        bool keyed = reference.modules().OfType<KeyedDropout>().Any(d => d.Probability > 0);
+        if (keyed) KeyedDropout.NumberLayers(reference.named_children().Select(c => c.module));
         using (var opt = optimizer(ParameterIdentity.Distinct(reference.parameters())))
         {
             var unique = ParameterIdentity.Distinct(reference.parameters());
+            long step = 0;
             foreach (var (x, y) in batches)
             {
                 using var scope = NewDisposeScope();
                 opt.zero_grad();
-                loss(forward(reference, x), y).backward();
+                using (keyed ? DropoutContext.Enter(options.DropoutSeed, step, firstSample: 0) : null) // the pipeline's masks, the whole batch at once
+                    loss(forward(reference, x), y).backward();
+                step++;
                 if (options.MaxGradNorm is { } max) nn.utils.clip_grad_norm_(unique, max);
                 opt.step();
             }

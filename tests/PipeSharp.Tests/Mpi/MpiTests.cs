@@ -181,6 +181,23 @@ public class MpiTests
     }
 
     [MpiFact]
+    public void Keyed_dropout_gives_the_losses_of_one_process_and_of_one_stage()
+    {
+        // Dropout 0.1: the masks are keyed by (seed, step, layer, sample), not drawn in the order the ranks run.
+        const string Gpt = "train --model gpt --task sorting --steps 10 --eval-batches 1 --dropout 0.1";
+        var mpi = MpiJob.Run(2, $"{Gpt} --stages 2 --microbatches 4", Long);
+        Assert.True(mpi.ExitCode == 0, mpi.Output);
+        var losses = StepLosses(mpi.Output);
+        Assert.Equal(10, losses.Count);
+        Assert.Equal(StepLosses(InProcess($"{Gpt} --stages 2 --microbatches 4")), losses); // the same layout in one process: bitwise
+        var oneStage = StepLosses(InProcess($"{Gpt} --stages 1 --microbatches 1"));
+        for (int k = 0; k < losses.Count; k++)
+            Assert.True(Math.Abs(Loss(losses[k]) - Loss(oneStage[k])) <= 2e-4, $"step {k + 1}: {losses[k]} (2 processes) vs {oneStage[k]} (1 stage)");
+    }
+
+    private static double Loss(string stepLoss) => double.Parse(stepLoss.Split(' ')[1], System.Globalization.CultureInfo.InvariantCulture);
+
+    [MpiFact]
     public void Each_rank_writes_its_own_timeline_and_rank_0_alone_the_loss_log()
     {
         using var folder = new TempFolder();

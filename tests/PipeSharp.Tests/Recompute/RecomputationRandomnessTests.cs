@@ -34,6 +34,21 @@ public sealed class RecomputationRandomnessTests
         Assert.True(diff <= Tolerance, $"{schedule}, {variant}: max difference {diff:E2} > {Tolerance:E0}");
     }
 
+    [Theory]
+    [InlineData("1f1b", "full")]
+    [InlineData("zb-h1", "blocks")]
+    [InlineData("zb-v", "full")]
+    [InlineData("interleaved", "mixed")]
+    public void Keyed_dropout_draws_the_same_masks_when_recomputed_on_several_ranks(string schedule, string variant)
+    {
+        // The GPT's dropout is keyed by (seed, step, layer, sample): a backward that runs a segment again draws the
+        // forward's masks on any rank, whatever order the ranks' threads run in.
+        var options = new PipelineOptions { Ranks = 2, MicroBatches = 4, Schedule = schedule, ThreadsPerRank = 1, DropoutSeed = 7 };
+        var batches = RecomputationEquivalenceTests.GptBatches(3);
+        double diff = RecomputationRuns.Difference(() => Gpt.Create(Config), options, RecomputationEquivalenceTests.Variant(variant), batches, Gpt.Loss);
+        Assert.True(diff <= Tolerance, $"{schedule}, {variant}: max difference {diff:E2} > {Tolerance:E0}");
+    }
+
     [Fact]
     public void Dropout_masks_matter_here_so_the_test_above_can_fail()
     {

@@ -12,14 +12,15 @@ internal static class RecomputationRuns
     /// <summary>
     /// The largest difference between any parameter or buffer (BatchNorm statistics) of the two trained pipelines.
     /// Each pipeline trains on its own after <paramref name="seed"/> seeds the global generator, so dropout draws alike
-    /// (<paramref name="reseed"/>: the recomputing one is seeded with the next seed instead, to show that the masks matter).
+    /// (<paramref name="reseed"/>: the recomputing one is seeded with the next seed, and its keyed dropout with the next
+    /// dropout seed, instead, to show that the masks matter).
     /// </summary>
     public static double Difference<TInput>(Func<TorchSharp.Modules.Sequential> makeModel, PipelineOptions options, Recomputation recomputation,
         IReadOnlyList<(TInput Input, Tensor Target)> batches, Func<Tensor, Tensor, Tensor> loss, Func<Pipeline, TInput, Tensor, float> trainStep,
         long seed = 1, bool reseed = false)
     {
         var reference = Train(makeModel, options with { Recomputation = Recomputation.None }, batches, loss, trainStep, seed, null);
-        var recomputed = Train(makeModel, options with { Recomputation = recomputation }, batches, loss, trainStep, reseed ? seed + 1 : seed, reference.Initial);
+        var recomputed = Train(makeModel, options with { Recomputation = recomputation, DropoutSeed = options.DropoutSeed + (reseed ? 1 : 0) }, batches, loss, trainStep, reseed ? seed + 1 : seed, reference.Initial);
         try
         {
             Assert.Equal(reference.State.Keys.Order(), recomputed.State.Keys.Order());

@@ -42,7 +42,6 @@ public static class TorchNative
         try
         {
             using var t = torch.zeros(1);
-            LargeBlockRelease.EnsureApplied(); // freed tensors go back to the system (see there)
             return null;
         }
         catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or EntryPointNotFoundException or NotSupportedException)

@@ -28,6 +28,7 @@ internal sealed class PipelineMemory
     public PipelineMemory(PipelineOptions options, ModelSource model)
     {
         Budgets = options.MemoryPerDevice;
+        if (Budgets is not null) LargeBlockRelease.EnsureApplied(); // a budget must hold for what the process keeps, not only uses
         // Asked for only when a budget or a prediction needs it: a spec builds each layer once, alone, to count it.
         _layerParameters = new(model.LayerParameters);
         // The model's own tensors are in the heap already (a built model's): they are part of what the pipeline holds.

@@ -10,7 +10,7 @@ namespace PipeSharp.Native;
 /// the kernel enforces killed ranks whose prediction fitted. Fixing the threshold at glibc's initial 128 KiB (which
 /// also stops its adjustment) keeps a process at what it uses, but every large tensor then comes fresh from the
 /// system: a training step of the benchmark GPT took 1.2-1.3x as long with it (1 rank and 2 ranks, measured side by
-/// side). So it is applied once a pipeline has a memory budget (<see cref="Runtime.PipelineOptions.MemoryPerDevice"/>),
+/// side). So it is applied once a pipeline has a memory budget (PipelineOptions.MemoryPerDevice),
 /// where staying under the budget is what the user asked for, and for the rest of the process; nothing on other C
 /// libraries.
 /// </summary>

@@ -5,7 +5,11 @@ using static TorchSharp.torch;
 
 namespace PipeSharp.Tests.Memory;
 
-/// <summary>Budgets as text, and plans refused before they train with the rank, the bytes and what would fit.</summary>
+/// <summary>
+/// Budgets as text, and plans refused before they train with the rank, the bytes and what would fit. The activations
+/// are measured on the process-wide native heap, so these run alone.
+/// </summary>
+[Collection(ProcessWideCollection.Name)]
 public class BudgetRefusalTests
 {
     [Theory]

@@ -7,7 +7,9 @@ namespace PipeSharp.Tests.Recompute;
 /// <summary>
 /// The memory a forward keeps per micro-batch, measured through the action interpreter (<see cref="Pipeline.MeasureMemory"/>),
 /// is smaller with recomputation: with full recomputation a stage keeps its inputs (and what it sends), not its graph.
+/// It reads the process-wide native heap, so it runs alone (beside other tests a stage once read ten times its figure).
 /// </summary>
+[Collection(ProcessWideCollection.Name)]
 public class RecomputationMemoryTests
 {
     private static readonly GptConfig Config = new(VocabularySize: 32, ContextLength: 64, Layers: 4, Width: 64, Heads: 4);

@@ -117,7 +117,9 @@ public sealed class CheckpointTests : IDisposable
         using (var checkpoint = CheckpointStore.Load(dir))
         {
             Assert.Equal(3, checkpoint.Manifest.Step);
+            Assert.Equal(0, run.Pipe.TrainingSteps);
             checkpoint.ApplyTo(run.Pipe, "gpt", CheckpointManifest.ToJson(Tiny));
+            Assert.Equal(3, run.Pipe.TrainingSteps); // keyed dropout goes on with step 3's masks
         }
         AssertSameState(saved, run.Pipe.StateDict());
         Assert.Equal(0, run.Pipe.SharedParameterDrift());

@@ -90,13 +90,17 @@ public sealed class LoadedCheckpoint : IDisposable
     /// Loads the parameters and optimizer state into <paramref name="pipe"/> without comparing model configs (shapes
     /// and names are still checked first), and, if <paramref name="restoreRngState"/>, the global torch RNG state. Only
     /// the files of the layers this process holds are read (of a checkpoint of format 2, one file per layer), so with
-    /// one rank per process no process holds the whole model.
+    /// one rank per process no process holds the whole model. The pipeline's <see cref="Pipeline.TrainingSteps"/> becomes
+    /// the manifest's <see cref="CheckpointManifest.Step"/>, so keyed dropout draws the masks an uninterrupted run would.
     /// </summary>
     /// <exception cref="ArgumentException">The tensors or optimizer state do not fit the pipeline; nothing changed.</exception>
     public void ApplyTo(Pipeline pipe, bool restoreRngState = true)
     {
         ArgumentNullException.ThrowIfNull(pipe);
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Manifest.Step < 0)
+            throw new ArgumentException($"the checkpoint's manifest gives step {Manifest.Step}, and a step count cannot be negative: " +
+                                        "it was edited or not written by PipeSharp; nothing was loaded.", nameof(pipe));
         var local = LayerFiles.Local(pipe);
         bool perLayer = Manifest.Files.All(f => LayerFiles.LayerOf(f.Name) is not null);
         var (tensors, optimizer) = _whole is { } whole || !perLayer
@@ -107,6 +111,7 @@ public sealed class LoadedCheckpoint : IDisposable
             pipe.CheckStateDict(tensors);
             pipe.LoadOptimizerState(optimizer); // checked and all-or-nothing by itself
             pipe.LoadStateDict(tensors);
+            pipe.TrainingSteps = Manifest.Step; // the steps the checkpoint was written after: the next step's dropout key
         }
         finally
         {

@@ -81,12 +81,10 @@ public class BudgetRefusalTests
     public void Activations_over_the_budget_are_refused_at_the_first_step_before_it_trains_naming_what_would_fit()
     {
         if (!OperatingSystem.IsLinux()) return; // activations are measured on glibc's heap
-        var config = new GptConfig(VocabularySize: 64, ContextLength: 64, Layers: 4, Width: 128, Heads: 4);
-        manual_seed(3);
-        var g = new Generator(5);
-        using var x = randint(0, 64, [32, 64], generator: g);
-        using var y = randint(0, 64, [32, 64], generator: g);
-        using var model = Gpt.Create(config);
+        var (made, input, target) = MemoryTestGpt.Create(32);
+        using var model = made;
+        using var x = input;
+        using var y = target;
         var before = model.parameters().Select(p => p.detach().clone()).ToList();
         using var pipe = new Pipeline(model,
             new PipelineOptions { Ranks = 2, MicroBatches = 4, Schedule = "gpipe", ThreadsPerRank = 1, MemoryPerDevice = [40_000_000] },

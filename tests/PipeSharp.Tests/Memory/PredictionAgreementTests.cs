@@ -21,12 +21,10 @@ public class PredictionAgreementTests(ITestOutputHelper output)
     public void The_measured_peak_of_a_gpt_agrees_with_the_prediction_within_15_percent(string schedule, int ranks, int microBatches)
     {
         if (!OperatingSystem.IsLinux()) return; // the heap is read through glibc
-        var config = new GptConfig(VocabularySize: 64, ContextLength: 64, Layers: 4, Width: 128, Heads: 4);
-        manual_seed(3);
-        var g = new Generator(5);
-        using var x = randint(0, 64, [16, 64], generator: g);
-        using var y = randint(0, 64, [16, 64], generator: g);
-        using var model = Gpt.Create(config);
+        var (made, input, target) = MemoryTestGpt.Create(16);
+        using var model = made;
+        using var x = input;
+        using var y = target;
         using var pipe = new Pipeline(model,
             new PipelineOptions { Ranks = ranks, MicroBatches = microBatches, Schedule = schedule, ThreadsPerRank = 1, MemoryPerDevice = [4L << 30] },
             Gpt.Loss, ps => optim.AdamW(ps, 1e-3));

@@ -37,7 +37,8 @@ public static class MaskedTransformer
         var pad = torch.arange(context).unsqueeze(0).ge(lengths);
         var targets = torch.randint(0, classes, [batchSize], generator: generator);
         lengths.Dispose();
-        return (new TensorSet { ["ids"] = ids.masked_fill(pad, 0), ["pad"] = pad }, targets);
+        using var zero = 0L.ToScalar();
+        return (new TensorSet { ["ids"] = ids.masked_fill(pad, zero), ["pad"] = pad }, targets);
     }
 
     /// <summary>Token and position embeddings; the padding turned into an additive mask over the keys.</summary>
@@ -57,7 +58,8 @@ public static class MaskedTransformer
         {
             var ids = input["ids"];
             var x = tokens.call(ids) + positions.call(torch.arange(ids.shape[1], device: ids.device)).unsqueeze(0);
-            var mask = input["pad"].to(ScalarType.Float32).mul(-1e4).unsqueeze(1).unsqueeze(1); // [B, 1, 1, T]
+            using var minusLarge = (-1e4).ToScalar(); // explicit scalars: see Native/CollectionPause
+            var mask = input["pad"].to(ScalarType.Float32).mul(minusLarge).unsqueeze(1).unsqueeze(1); // [B, 1, 1, T]
             return new TensorSet { ["x"] = x, ["mask"] = mask };
         }
     }
@@ -92,7 +94,8 @@ public static class MaskedTransformer
             var x = input["x"];
             long b = x.shape[0], t = x.shape[1], c = x.shape[2], d = c / _heads;
             var parts = qkv.call(norm1.call(x)).view(b, t, 3, _heads, d).permute(2, 0, 3, 1, 4); // [3, B, H, T, D]
-            var scores = parts[0].matmul(parts[1].transpose(-2, -1)).div(Math.Sqrt(d)) + input["mask"];
+            using var root = Math.Sqrt(d).ToScalar();
+            var scores = parts[0].matmul(parts[1].transpose(-2, -1)).div(root) + input["mask"];
             var attended = scores.softmax(-1).matmul(parts[2]).transpose(1, 2).reshape(b, t, c);
             x = x + projection.call(attended);
             x = x + down.call(nn.functional.gelu(up.call(norm2.call(x))));

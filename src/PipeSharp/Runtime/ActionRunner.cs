@@ -77,7 +77,8 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
                 return start;
             }
             var target = data.Targets![i].to(stage.Device);
-            var weighted = loss!(output, target).mul(data.LossWeights[i]);
+            using var weight = data.LossWeights[i].ToScalar(); // explicit: see Native/CollectionPause
+            var weighted = loss!(output, target).mul(weight);
             data.AddLoss(weighted.item<float>());
             stage.Save(i, new SavedForward(leaves, [new SentValue("loss", -1, [], weighted)], layers, segments));
         }
@@ -246,6 +247,10 @@ internal sealed class ActionRunner(int replica, IReadOnlyList<StageRuntime?> sta
         var data = step.Replicas[replica]!;
         var result = boundaries.Stages[s].Result!;
         var device = stages[s]!.Device;
-        return values => loss!(values[result], data.Targets![i].to(device)).mul(data.LossWeights[i]);
+        return values =>
+        {
+            using var weight = data.LossWeights[i].ToScalar(); // explicit: see Native/CollectionPause
+            return loss!(values[result], data.Targets![i].to(device)).mul(weight);
+        };
     }
 }

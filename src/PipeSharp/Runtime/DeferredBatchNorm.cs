@@ -193,7 +193,11 @@ internal sealed class DeferredBatchNorm : IDisposable
             }
             runningMean.copy_(torch.tensor(newMean).to(runningMean.dtype));
             runningVar.copy_(torch.tensor(newVar).to(runningVar.dtype));
-            tracked?.add_(1);
+            if (tracked is not null)
+            {
+                using var one = 1L.ToScalar(); // explicit: see Native/CollectionPause
+                tracked.add_(one);
+            }
         }
 
         private void DisposeSaved()

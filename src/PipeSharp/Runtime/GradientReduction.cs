@@ -64,9 +64,10 @@ internal sealed class GradientReduction(StepRunner runner, ICollectives collecti
         runner.RunOnWorkers(step, (replica, rank) =>
         {
             using var noGrad = torch.no_grad();
+            using var scale = coefficient.ToScalar(); // explicit: see Native/CollectionPause
             foreach (var s in replica.StagesOf(rank))
                 foreach (var p in s.Optimizer.parameters())
-                    p.grad?.mul_(coefficient);
+                    p.grad?.mul_(scale);
         });
     }
 }

@@ -317,7 +317,10 @@ public sealed partial class Pipeline : IDisposable
 
     // The optimizer (and scheduler) step of every stage held here; a skipped step zeroes the gradients instead. It runs
     // to its end once started: a cancellation then takes effect at the next step.
-    private void StepOptimizers(StepContext step, bool skip) =>
+    // Several workers stepping TorchSharp optimizers at once need collections held off (Native/CollectionPause).
+    private void StepOptimizers(StepContext step, bool skip)
+    {
+        using var pause = Native.CollectionPause.Enter(when: _runner.WorkerCount > 1 && !skip);
         _runner.RunOnWorkers(step, untilDone: true, work: (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank))
@@ -334,6 +337,7 @@ public sealed partial class Pipeline : IDisposable
                     lock (step.StageBusy) step.StageBusy[s.Module.Index] += step.Seconds(Stopwatch.GetTimestamp()) - step.Seconds(t0);
             }
         });
+    }
 
     /// <summary>
     /// Measures each stage's memory: parameter bytes, and the native memory one micro-batch's forward keeps for the

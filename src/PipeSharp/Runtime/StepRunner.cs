@@ -30,6 +30,9 @@ internal sealed class StepRunner : IDisposable
         _gradientsDoneAfter = GradientsDoneAfter(plan.Schedule);
     }
 
+    /// <summary>The worker threads of this process (one per local rank of each local replica).</summary>
+    public int WorkerCount => _workers.Count;
+
     /// <summary>Number of worker threads still running.</summary>
     public int LiveWorkerThreads => _workers.Count(w => w.Worker.IsAlive);
 

@@ -86,7 +86,7 @@ public static class EquivalenceCheck
                     loss(forward(reference, x), y).backward();
                 step++;
                 if (options.MaxGradNorm is { } max) nn.utils.clip_grad_norm_(unique, max);
-                opt.step();
+                using (Native.CollectionPause.Enter()) opt.step(); // other threads of the process may be allocating
             }
         }
 

@@ -27,17 +27,18 @@ internal static class StragglerCheck
                 Balance = [6, 6], MicroBatches = 4, ThreadsPerRank = 1, Backend = cluster,
                 Rebalancing = new RebalancingOptions { Threshold = 0.2, Steps = 3, MinimumGain = 0.1 },
             };
-            using var pipe = new Pipeline(Mlp.Spec(384, 384, 384, 12, seed: 1), options, (o, y) => nn.functional.mse_loss(o, y), ps => optim.SGD(ps, 1e-3));
+            using var pipe = new Pipeline(Mlp.Spec(640, 640, 640, 12, seed: 1), options, (o, y) => nn.functional.mse_loss(o, y), ps => optim.SGD(ps, 1e-3));
             var gen = new Generator(5);
-            using var x = randn([128, 384], generator: gen);
-            using var y = randn([128, 384], generator: gen);
+            using var x = randn([128, 640], generator: gen);
+            using var y = randn([128, 640], generator: gen);
             var seconds = new List<double>();
             int movedAfter = -1;
             for (int k = 0; k < 24 && (movedAfter < 0 || seconds.Count < movedAfter + 8); k++)
             {
-                var clock = Stopwatch.StartNew();
                 pipe.TrainStep(x, y);
-                seconds.Add(clock.Elapsed.TotalSeconds);
+                seconds.Add(pipe.LastStep!.WallSeconds); // the step alone, not a move after it
+                if (Environment.GetEnvironmentVariable("PIPESHARP_STRAGGLER_TRACE") is not null)
+                    Console.Error.WriteLine($"rank {cluster.Rank}: step {k + 1}: {seconds[^1]:F3} s, busy {string.Join(",", pipe.LastStep!.StageBusySeconds.Select(b => b.ToString("F3")))}, balance {string.Join(",", pipe.Balance)}");
                 if (movedAfter < 0 && pipe.Moves.Count > 0) movedAfter = seconds.Count;
             }
             if (movedAfter < 0) throw new InvalidOperationException($"rank {cluster.Rank}: no layer moved in {seconds.Count} steps; balance {string.Join(",", pipe.Balance)}");
@@ -55,7 +56,7 @@ internal static class StragglerCheck
         }
         finally
         {
-            if (busyLoop is { HasExited: false }) busyLoop.Kill();
+            if (busyLoop is { HasExited: false }) busyLoop.Kill(entireProcessTree: true);
         }
     }
 
@@ -70,7 +71,11 @@ internal static class StragglerCheck
 
     /// <summary>A CPU-bound shell loop pinned to <paramref name="core"/>, ended by timeout after 120 s if nobody kills it first.</summary>
     internal static Process StartBusyLoop(int core) =>
-        Process.Start(new ProcessStartInfo("taskset", $"-c {core} timeout 120 sh -c \"while :; do :; done\"") { UseShellExecute = false })!;
+        Process.Start(new ProcessStartInfo("taskset", $"-c {core} timeout 120 sh -c \"while :; do :; done\"")
+        {
+            // Not this process's output: mpirun waits for every holder of its pipes to close them.
+            UseShellExecute = false, RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true,
+        })!;
 
     private static double Median(IEnumerable<double> values)
     {

@@ -15,7 +15,7 @@ internal sealed class RebalanceTrigger
     private readonly RebalancingOptions _options;
     private readonly double[] _costs;
     private readonly List<double[]> _slowSteps = new();
-    private bool _settling;
+    private bool _settling = true; // the first step (cold caches, first allocations) is not typical either
 
     /// <param name="options">The threshold, the number of steps and the minimum gain.</param>
     /// <param name="layerCosts">Each layer's cost (parameter count, or the spec's cost); a cost of zero is taken as a small one, so every rank's speed can be measured.</param>

@@ -33,10 +33,7 @@ internal static class LayerMover
     public static void Check(MoveContext context, ReplicaRuntime first)
     {
         var plan = context.Layers;
-        if (!context.Before.HostsAll && plan.Moves.Count > 0 && context.Source.Ties is null)
-            throw new NotSupportedException(
-                "moving layers between processes needs a model each process can build layer by layer: make the pipeline from a ModelSpec " +
-                "(e.g. Gpt.Spec, Mlp.Spec), or keep the balance it was made with.");
+        if (!context.Before.HostsAll && plan.Moves.Count > 0 && !context.Source.BuildsLayers) throw CannotMoveAcrossProcesses();
         foreach (var (owner, user) in context.Source.Ties ?? [])
             if ((plan.OldStage[owner] == plan.OldStage[user]) != (plan.NewStage[owner] == plan.NewStage[user]))
                 throw new NotSupportedException(
@@ -70,6 +67,11 @@ internal static class LayerMover
                     $"the copies of shared parameter {group.Name} would meet in one stage: choose a balance that keeps them in different stages.");
         }
     }
+
+    /// <summary>Why a pipeline of a model the caller built cannot move layers to another process, and the fix.</summary>
+    public static NotSupportedException CannotMoveAcrossProcesses() => new(
+        "moving layers between processes needs a model each process can build layer by layer: make the pipeline from a ModelSpec " +
+        "(e.g. Gpt.Spec, Mlp.Spec), or keep the balance it was made with (no PipelineOptions.Rebalancing).");
 
     /// <summary>
     /// One group of the two processes of each move's (from, to) ranks in this process's replica (null if this process

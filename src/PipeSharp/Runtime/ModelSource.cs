@@ -52,6 +52,9 @@ internal abstract class ModelSource
     /// </summary>
     public virtual nn.Module? BuildLayer(int layer) => null;
 
+    /// <summary>True if <see cref="BuildLayer"/> builds layers (a spec), so layers can move to another process.</summary>
+    public virtual bool BuildsLayers => false;
+
     /// <summary>The (owner, user) layers of each tie the source declares; null when ties are found by identity (a model the caller built).</summary>
     public virtual IReadOnlyList<(int Owner, int User)>? Ties => null;
 
@@ -118,6 +121,8 @@ internal abstract class ModelSource
         public override long HeldBytes() => 0; // nothing is built yet
 
         public override nn.Module? BuildLayer(int layer) => SpecBuilder.Build(spec, layer, 1, CPU)[0];
+
+        public override bool BuildsLayers => true;
 
         public override IReadOnlyList<(int Owner, int User)>? Ties => spec.Ties.Select(t => (t.OwnerLayer, t.UserLayer)).ToList();
 

@@ -140,6 +140,9 @@ public sealed partial class Pipeline : IDisposable
         _boundaries = BoundaryPlan.Create(source.Signatures(), source.Names, _plan.Balance, options.Inputs);
         if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages
         Options = options;
+        if (options.Rebalancing is { Enabled: true } && !_plan.HostsAll && !source.BuildsLayers) throw LayerMover.CannotMoveAcrossProcesses();
+        if (options.Rebalancing is { Enabled: true } && !_boundaries.IsPlain)
+            throw new NotSupportedException("PipelineOptions.Rebalancing: layers that pass several named tensors cannot move yet; leave Rebalancing unset.");
         // Measured against layer costs taken now: across processes a built model's other stages are freed once built.
         var trigger = options.Rebalancing is { Enabled: true } rebalancing ? new RebalanceTrigger(rebalancing, source.Costs()) : null;
         var built = RuntimeBuilder.Build(_plan, _boundaries, source, Backend, loss, optimizer, scheduler);

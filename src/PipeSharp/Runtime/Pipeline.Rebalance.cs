@@ -53,17 +53,35 @@ public sealed partial class Pipeline
         LayerMover.Check(context, _replicas[0]);
         _memory.CheckBeforeBuild(plan, _mover.Optimizer);
 
-        var groups = LayerMover.PairGroups(context);
-        foreach (var replica in _replicas) LayerMover.MoveReplica(replica, context, groups, Backend.FailureToken);
-        _plan = plan;
-        StageStateNames = Enumerable.Range(0, after.Count)
-            .Select(s => _replicas[0].Stages[s] is { } st ? (IReadOnlyList<string>?)st.Module.state_dict().Keys.ToList() : null).ToList();
-        Rewire();
+        OutsideDisposeScopes(() =>
+        {
+            var groups = LayerMover.PairGroups(context);
+            foreach (var replica in _replicas) LayerMover.MoveReplica(replica, context, groups, Backend.FailureToken);
+            _plan = plan;
+            StageStateNames = Enumerable.Range(0, after.Count)
+                .Select(s => _replicas[0].Stages[s] is { } st ? (IReadOnlyList<string>?)st.Module.state_dict().Keys.ToList() : null).ToList();
+            Rewire();
+        });
 
         var moves = context.Layers.Moves.Select(m => new LayerMove(_trainingSteps, m.From, m.To, m.Layers, gain)).ToList();
         _moves.AddRange(moves);
         _mover.Trigger?.Moved();
         return moves;
+    }
+
+    // Runs a move on a thread of its own: the tensors it makes to keep (layers built for this process, optimizer state)
+    // must not join a dispose scope the caller may have open around TrainStep or Rebalance (scopes are per thread).
+    private static void OutsideDisposeScopes(Action work)
+    {
+        Exception? failure = null;
+        var thread = new Thread(() =>
+        {
+            try { work(); }
+            catch (Exception e) { failure = e; }
+        }) { Name = "PipeSharp rebalance", IsBackground = true };
+        thread.Start();
+        thread.Join();
+        if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(failure).Throw();
     }
 
     // The parts made from the stages: collectives (across processes, their groups of the shared copies' owners), the

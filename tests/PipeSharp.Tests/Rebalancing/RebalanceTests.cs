@@ -135,6 +135,24 @@ public sealed class RebalanceTests
     }
 
     [Fact]
+    public void A_move_inside_the_callers_dispose_scope_keeps_its_tensors_after_the_scope_ends()
+    {
+        var batches = Batches(4);
+        using var still = MlpPipe([2, 2], AdamW);
+        var expected = Train(still, batches);
+        using var moving = MlpPipe([2, 2], AdamW);
+        var losses = new List<float>();
+        using (NewDisposeScope())
+        {
+            losses.Add(moving.TrainStep(batches[0].Item1, batches[0].Item2));
+            moving.Rebalance([3, 1]);
+        }
+        GC.Collect();
+        foreach (var (x, y) in batches.Skip(1)) losses.Add(moving.TrainStep(x, y));
+        AssertSameRun((losses, moving.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value)), expected);
+    }
+
+    [Fact]
     public void Moves_that_cannot_be_made_are_refused_before_anything_changes()
     {
         using var pipe = MlpPipe([2, 2], AdamW);

@@ -28,7 +28,7 @@ internal static class TimelineFiles
         int ranks = schedule.RankCount, pieces = schedule.StageCount;
         if (trace is not null)
         {
-            WriteTrace(trace, last.Timeline, last.Messages);
+            ChromeTrace.Save(trace, last.Timeline, last.Messages, last.Moves);
             note.WriteLine($"wrote {trace}: timeline of step {step} (open in ui.perfetto.dev)");
         }
         if (svg is not null)

@@ -99,6 +99,9 @@ public sealed class AutomaticRebalancingTests
         string svg = TimelineSvg.Render(step.Timeline, 2, "step 4", step.Moves);
         Assert.Contains("class=\"move\"", svg);
         Assert.Contains("rank 0 -&gt; rank 1", svg);
+        var trace = new StringWriter();
+        ChromeTrace.Write(step.Timeline, trace, step.Messages, step.Moves);
+        Assert.Contains("\"cat\": \"rebalancing\"", trace.ToString());
 
         RebalanceTests.AssertSameRun((losses, pipe.StateDictCopy()), expected);
     }

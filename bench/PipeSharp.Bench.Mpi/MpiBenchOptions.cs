@@ -36,6 +36,7 @@ internal sealed record MpiBenchOptions
 
     public bool Bandwidth { get; init; } = true;
     public bool StepTime { get; init; } = true;
+    public bool Straggler { get; init; }
 
     public int Iterations(int bytes) => (int)Math.Max(MinIterations, VolumePerMeasurement / bytes);
 
@@ -50,7 +51,8 @@ internal sealed record MpiBenchOptions
           --sizes LIST      ping-pong message sizes, e.g. 64K,1M,64M; default 64K,256K,1M,4M,16M,64M
           --megabytes N     data sent each way per ping-pong measurement (iterations = N MB / size, at least 8); default 64
           --microbatches N  micro-batches of both pipelines; default 8
-          --only WHAT       bandwidth or steps: run one of the two measurements
+          --only WHAT       bandwidth, steps or straggler: run one measurement (straggler, item 6 of issue 13, runs only so:
+                            it pins each process to a core and shares rank 0's with a busy loop; needs a quiet machine)
           --quick           smoke test (~10 s): 2 rounds, 2 steps, 1 warm-up step, 8 MB per ping-pong measurement
           --help            this text
         """;
@@ -87,9 +89,9 @@ internal sealed record MpiBenchOptions
                     o = o with { Sizes = args[i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(ParseSize).ToList() };
                     break;
                 case "--only":
-                    if (++i >= args.Length || args[i] is not ("bandwidth" or "steps"))
-                        throw new ArgumentException("--only needs 'bandwidth' or 'steps'.");
-                    o = o with { Bandwidth = args[i] == "bandwidth", StepTime = args[i] == "steps" };
+                    if (++i >= args.Length || args[i] is not ("bandwidth" or "steps" or "straggler"))
+                        throw new ArgumentException("--only needs 'bandwidth', 'steps' or 'straggler'.");
+                    o = o with { Bandwidth = args[i] == "bandwidth", StepTime = args[i] == "steps", Straggler = args[i] == "straggler" };
                     break;
                 case "--quick": o = o with { Rounds = 2, Steps = 2, WarmupSteps = 1, VolumePerMeasurement = 8L << 20 }; break;
                 case "--help" or "-h":

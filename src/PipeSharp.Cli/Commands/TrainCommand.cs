@@ -122,6 +122,7 @@ internal static class TrainCommand
                 float loss = pipe.TrainStep(input, target);
                 var stats = pipe.LastStep!;
                 output.Step(new StepReport(step, loss, batchSize / stats.WallSeconds, RankBusy(pipe.Schedule, stats), stats.Skipped));
+                TimelineFiles.WriteMoves(stats, pipe.Schedule, step, args, args.GetValue(TrainOptions.Json) ? Console.Error : Console.Out);
                 done = step;
             }
         }

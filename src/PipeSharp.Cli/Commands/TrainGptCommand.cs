@@ -120,6 +120,8 @@ internal static class TrainGptCommand
                 },
                 step =>
                 {
+                    if (trainer.Pipeline.LastStep is { Moves.Count: > 0 } moved)
+                        TimelineFiles.WriteMoves(moved, trainer.Pipeline.Schedule, step, args, args.GetValue(TrainOptions.Json) ? Console.Error : Console.Out);
                     if ((every > 0 && step % every == 0) || step == trainer.Options.Steps) Save();
                 });
         }

@@ -157,11 +157,36 @@ internal static class TrainOptions
         },
     };
 
+    public static readonly Option<bool> Rebalance = new("--rebalance")
+    {
+        Description = "Move layers between ranks while training when one rank is slower than the others: after each step every " +
+                      "rank's busy time is measured; when the slowest is more than --rebalance-threshold above the mean for " +
+                      "--rebalance-steps steps in a row, the split is computed again from the measured speeds and layers move " +
+                      "(parameters, gradients and optimizer state) if that is predicted to save at least 5% of the step. Each move " +
+                      "is printed, and marked in the --svg timeline of its step (docs/rebalancing.md).",
+    };
+
+    public static readonly Option<double> RebalanceThreshold = new("--rebalance-threshold")
+    {
+        CustomParser = Numbers.NonNegative,
+        Description = "With --rebalance: how far above the mean the slowest rank's busy time must be, as a share [default: 0.1].",
+        DefaultValueFactory = _ => 0.1,
+        HelpName = "SHARE",
+    };
+
+    public static readonly Option<int> RebalanceSteps = new("--rebalance-steps")
+    {
+        CustomParser = Numbers.AtLeast(1),
+        Description = "With --rebalance: for how many consecutive steps [default: 3].",
+        DefaultValueFactory = _ => 3,
+        HelpName = "N",
+    };
+
     /// <summary>Every option above, in help order.</summary>
     public static IEnumerable<Option> All =>
     [
         Ranks, Balance, MicroBatches, Schedule, StagesPerRank, Steps, BatchSize, Seed, LearningRate, ThreadsPerRank, Devices,
-        Recompute, Json, LogEvery, OnNonFinite, Trace, Svg, MemoryPerDevice,
+        Recompute, Json, LogEvery, OnNonFinite, Trace, Svg, MemoryPerDevice, Rebalance, RebalanceThreshold, RebalanceSteps,
     ];
 
     /// <summary>
@@ -201,6 +226,9 @@ internal static class TrainOptions
         NonFiniteGradients = args.GetValue(OnNonFinite) == "skip" ? NonFiniteGradientPolicy.SkipStep : NonFiniteGradientPolicy.Throw,
         Recomputation = args.GetValue(Recompute) ?? Recomputation.None,
         MemoryPerDevice = args.GetResult(MemoryPerDevice) is null ? null : args.GetValue(MemoryPerDevice),
+        Rebalancing = args.GetValue(Rebalance)
+            ? new RebalancingOptions { Threshold = args.GetValue(RebalanceThreshold), Steps = args.GetValue(RebalanceSteps) }
+            : null,
     };
 
     /// <summary>About 50 step lines per run, at round step numbers (1, 2, 5, 10, 20, 50, ...).</summary>

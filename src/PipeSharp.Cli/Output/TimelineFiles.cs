@@ -28,15 +28,30 @@ internal static class TimelineFiles
         int ranks = schedule.RankCount, pieces = schedule.StageCount;
         if (trace is not null)
         {
-            WriteTrace(trace, last.Timeline, last.Messages);
+            ChromeTrace.Save(trace, last.Timeline, last.Messages, last.Moves);
             note.WriteLine($"wrote {trace}: timeline of step {step} (open in ui.perfetto.dev)");
         }
         if (svg is not null)
         {
             string title = $"measured: {schedule.Name}, {Shape(ranks, pieces)}, {schedule.MicroBatchCount} micro-batches";
-            WriteSvg(svg, last.Timeline, ranks, title);
+            File.WriteAllText(svg, TimelineSvg.Render(last.Timeline, ranks, title, last.Moves));
             note.WriteLine($"wrote {svg}: timeline of step {step}");
         }
+    }
+
+    /// <summary>
+    /// Prints the layers that moved after step <paramref name="step"/> (<c>--rebalance</c>), and with <c>--svg FILE</c> writes
+    /// that step's timeline, its moves marked, to FILE with <c>.step-N</c> before the extension.
+    /// </summary>
+    public static void WriteMoves(StepStatistics stats, Schedule schedule, int step, System.CommandLine.ParseResult args, TextWriter note)
+    {
+        if (stats.Moves.Count == 0) return;
+        foreach (var move in stats.Moves) note.WriteLine($"rebalanced {move}");
+        if (Commands.MpiRun.OutputFile(args.GetValue(Options.TrainOptions.Svg), perRank: true) is not { } svg) return;
+        string path = Path.Combine(Path.GetDirectoryName(svg) ?? "", $"{Path.GetFileNameWithoutExtension(svg)}.step-{step}{Path.GetExtension(svg)}");
+        string title = $"measured: {schedule.Name}, {Shape(schedule.RankCount, schedule.StageCount)}, step {step}, then layers moved";
+        File.WriteAllText(path, TimelineSvg.Render(stats.Timeline, schedule.RankCount, title, stats.Moves));
+        note.WriteLine($"wrote {path}: timeline of step {step} with its moves");
     }
 
     /// <summary>"4 ranks" or "4 ranks x 2 stages", for titles and headers.</summary>

@@ -46,6 +46,18 @@ internal abstract class ModelSource
     /// <summary>The native bytes the model's CPU tensors hold in this process before the pipeline builds anything.</summary>
     public abstract long HeldBytes();
 
+    /// <summary>
+    /// Layer <paramref name="layer"/> built alone on the CPU, for a process a move brings it to (its values are then
+    /// overwritten with the sender's); null if this source cannot build layers (a model the caller built).
+    /// </summary>
+    public virtual nn.Module? BuildLayer(int layer) => null;
+
+    /// <summary>True if <see cref="BuildLayer"/> builds layers (a spec), so layers can move to another process.</summary>
+    public virtual bool BuildsLayers => false;
+
+    /// <summary>The (owner, user) layers of each tie the source declares; null when ties are found by identity (a model the caller built).</summary>
+    public virtual IReadOnlyList<(int Owner, int User)>? Ties => null;
+
     private static long Bytes(Tensor t) => t.numel() * t.element_size();
 
     /// <summary>A model the caller built: <paramref name="first"/>, and <paramref name="another"/> for each further replica here.</summary>
@@ -107,6 +119,12 @@ internal abstract class ModelSource
         public override IReadOnlyList<LayerSignature> Signatures() => spec.Layers.Select(_ => LayerSignature.Single).ToList();
 
         public override long HeldBytes() => 0; // nothing is built yet
+
+        public override nn.Module? BuildLayer(int layer) => SpecBuilder.Build(spec, layer, 1, CPU)[0];
+
+        public override bool BuildsLayers => true;
+
+        public override IReadOnlyList<(int Owner, int User)>? Ties => spec.Ties.Select(t => (t.OwnerLayer, t.UserLayer)).ToList();
 
         // Each layer built alone and freed at once, so this process never holds more than one layer for it; a tied
         // parameter counts as its owner's.

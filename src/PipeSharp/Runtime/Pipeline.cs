@@ -38,14 +38,14 @@ namespace PipeSharp.Runtime;
 /// </example>
 public sealed partial class Pipeline : IDisposable
 {
-    private readonly PipelinePlan _plan;
+    private PipelinePlan _plan; // a move (Pipeline.Rebalance.cs) changes its balance, and makes the parts below again
     private readonly ReplicaRuntime[] _replicas;
-    private readonly ICollectives _collectives;
-    private readonly StepRunner _runner;
-    private readonly GradientReduction _gradients;
+    private ICollectives _collectives;
+    private StepRunner _runner;
+    private GradientReduction _gradients;
     private readonly BoundaryPlan _boundaries;
     private readonly PipelineMemory _memory;
-    private readonly DeferredBatchNorm? _batchNorm;
+    private DeferredBatchNorm? _batchNorm;
     private bool _disposed;
 
     /// <summary>Cuts <paramref name="model"/> into stages and starts one worker per rank.</summary>
@@ -133,14 +133,21 @@ public sealed partial class Pipeline : IDisposable
         ArgumentNullException.ThrowIfNull(loss);
         ArgumentNullException.ThrowIfNull(optimizer);
         Backend = options.Backend ?? new InProcessBackend();
+        options.Rebalancing?.Check();
         _memory = new PipelineMemory(options, source);
         _plan = PipelinePlan.Create(options, source.LayerCount, source.Costs, Backend, copiesModel: source.CopiesModel);
         _memory.CheckBeforeBuild(_plan, optimizer); // before any stage is built or worker started
         _boundaries = BoundaryPlan.Create(source.Signatures(), source.Names, _plan.Balance, options.Inputs);
         if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages
         Options = options;
+        if (options.Rebalancing is { Enabled: true } && !_plan.HostsAll && !source.BuildsLayers) throw LayerMover.CannotMoveAcrossProcesses();
+        if (options.Rebalancing is { Enabled: true } && !_boundaries.IsPlain)
+            throw new NotSupportedException("PipelineOptions.Rebalancing: layers that pass several named tensors cannot move yet; leave Rebalancing unset.");
+        // Measured against layer costs taken now: across processes a built model's other stages are freed once built.
+        var trigger = options.Rebalancing is { Enabled: true } rebalancing ? new RebalanceTrigger(rebalancing, source.Costs()) : null;
         var built = RuntimeBuilder.Build(_plan, _boundaries, source, Backend, loss, optimizer, scheduler);
         _replicas = built.Replicas;
+        _mover = new Mover(source, built.Workers, optimizer, scheduler, trigger);
         StageStateNames = built.StageStateNames;
         LayerNames = source.Names;
         try
@@ -217,7 +224,7 @@ public sealed partial class Pipeline : IDisposable
     /// The names of every stage's parameters and buffers: of all stages for a built model, of the stages held here
     /// for a spec (null for the others, which this process never built).
     /// </summary>
-    internal IReadOnlyList<IReadOnlyList<string>?> StageStateNames { get; }
+    internal IReadOnlyList<IReadOnlyList<string>?> StageStateNames { get; private set; }
 
     /// <summary>The layers' names in the model (null: numbered), to tell which layer a state name belongs to.</summary>
     internal IReadOnlyList<string>? LayerNames { get; }
@@ -312,6 +319,7 @@ public sealed partial class Pipeline : IDisposable
         _runner.Collective(step, () => busy = _collectives.StageBusy(step, Backend.FailureToken), untilDone: true);
         LastStep = step.Statistics(busy, reduced.Skip, _memory.EndStep(step.Peak), _memory.PredictedForThisProcess(_plan));
         Options.Stop?.Agree(reduced.Stop); // the step is complete on every rank: all of them stop after it
+        RebalanceIfSlow(); // with PipelineOptions.Rebalancing: layers may move before the next step
         return (float)reduced.Loss;
     }
 

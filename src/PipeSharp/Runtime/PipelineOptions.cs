@@ -135,6 +135,13 @@ public sealed record PipelineOptions
     /// </summary>
     public bool DeferredBatchNorm { get; init; }
 
+    /// <summary>
+    /// Automatic rebalancing: layers move between ranks while training when one rank is slower than the others (see
+    /// <see cref="RebalancingOptions"/>). Null (the default): the balance changes only when
+    /// <see cref="Pipeline.Rebalance"/> is called.
+    /// </summary>
+    public RebalancingOptions? Rebalancing { get; init; }
+
     /// <summary>Old name of <see cref="Ranks"/>.</summary>
     [Obsolete("use Ranks (pipeline ranks per replica); Stages will be removed in the next release.")]
     public int? Stages { get => Ranks; init => Ranks = value; }

@@ -22,7 +22,8 @@ internal sealed class ReplicaRuntime : IDisposable
     /// <summary>All stages of the model, in order; null where the stage runs in another process.</summary>
     public StageRuntime?[] Stages { get; }
 
-    public SharedParameters Shared { get; }
+    /// <summary>The copies of shared parameters held here (regrouped when layers move).</summary>
+    public SharedParameters Shared { get; set; }
     public ITransport Transport { get; }
     public ActionRunner Runner { get; }
 

@@ -22,6 +22,14 @@ internal sealed class SharedParameters
     /// </summary>
     public sealed record Group(string Name, IReadOnlyList<(int Stage, Parameter Copy)> Copies, IReadOnlyList<int> Owners, IReadOnlyList<string> Names);
 
+    /// <summary>The given groups (after a move regrouped the copies by the stages that now hold them).</summary>
+    public static SharedParameters Of(IEnumerable<Group> groups)
+    {
+        var result = new SharedParameters();
+        result._groups.AddRange(groups);
+        return result;
+    }
+
     /// <summary>The shared parameters found.</summary>
     public IReadOnlyList<Group> Groups => _groups;
 

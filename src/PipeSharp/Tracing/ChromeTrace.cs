@@ -33,12 +33,13 @@ public static class ChromeTrace
     /// <param name="timeline">The actions with their start and end, in seconds from the start of the step.</param>
     /// <param name="writer">Where the JSON goes; left open.</param>
     /// <param name="messages">The sends and receives between ranks, drawn as arrows, or <see langword="null"/> for none.</param>
-    public static void Write(IReadOnlyList<ActionTiming> timeline, TextWriter writer, IReadOnlyList<MessageTiming>? messages = null)
+    /// <param name="moves">Layers that moved between ranks after this step (<see cref="StepStatistics.Moves"/>): an instant event at the step's end on the old rank.</param>
+    public static void Write(IReadOnlyList<ActionTiming> timeline, TextWriter writer, IReadOnlyList<MessageTiming>? messages = null, IReadOnlyList<LayerMove>? moves = null)
     {
         ArgumentNullException.ThrowIfNull(writer);
         var buffer = new ArrayBufferWriter<byte>();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
-            WriteTrace(json, timeline, messages);
+            WriteTrace(json, timeline, messages, moves);
         writer.Write(Encoding.UTF8.GetString(buffer.WrittenSpan));
         writer.Write('\n');
     }
@@ -47,15 +48,17 @@ public static class ChromeTrace
     /// <param name="path">The file to create or overwrite, e.g. <c>step.trace.json</c>.</param>
     /// <param name="timeline">The actions with their start and end, in seconds from the start of the step.</param>
     /// <param name="messages">The sends and receives between ranks, drawn as arrows, or <see langword="null"/> for none.</param>
-    public static void Save(string path, IReadOnlyList<ActionTiming> timeline, IReadOnlyList<MessageTiming>? messages = null)
+    /// <param name="moves">Layers that moved between ranks after this step: an instant event at the step's end on the old rank.</param>
+    public static void Save(string path, IReadOnlyList<ActionTiming> timeline, IReadOnlyList<MessageTiming>? messages = null, IReadOnlyList<LayerMove>? moves = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         using var file = File.Create(path);
         using var json = new Utf8JsonWriter(file, new JsonWriterOptions { Indented = true });
-        WriteTrace(json, timeline, messages);
+        WriteTrace(json, timeline, messages, moves);
     }
 
-    private static void WriteTrace(Utf8JsonWriter json, IReadOnlyList<ActionTiming> timeline, IReadOnlyList<MessageTiming>? messages)
+    private static void WriteTrace(Utf8JsonWriter json, IReadOnlyList<ActionTiming> timeline, IReadOnlyList<MessageTiming>? messages,
+        IReadOnlyList<LayerMove>? moves)
     {
         ArgumentNullException.ThrowIfNull(timeline);
         messages ??= [];
@@ -103,6 +106,26 @@ public static class ChromeTrace
             var consumer = byRank.TryGetValue(m.ToRank, out var received) ? Consumer(received, m.ReceiveTime) : null;
             Flow(json, "s", i + 1, m, m.FromRank, producer is { } p ? Middle(p) : m.SendTime);
             Flow(json, "f", i + 1, m, m.ToRank, consumer is { } c ? Middle(c) : m.ReceiveTime);
+        }
+
+        double end = TimelineFacts.Makespan(timeline);
+        foreach (var move in moves ?? [])
+        {
+            json.WriteStartObject();
+            json.WriteString("name", $"move {move}");
+            json.WriteString("cat", "rebalancing");
+            json.WriteString("ph", "i");
+            json.WriteString("s", "g"); // a line across every rank
+            json.WriteNumber("pid", Pid);
+            json.WriteNumber("tid", move.FromRank);
+            json.WriteNumber("ts", Micro(end));
+            json.WriteStartObject("args");
+            json.WriteNumber("from_rank", move.FromRank);
+            json.WriteNumber("to_rank", move.ToRank);
+            json.WriteString("layers", string.Join(",", move.Layers));
+            if (move.PredictedGain is { } gain) json.WriteNumber("predicted_gain", gain);
+            json.WriteEndObject();
+            json.WriteEndObject();
         }
 
         json.WriteEndArray();

@@ -54,6 +54,12 @@ public sealed class StepStatistics
     /// </summary>
     public long? PredictedMemoryBytes { get; init; }
 
+    /// <summary>
+    /// The layers that moved between ranks after this step (rebalancing), before the next one; empty when none did.
+    /// The timelines show them (<see cref="TimelineText"/>, <see cref="TimelineSvg"/>, <see cref="ChromeTrace"/>).
+    /// </summary>
+    public IReadOnlyList<LayerMove> Moves { get; internal set; } = [];
+
     /// <summary>The share of the step each stage was busy, between 0 and 1.</summary>
     public IReadOnlyList<double> StageBusyFraction =>
         StageBusySeconds.Select(b => WallSeconds > 0 ? Math.Min(1.0, b / WallSeconds) : 0).ToList();

@@ -29,10 +29,14 @@ public static class TimelineSvg
     /// <param name="timeline">The actions with their start and end, in seconds from the start of the step.</param>
     /// <param name="rankCount">How many ranks the pipeline has; every rank gets a row, idle ones too.</param>
     /// <param name="title">A title written above the rows, or <see langword="null"/> for none.</param>
+    /// <param name="moves">
+    /// Layers that moved between ranks after this step (<see cref="StepStatistics.Moves"/>): a red marker at the end of
+    /// the step from the old rank's lane to the new one's, and a line for each below the legend.
+    /// </param>
     /// <returns>The SVG text, about 1100 pixels wide, time 0 to the makespan spanning 1000 of them.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="rankCount"/> is below 1.</exception>
     /// <exception cref="ArgumentException">An action runs on a rank outside 0 to <paramref name="rankCount"/> - 1.</exception>
-    public static string Render(IReadOnlyList<ActionTiming> timeline, int rankCount, string? title = null)
+    public static string Render(IReadOnlyList<ActionTiming> timeline, int rankCount, string? title = null, IReadOnlyList<LayerMove>? moves = null)
     {
         TimelineFacts.Check(timeline, rankCount);
 
@@ -45,7 +49,8 @@ public static class TimelineSvg
         double top = string.IsNullOrEmpty(title) ? 16 : 46;
         double rowsBottom = top + rankCount * RowPitch;
         double legendTop = rowsBottom + 50;
-        double width = Left + PlotWidth + Right, height = legendTop + 30;
+        moves ??= [];
+        double width = Left + PlotWidth + Right, height = legendTop + 30 + 18 * moves.Count;
 
         var svg = new StringBuilder();
         svg.Append(CultureInfo.InvariantCulture,
@@ -118,6 +123,21 @@ public static class TimelineSvg
         if (chunks > 1)
             svg.Append(CultureInfo.InvariantCulture,
                 $"  <text x=\"{N(lx)}\" y=\"{N(legendTop + 11)}\" {Font} font-size=\"12\" fill=\"#555555\">darker shade = later chunk (chunk = stage ÷ {rankCount})</text>\n");
+
+        // Moves after the step: a marker at its end from the old rank's lane to the new one's, and a line each.
+        for (int k = 0; k < moves.Count; k++)
+        {
+            var m = moves[k];
+            double x = Left + PlotWidth + 8 + 6 * k;
+            double y1 = top + Math.Clamp(m.FromRank, 0, rankCount - 1) * RowPitch + LaneHeight / 2;
+            double y2 = top + Math.Clamp(m.ToRank, 0, rankCount - 1) * RowPitch + LaneHeight / 2;
+            svg.Append(CultureInfo.InvariantCulture,
+                $"  <line class=\"move\" x1=\"{N(x)}\" y1=\"{N(y1)}\" x2=\"{N(x)}\" y2=\"{N(y2)}\" stroke=\"#c62828\" stroke-width=\"2\"><title>{Escape(m.ToString())}</title></line>\n");
+            svg.Append(CultureInfo.InvariantCulture,
+                $"  <circle class=\"move\" cx=\"{N(x)}\" cy=\"{N(y2)}\" r=\"3\" fill=\"#c62828\"/>\n");
+            svg.Append(CultureInfo.InvariantCulture,
+                $"  <text x=\"{N(Left)}\" y=\"{N(legendTop + 40 + 18 * k)}\" {Font} font-size=\"12\" fill=\"#c62828\">{Escape("move " + m)}</text>\n");
+        }
 
         svg.Append("</svg>\n");
         return svg.ToString();

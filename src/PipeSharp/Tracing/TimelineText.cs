@@ -30,10 +30,15 @@ public static class TimelineText
     /// <param name="timeline">The actions with their start and end, in seconds from the start of the step.</param>
     /// <param name="rankCount">How many ranks the pipeline has; every rank gets a line, idle ones too.</param>
     /// <param name="width">How many columns the time axis has.</param>
+    /// <param name="moves">
+    /// Layers that moved between ranks after this step (<see cref="StepStatistics.Moves"/>): each is marked at the end of
+    /// the lines of its two ranks (<c>&gt;&gt; layers 4,5 to rank 1</c>, <c>&lt;&lt; layers 4,5 from rank 0</c>) and
+    /// written out on a line of its own after the makespan.
+    /// </param>
     /// <returns>The lines, each ending with a line feed.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="rankCount"/> or <paramref name="width"/> is below 1.</exception>
     /// <exception cref="ArgumentException">An action runs on a rank outside 0 to <paramref name="rankCount"/> - 1.</exception>
-    public static string Render(IReadOnlyList<ActionTiming> timeline, int rankCount, int width = 100)
+    public static string Render(IReadOnlyList<ActionTiming> timeline, int rankCount, int width = 100, IReadOnlyList<LayerMove>? moves = null)
     {
         TimelineFacts.Check(timeline, rankCount);
         if (width < 1)
@@ -51,9 +56,17 @@ public static class TimelineText
             text.Append(labels[rank].PadRight(labelWidth)).Append(" |");
             for (int c = 0; c < width; c++)
                 text.Append(makespan > 0 ? Cell(actions, c * column, (c + 1) * column, rankCount) : '.');
-            text.Append("|\n");
+            text.Append('|');
+            foreach (var m in moves ?? [])
+            {
+                string layers = $"layer{(m.Layers.Count > 1 ? "s" : "")} {string.Join(",", m.Layers)}";
+                if (m.FromRank == rank) text.Append(CultureInfo.InvariantCulture, $" >> {layers} to rank {m.ToRank}");
+                if (m.ToRank == rank) text.Append(CultureInfo.InvariantCulture, $" << {layers} from rank {m.FromRank}");
+            }
+            text.Append('\n');
         }
         text.Append(CultureInfo.InvariantCulture, $"makespan {Duration(makespan)}, 1 column = {Duration(column)}\n");
+        foreach (var m in moves ?? []) text.Append(CultureInfo.InvariantCulture, $"move {m}\n");
         return text.ToString();
     }
 

@@ -1,11 +1,10 @@
 using PipeSharp.Native;
 using System.Text;
-using PipeSharp.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace PipeSharp.Checkpoints;
+namespace PipeSharp.Runtime;
 
 /// <summary>
 /// One stage's optimizer state by parameter name (see <see cref="OptimizerStateFormat"/>): saved, checked against a

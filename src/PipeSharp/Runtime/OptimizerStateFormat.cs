@@ -1,7 +1,7 @@
 using System.Text;
 using TorchSharp.Modules;
 
-namespace PipeSharp.Checkpoints;
+namespace PipeSharp.Runtime;
 
 /// <summary>
 /// PipeSharp's binary format for optimizer state, as stored in checkpoints (a byte tensor <c>optimizer/NAME</c> per

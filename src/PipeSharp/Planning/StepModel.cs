@@ -59,7 +59,9 @@ internal static class StepModel
             after[r] += optimizer + stages[s].ParameterBytes * overheads.NormSecondsPerByte;
             busy[r] += optimizer;
         }
-        for (int r = 0; r < layout.Ranks; r++) busy[r] += sim.RankBusy[r];
+        // Busy time as the runtime measures it: the actions' durations, without the hand-over between them.
+        double gap = overheads.ActionSeconds - overheads.InActionSeconds;
+        for (int r = 0; r < layout.Ranks; r++) busy[r] += Math.Max(0, sim.RankBusy[r] - gap * schedule.RankActions[r].Count);
         // In one process the main thread sums each gradient over the replicas: a zeroed sum, D adds and D copies.
         double reduction = layout.Replicas > 1 ? totalParameters * (2.0 * layout.Replicas + 1) * overheads.AddSecondsPerByte : 0;
         double step = overheads.StepSeconds + sim.Makespan + after.Max() + reduction;

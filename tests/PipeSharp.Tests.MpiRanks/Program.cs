@@ -9,6 +9,7 @@
 //   mpirun.mpich -np M dotnet PipeSharp.Tests.MpiRanks.dll checkpoint-resume DIR   M ranks resume it, reading their layers only
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll recompute   recomputation (with dropout) trains as without it
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll budget      a rank's measured memory peak agrees with its prediction
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll links       the profiler's link cost between the processes
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Tests.MpiRanks;
@@ -16,9 +17,9 @@ using PipeSharp.Tests.MpiRanks;
 TorchNative.EnsureLoaded();
 using var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(20));
 bool layouts = args is ["checkpoint-write" or "checkpoint-resume", _];
-if ((cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "construction" or "recompute" or "budget")) && !layouts)
+if ((cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "construction" or "recompute" or "budget" or "links")) && !layouts)
 {
-    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation|construction|recompute|budget, or -np N checkpoint-write|checkpoint-resume DIR " +
+    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation|construction|recompute|budget|links, or -np N checkpoint-write|checkpoint-resume DIR " +
                             $"(this job has {cluster.Size} processes)");
     return 2;
 }
@@ -33,6 +34,7 @@ try
     else if (args[0] == "checkpoint-resume") CheckpointLayoutCheck.Resume(cluster, args[1]);
     else if (args[0] == "recompute") RecomputationCheck.Run(cluster);
     else if (args[0] == "budget") BudgetCheck.Run(cluster);
+    else if (args[0] == "links") LinkCheck.Run(cluster);
     else EvaluationCheck.Run(cluster);
     return 0;
 }

@@ -16,8 +16,11 @@ public static class LinkProfiler
     /// <summary>Bytes of the small message (its time is taken as the latency).</summary>
     public const int SmallBytes = 256;
 
-    /// <summary>Bytes of the large message (the slope from the small one is the time per byte).</summary>
+    /// <summary>Bytes of the large message in one process (the slope from the small one is the time per byte).</summary>
     public const int LargeBytes = 4 << 20;
+
+    /// <summary>Bytes of the large message across processes: large enough that copying it outweighs the transport's polling.</summary>
+    public const int LargeBytesAcrossProcesses = 32 << 20;
 
     /// <summary>Between two ranks that are threads of this process (the in-process transport: a keyed mailbox).</summary>
     /// <param name="repeats">Round trips per message size.</param>
@@ -33,7 +36,7 @@ public static class LinkProfiler
             times[size] = PingPong(transport, 0, 1, repeats + 1, size, message, CancellationToken.None);
             echo.Join();
         }
-        return Fit(times[0], times[1]);
+        return Fit(times[0], times[1], LargeBytes);
     }
 
     /// <summary>
@@ -60,7 +63,7 @@ public static class LinkProfiler
                 {
                     if (me == i)
                     {
-                        using var message = zeros((size == 0 ? SmallBytes : LargeBytes) / 4, dtype: float32);
+                        using var message = zeros((size == 0 ? SmallBytes : LargeBytesAcrossProcesses) / 4, dtype: float32);
                         seconds[(i * n + j) * 2 + size] = PingPong(transport, i, j, rounds, size, message, token);
                     }
                     else if (me == j)
@@ -76,7 +79,7 @@ public static class LinkProfiler
         {
             result[i, i] = LinkCost.Free;
             for (int j = i + 1; j < n; j++)
-                result[i, j] = result[j, i] = Fit(all[(i * n + j) * 2], all[(i * n + j) * 2 + 1]);
+                result[i, j] = result[j, i] = Fit(all[(i * n + j) * 2], all[(i * n + j) * 2 + 1], LargeBytesAcrossProcesses);
         }
         return result;
     }
@@ -107,9 +110,9 @@ public static class LinkProfiler
         }
     }
 
-    private static LinkCost Fit(double small, double large)
+    private static LinkCost Fit(double small, double large, int largeBytes)
     {
-        double perByte = Math.Max(0, (large - small) / (LargeBytes - SmallBytes));
+        double perByte = Math.Max(0, (large - small) / (largeBytes - SmallBytes));
         return new LinkCost(Math.Max(0, small - perByte * SmallBytes), perByte);
     }
 }

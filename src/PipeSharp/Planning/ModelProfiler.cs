@@ -17,7 +17,8 @@ namespace PipeSharp.Planning;
 /// Every layer runs as a stage of its own on one rank (one worker thread with <c>threads</c> intra-op threads): a
 /// warm-up step of two micro-batches, then <c>repeats</c> measured steps, each timing micro-batch 0 with a full
 /// backward and micro-batch 1 with a split one (I then W); each figure is the median over the measured steps. The
-/// learning rate is 0 during the profile, so the model's parameters do not change; the global random state is kept.
+/// optimizer steps as in training (its time is part of the profile); a model given as layers gets its values back
+/// afterwards, a spec is built for the profile alone. The global random state is kept.
 /// </remarks>
 public static class ModelProfiler
 {
@@ -50,8 +51,25 @@ public static class ModelProfiler
     {
         ArgumentNullException.ThrowIfNull(layers);
         string key = KeyOf(layers, sampleInput, threads, device);
-        return Measure(key, cache, () => ProfileRun.Measure(o => new Pipeline(layers, o, loss, optimizer), layers.Count,
-            sampleInput, sampleTarget, device, threads, repeats, key));
+        return Measure(key, cache, () =>
+        {
+            // The pipeline trains these layers in place: their values (and buffers) are put back afterwards.
+            var saved = layers.Select(l => l.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.detach().clone())).ToList();
+            try
+            {
+                return ProfileRun.Measure(o => new Pipeline(layers, o, loss, optimizer), layers.Count, sampleInput, sampleTarget, device, threads, repeats, key);
+            }
+            finally
+            {
+                using var noGrad = no_grad();
+                for (int i = 0; i < layers.Count; i++)
+                {
+                    foreach (var (name, value) in layers[i].state_dict()) value.copy_(saved[i][name]);
+                    foreach (var t in saved[i].Values) t.Dispose();
+                    layers[i].zero_grad();
+                }
+            }
+        });
     }
 
     /// <summary>The cache key of a spec's profile (each layer is built once, alone, to read its parameters' shapes).</summary>

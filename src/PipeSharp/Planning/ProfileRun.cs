@@ -10,8 +10,9 @@ namespace PipeSharp.Planning;
 /// with the threads asked for, and a step of two micro-batches runs micro-batch 0 with a full backward (B) and
 /// micro-batch 1 with a split one (I, then W), so every action is timed as a pipeline runs it (the last stage's
 /// forward with the loss). The per-layer figure is the median over the measured steps (after one warm-up step). Each
-/// stage's optimizer time is its busy time less its actions; activation bytes come from the pipeline's own memory
-/// measurement (<see cref="Pipeline.MeasureMemory"/>).
+/// stage's optimizer time is its busy time less its actions (the optimizer steps with its own learning rate: the
+/// caller keeps the model's values if it must); activation bytes come from the pipeline's own memory measurement
+/// (<see cref="Pipeline.MeasureMemory"/>).
 /// </summary>
 internal static class ProfileRun
 {
@@ -45,7 +46,6 @@ internal static class ProfileRun
         {
             using (pipe)
             {
-                pipe.SetLearningRate(0); // the profile leaves the model as it was
                 using var batch = cat([input, input]);
                 using var targets = cat([target, target]);
                 var times = Enumerable.Range(0, 4).Select(_ => Enumerable.Range(0, layerCount).Select(_ => new List<double>()).ToArray()).ToArray();

@@ -83,6 +83,21 @@ public class ProfilerTests
     }
 
     [Fact]
+    public void Profiling_a_model_s_layers_leaves_their_values_as_they_were()
+    {
+        TorchSharp.torch.manual_seed(5);
+        using var model = PipeSharp.Models.Mlp.Create(PlanningModels.Features, 64, PlanningModels.Classes, 3);
+        var layers = PipeSharp.Partitioning.ModelSplitter.Layers(model);
+        var before = model.parameters().Select(p => p.detach().clone()).ToList();
+        var (input, target) = PlanningModels.Sample(8);
+        using var _ = input;
+        using var __ = target;
+        var profile = ModelProfiler.Profile(layers, input, target, PlanningModels.Loss, ps => TorchSharp.torch.optim.SGD(ps, 0.5));
+        Assert.Equal(3, profile.Layers.Count);
+        Assert.All(model.parameters().Zip(before), p => Assert.True(p.First.detach().allclose(p.Second, rtol: 0, atol: 0), "a parameter changed"));
+    }
+
+    [Fact]
     public void The_in_process_link_costs_a_small_positive_latency()
     {
         var link = LinkProfiler.InProcess();

@@ -40,6 +40,9 @@ public sealed record PlanCandidate(
     double Bubble,
     IReadOnlyList<double> PredictedRankBusySeconds)
 {
+    /// <summary>Predicted seconds from the first action's start to the last action's end (the simulated makespan).</summary>
+    public double PredictedActionSeconds { get; init; }
+
     /// <summary>The largest rank's predicted peak.</summary>
     public long LargestRankBytes => PeakMemoryPerRank.Max();
 

@@ -19,14 +19,22 @@ namespace PipeSharp.Planning;
 /// <param name="InActionSeconds">Seconds of a trivial action's measured duration.</param>
 /// <param name="NormSecondsPerByte">Seconds per gradient byte of the global gradient norm every step computes (per rank, in parallel).</param>
 /// <param name="AddSecondsPerByte">Seconds per byte of adding one gradient into another (the in-process sum over replicas).</param>
+/// <param name="StepSecondsPerWorker">Fixed seconds per step for each worker beyond the first (waking and joining it, three times a step).</param>
+/// <param name="HandOverSeconds">
+/// Seconds from a rank's send until a waiting rank has the message, in one process: the waiting worker's wake-up, as
+/// the runtime's message timings show it (a ping-pong of two busy threads sees less).
+/// </param>
 internal sealed record RuntimeOverheads(string Key, double StepSeconds, double ActionSeconds, double InActionSeconds,
-    double NormSecondsPerByte, double AddSecondsPerByte)
+    double NormSecondsPerByte, double AddSecondsPerByte, double StepSecondsPerWorker = 0, double HandOverSeconds = 0)
 {
     /// <summary>None (for tests of the arithmetic).</summary>
     public static RuntimeOverheads None { get; } = new("none", 0, 0, 0, 0, 0);
 
+    /// <summary>The fixed seconds of a step with <paramref name="workers"/> worker threads (ranks x replicas).</summary>
+    public double StepSecondsFor(int workers) => StepSeconds + Math.Max(0, workers - 1) * StepSecondsPerWorker;
+
     public static string KeyOf(string device, int threads) =>
-        "runtime-" + ProfileKey.Hash($"runtime overheads 1\ndevice {device}\nthreads {threads}\ncpu {ProfileKey.CpuModel()} x{Environment.ProcessorCount}\n");
+        "runtime-" + ProfileKey.Hash($"runtime overheads 2\ndevice {device}\nthreads {threads}\ncpu {ProfileKey.CpuModel()} x{Environment.ProcessorCount}\n");
 
     /// <summary>Measures them (a few hundred milliseconds), or reads them from <paramref name="cache"/>.</summary>
     public static RuntimeOverheads Measure(string device, int threads, ProfileCache? cache)
@@ -47,6 +55,7 @@ internal sealed record RuntimeOverheads(string Key, double StepSeconds, double A
             var model = Enumerable.Range(0, layers).Select(_ => (nn.Module<Tensor, Tensor>)nn.Linear(width, width)).ToList();
             var points = new List<(double Actions, double Seconds)>();
             var inAction = new List<double>();
+            var beyondActions = new List<double>();
             foreach (int microBatches in new[] { 2, 8 })
             {
                 string file = Path.Combine(Path.GetTempPath(), $"pipesharp-overheads-{Environment.ProcessId}-{Guid.NewGuid():N}.schedule");
@@ -78,20 +87,59 @@ internal sealed record RuntimeOverheads(string Key, double StepSeconds, double A
                         double optimizer = Math.Max(0, stats.StageBusySeconds.Sum() - actions);
                         seconds.Add(stats.WallSeconds - optimizer);
                         inAction.AddRange(stats.Timeline.Select(t => t.End - t.Start));
+                        if (microBatches == 8) beyondActions.Add(BeyondActions(stats, [0, 0, 0, 0]));
                     }
                     points.Add((layers * microBatches * 2, ProfileRun.Median(seconds)));
                 }
             }
+            var (perWorker, handOver) = TwoRanks(model, device, threads, ProfileRun.Median(beyondActions));
             foreach (var l in model) l.Dispose();
             double perAction = Math.Max(0, (points[1].Seconds - points[0].Seconds) / (points[1].Actions - points[0].Actions));
             double fixedPart = Math.Max(0, points[0].Seconds - perAction * points[0].Actions);
             var (norm, add) = GradientPasses(threads);
-            return new RuntimeOverheads(key, fixedPart, perAction, Math.Min(perAction, ProfileRun.Median(inAction)), norm, add);
+            return new RuntimeOverheads(key, fixedPart, perAction, Math.Min(perAction, ProfileRun.Median(inAction)), norm, add, perWorker, handOver);
         }
         finally
         {
             set_rng_state(rng);
         }
+    }
+
+    // The same layers on two ranks (gpipe, 8 micro-batches): what a second worker adds to the step beyond the actions,
+    // and how long a message takes to reach a rank that waits for it.
+    private static (double PerWorker, double HandOver) TwoRanks(List<nn.Module<Tensor, Tensor>> model, string device, int threads, double oneRank)
+    {
+        using var pipe = new Pipeline(model, new PipelineOptions { Balance = [2, 2], Schedule = "gpipe", MicroBatches = 8, ThreadsPerRank = threads, Devices = [device] },
+            (o, t) => nn.functional.mse_loss(o, t), ps => optim.SGD(ps, 0.0));
+        using var x = randn(8, 8);
+        using var y = randn(8, 8);
+        var beyond = new List<double>();
+        var handOvers = new List<double>();
+        for (int step = 0; step < 12; step++)
+        {
+            pipe.TrainStep(x, y);
+            if (step < 2) continue;
+            var stats = pipe.LastStep!;
+            beyond.Add(BeyondActions(stats, [0, 1]));
+            foreach (var m in stats.Messages)
+            {
+                // Only where the receiver was waiting: no action of its was running when the message was sent.
+                bool waiting = !stats.Timeline.Any(t => t.Rank == m.ToRank && t.Start <= m.SendTime && t.End > m.SendTime);
+                if (waiting && m.ReceiveTime >= m.SendTime) handOvers.Add(m.ReceiveTime - m.SendTime);
+            }
+        }
+        return (Math.Max(0, ProfileRun.Median(beyond) - oneRank), ProfileRun.Median(handOvers));
+    }
+
+    // A step's time beyond its actions' span and its slowest rank's optimizer step.
+    private static double BeyondActions(Tracing.StepStatistics stats, int[] stageToRank)
+    {
+        var actions = new double[stageToRank.Length];
+        foreach (var t in stats.Timeline) actions[t.Action.Stage] += t.End - t.Start;
+        var optimizer = new double[stageToRank.Max() + 1];
+        for (int s = 0; s < stageToRank.Length; s++) optimizer[stageToRank[s]] += Math.Max(0, stats.StageBusySeconds[s] - actions[s]);
+        double span = stats.Timeline.Max(t => t.End) - stats.Timeline.Min(t => t.Start);
+        return stats.WallSeconds - span - optimizer.Max();
     }
 
     // Seconds per byte of a float32 norm and of an in-place add over a 16 MB gradient, on a thread with `threads`

@@ -16,7 +16,8 @@ internal sealed record PlanLayout(int Ranks, int Replicas, int MicroBatches, str
 /// Predicts a layout's step from the profile of its micro-batch: each stage's F, B, I and W are its layers' sums
 /// (each profiled layer's figure holds one trivial action's time, taken off, and the stage's action gets the runtime's
 /// per-action time once), the schedule is generated and run in the simulator (messages between ranks cost the link's
-/// time for the largest boundary tensor), and the step is the runtime's fixed time plus the simulated makespan plus
+/// time for the largest boundary tensor, at least the runtime's hand-over), and the step is the runtime's fixed time
+/// (for its number of workers) plus the simulated makespan plus
 /// the slowest rank's optimizer step and gradient norm, plus, with replicas, the sum of their gradients. Memory: the
 /// memory model on the stages' bytes.
 /// </summary>
@@ -41,7 +42,9 @@ internal static class StepModel
         {
             return null; // the schedule cannot run this layout (e.g. too few micro-batches for interleaved)
         }
-        double hop = layout.Ranks > 1 ? link.Seconds(stages.Max(s => s.OutputBytes)) : 0;
+        // A message between ranks: the link's time, and at least the runtime's hand-over to a waiting rank.
+        long boundary = stages.Max(s => s.OutputBytes);
+        double hop = layout.Ranks > 1 ? Math.Max(link.LatencySeconds, overheads.HandOverSeconds) + link.SecondsPerByte * boundary : 0;
         var sim = ScheduleSimulator.Simulate(schedule, a => a.Kind switch
         {
             ActionKind.Forward => stages[a.Stage].F,
@@ -64,12 +67,15 @@ internal static class StepModel
         for (int r = 0; r < layout.Ranks; r++) busy[r] += Math.Max(0, sim.RankBusy[r] - gap * schedule.RankActions[r].Count);
         // In one process the main thread sums each gradient over the replicas: a zeroed sum, D adds and D copies.
         double reduction = layout.Replicas > 1 ? totalParameters * (2.0 * layout.Replicas + 1) * overheads.AddSecondsPerByte : 0;
-        double step = overheads.StepSeconds + sim.Makespan + after.Max() + reduction;
+        double step = overheads.StepSecondsFor(layout.Ranks * layout.Replicas) + sim.Makespan + after.Max() + reduction;
         var memory = MemoryModel.Predict(schedule, MemoryInputs(profile, balance, stages, layout, schedule));
         double samples = request.BatchSize / step;
         return new PlanCandidate(layout.Ranks, layout.Replicas, layout.MicroBatches, layout.Schedule, layout.StagesPerRank,
             layout.FullRecomputation ? Recomputation.Full : Recomputation.None, layout.Threads, balance, mean with { Communication = hop },
-            step, samples, samples * request.TokensPerSample, memory.Ranks.Select(r => r.TotalBytes).ToList(), sim.BubbleFraction, busy);
+            step, samples, samples * request.TokensPerSample, memory.Ranks.Select(r => r.TotalBytes).ToList(), sim.BubbleFraction, busy)
+        {
+            PredictedActionSeconds = sim.Makespan,
+        };
     }
 
     internal sealed record StageCost(double F, double B, double I, double W, long ParameterBytes, long InputBytes, long OutputBytes, long ActivationBytes, int Layers);

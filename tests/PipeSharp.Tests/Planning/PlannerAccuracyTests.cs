@@ -10,12 +10,13 @@ namespace PipeSharp.Tests.Planning;
 /// The assertion is on the busiest rank's busy time (its actions and optimizer step, as
 /// <c>StepStatistics.StageBusySeconds</c> measures them), within 10%: the wall time is printed too, but
 /// on a machine shared with other work it also holds the waits for a processor at every hand-over between ranks,
-/// which no profile taken at another moment can predict. Runs alone (other tests' threads would slow the steps).
+/// which no profile taken at another moment can predict. Runs alone (other tests' threads would slow the steps), and
+/// only on a machine that is not busier than its processors (<see cref="IdleMachineFactAttribute"/>).
 /// </summary>
 [Collection(ProcessWideCollection.Name)]
 public class PlannerAccuracyTests(ITestOutputHelper output)
 {
-    [Fact]
+    [IdleMachineFact]
     public void The_best_three_candidates_run_within_ten_percent_of_their_predicted_busy_time()
     {
         using var folder = new TempFolder();

@@ -13,7 +13,7 @@ CultureInfo.CurrentCulture = CultureInfo.CurrentUICulture = CultureInfo.Invarian
 var root = new Command("pipesharp",
     "PipeSharp: pipeline-parallel training on TorchSharp. Train a built-in model cut into stages on several ranks (among them a GPT " +
     "language model), continue text with a trained GPT (generate) or export it for PyTorch (export), predict how a " +
-    "schedule runs (simulate), or check that pipelined training matches single-device training (verify).")
+    "schedule runs (simulate), choose the fastest layout that fits (plan), or check that pipelined training matches single-device training (verify).")
 {
     new HelpOption(),
     new VersionOption(),
@@ -21,6 +21,7 @@ var root = new Command("pipesharp",
     GenerateCommand.Create(),
     ExportCommand.Create(),
     SimulateCommand.Create(),
+    PlanCommand.Create(),
     VerifyCommand.Create(),
 };
 // `pipesharp` alone prints the help (and fails, as no command ran).

@@ -11,6 +11,7 @@
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll budget      a rank's measured memory peak agrees with its prediction
 //   mpirun.mpich -np N dotnet PipeSharp.Tests.MpiRanks.dll rebalance   layers moved between processes train as unmoved (N = 2, 3, 4)
 //   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll straggler   rank 0 at half speed (a busy loop on its core): rebalancing moves layers off it
+//   mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll links       the profiler's link cost between the processes
 using PipeSharp.Mpi;
 using PipeSharp.Native;
 using PipeSharp.Tests.MpiRanks;
@@ -18,9 +19,9 @@ using PipeSharp.Tests.MpiRanks;
 TorchNative.EnsureLoaded();
 using var cluster = MpiCluster.Initialize(TimeSpan.FromSeconds(20));
 bool layouts = args is ["checkpoint-write" or "checkpoint-resume", _] || args is ["rebalance"];
-if ((cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "construction" or "recompute" or "budget" or "straggler")) && !layouts)
+if ((cluster.Size != 2 || args.Length != 1 || args[0] is not ("transport" or "memory" or "keys" or "skips" or "evaluation" or "construction" or "recompute" or "budget" or "straggler" or "links")) && !layouts)
 {
-    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation|construction|recompute|budget|straggler, or -np N rebalance|checkpoint-write DIR|checkpoint-resume DIR " +
+    Console.Error.WriteLine($"rank {cluster.Rank}: usage: mpirun.mpich -np 2 dotnet PipeSharp.Tests.MpiRanks.dll transport|memory|keys|skips|evaluation|construction|recompute|budget|straggler|links, or -np N rebalance|checkpoint-write DIR|checkpoint-resume DIR " +
                             $"(this job has {cluster.Size} processes)");
     return 2;
 }
@@ -37,6 +38,7 @@ try
     else if (args[0] == "budget") BudgetCheck.Run(cluster);
     else if (args[0] == "rebalance") RebalanceCheck.Run(cluster);
     else if (args[0] == "straggler") StragglerCheck.Run(cluster);
+    else if (args[0] == "links") LinkCheck.Run(cluster);
     else EvaluationCheck.Run(cluster);
     return 0;
 }

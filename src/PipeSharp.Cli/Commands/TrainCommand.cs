@@ -41,6 +41,8 @@ internal static class TrainCommand
             Model, Optimizer,
         };
         foreach (var option in TrainOptions.All.Concat(ClusterOptions.All).Concat(GptOptions.All)) command.Options.Add(option);
+        command.Options.Add(PlanOptions.Plan);
+        foreach (var option in PlanOptions.Shared) command.Options.Add(option);
         command.SetAction(Run);
         return command;
     }
@@ -52,10 +54,16 @@ internal static class TrainCommand
             throw new ArgumentException("--optimizer is for mlp and cnn: gpt trains with AdamW (see --weight-decay, --clip).");
         if (!gpt && GptOptions.All.FirstOrDefault(args.IsGiven) is { } gptOnly)
             throw new ArgumentException($"{gptOnly.Name} is for --model gpt.");
+        if (!PlanOptions.Auto(args) && PlanOptions.Shared.FirstOrDefault(args.IsGiven) is { } planOnly)
+            throw new ArgumentException($"{planOnly.Name} is for --plan auto.");
         // Before MPI and the model: a signal during start-up is a stop too, honoured after the first step.
         using var signals = new StopSignals();
         return MpiRun.Execute(args, run =>
         {
+            if (run is not null && PlanOptions.Auto(args))
+                throw new ArgumentException(
+                    "--plan auto runs in one process: every MPI process would measure its own plan. Run `pipesharp plan` first and " +
+                    "give its choice (--ranks, --replicas, --microbatches, --schedule, --recompute, --balance) to train under mpirun.");
             CheckOutputFiles(args, gpt);
             return gpt ? TrainGptCommand.Run(args, run?.Cluster, signals) : RunClassifier(args, run?.Cluster, signals);
         });
@@ -80,17 +88,30 @@ internal static class TrainCommand
         int steps = args.Given(TrainOptions.Steps) ?? 50, batchSize = args.Given(TrainOptions.BatchSize) ?? 64;
         var choice = TrainOptions.ReadSchedule(args, batchSize);
 
+        var request = PlanOptions.Auto(args) ? PlanOptions.Request(args, batchSize) : null; // its errors before any work
         TorchNative.EnsureLoaded();
         var spec = BuiltInModels.ForTraining(args.GetValue(Model)!);
-        var (stages, balance) = Split(args, spec, choice);
-        var options = TrainOptions.Pipeline(args, choice, stages, balance, cluster) with { Stop = signals.Request };
         string optimizerName = args.GetValue(Optimizer)!;
         double lr = args.Given(TrainOptions.LearningRate) ?? (optimizerName == "sgd" ? 0.05 : 1e-3);
         Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer = optimizerName == "sgd"
             ? ps => optim.SGD(ps, lr, momentum: 0.9)
             : ps => optim.Adam(ps, lr);
-
         long seed = args.GetValue(TrainOptions.Seed);
+        PipelineOptions options;
+        if (request is not null)
+        {
+            var notes = args.GetValue(TrainOptions.Json) ? Console.Error : Console.Out;
+            var plan = PlanCommand.PlanClassifier(spec, seed, optimizer, request, PlanOptions.Cache(args), notes)[0];
+            notes.WriteLine(PlanTable.Chosen(plan, tokens: false));
+            options = plan.ToPipelineOptions(TrainOptions.Pipeline(args, choice, null, null, cluster)) with { Stop = signals.Request };
+            choice = choice with { Schedule = plan.Schedule, MicroBatches = plan.MicroBatches };
+        }
+        else
+        {
+            var (stages, balance) = Split(args, spec, choice);
+            options = TrainOptions.Pipeline(args, choice, stages, balance, cluster) with { Stop = signals.Request };
+        }
+
         torch.manual_seed(seed);
         Func<Tensor, Tensor, Tensor> crossEntropy = (output, target) => nn.functional.cross_entropy(output, target);
         // Built from the spec: each process (under MPI) builds only its own stages' layers, layer i seeded by (seed, i).

@@ -32,6 +32,7 @@ internal static class TrainGptCommand
         bool sorting = taskSpec.Kind == "sorting";
         int steps = args.Given(TrainOptions.Steps) ?? (sorting ? 1000 : 500), batchSize = args.Given(TrainOptions.BatchSize) ?? (sorting ? 16 : 32);
         var choice = TrainOptions.ReadSchedule(args, batchSize);
+        var planRequest = PlanOptions.Auto(args) ? PlanOptions.Request(args, batchSize) : null; // its errors before any work
         string? directory = CheckpointFolder(args);
         var training = TrainingOptions(args, steps, batchSize, sorting);
 
@@ -51,6 +52,7 @@ internal static class TrainGptCommand
         var balance = args.GetResult(TrainOptions.Balance) is null ? null : args.GetValue(TrainOptions.Balance);
         int? ranks = args.Given(TrainOptions.Ranks) ?? (balance is null ? choice.File?.RankCount ?? 2 : null);
         var pipeline = TrainOptions.Pipeline(args, choice, ranks, balance, cluster) with { Stop = signals.Request };
+        if (planRequest is not null) pipeline = PlanCommand.ChooseForGpt(config, task, training, planRequest, PlanOptions.Cache(args), notes, pipeline);
         using var trainer = new LanguageModelTrainer(config, task, pipeline, training);
         FailureInjection.Arm(args.GetValue(ClusterOptions.InjectFailure), trainer.Pipeline, () => trainer.Step + 1);
         if (loaded is not null)

@@ -10,4 +10,11 @@ namespace PipeSharp.Planning;
 /// <param name="Threads">Intra-op threads during the measurement.</param>
 /// <param name="MicroBatchSamples">Samples per micro-batch.</param>
 /// <param name="Layers">One cost per layer, in model order.</param>
-public sealed record ModelProfile(string Key, string Device, int Threads, int MicroBatchSamples, IReadOnlyList<LayerCost> Layers);
+public sealed record ModelProfile(string Key, string Device, int Threads, int MicroBatchSamples, IReadOnlyList<LayerCost> Layers)
+{
+    /// <summary>Bytes of the model's input per micro-batch (what the first stage reads; 0 when not measured).</summary>
+    public long InputBytes { get; init; }
+
+    /// <summary>Seconds of the optimizer step over all the model's parameters (0 when not measured).</summary>
+    public double OptimizerSeconds { get; init; }
+}

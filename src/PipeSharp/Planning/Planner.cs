@@ -1,0 +1,119 @@
+using PipeSharp.Construction;
+using PipeSharp.Memory;
+using PipeSharp.Partitioning;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Planning;
+
+/// <summary>
+/// Chooses how to train a model on the devices given: searches ranks x replicas x micro-batches x schedule (gpipe,
+/// 1f1b, interleaved, zb-h1, zb-v) x recomputation (none, full) x intra-op threads per rank, predicts each layout's
+/// step time from measured profiles with the calibrated simulator and its memory with the memory model, drops those
+/// over the memory budget and ranks the rest by predicted throughput. See docs/planning.md.
+/// </summary>
+public static class Planner
+{
+    /// <summary>
+    /// Plans the training of <paramref name="model"/>: profiles it (through <paramref name="cache"/>) once per intra-op
+    /// thread count and micro-batch size the search needs, measures the runtime's own overheads and the in-process
+    /// link, and returns every layout that fits, best first.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="sample">Makes a sample micro-batch of the given number of samples (input and target).</param>
+    /// <param name="loss">The loss of a micro-batch, as the pipeline takes it.</param>
+    /// <param name="optimizer">Makes a stage's optimizer, as the pipeline takes it.</param>
+    /// <param name="request">The batch, the devices and budgets, and any settings to keep fixed.</param>
+    /// <param name="cache">Where profiles are kept (null: measured every time).</param>
+    /// <param name="log">Where to say what is being measured (null: nowhere).</param>
+    /// <exception cref="ArgumentException">A bad request (the message names the setting and what would do), or no layout fits the budget.</exception>
+    /// <exception cref="InvalidDataException">A cached profile cannot be read (checked before anything is measured).</exception>
+    public static IReadOnlyList<PlanCandidate> Plan(ModelSpec model, Func<int, (Tensor Input, Tensor Target)> sample, Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer, PlanRequest request, ProfileCache? cache = null, TextWriter? log = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(sample);
+        ArgumentNullException.ThrowIfNull(request);
+        var layouts = PlanSpace.Layouts(request, model.Layers.Count);
+        const string device = "cpu";
+        var needs = layouts.Select(l => (l.Threads, Samples: request.BatchSize / l.Replicas / l.MicroBatches)).Distinct().OrderBy(n => n.Threads).ThenBy(n => n.Samples).ToList();
+
+        // Every key first, so that a corrupt cache file is reported before anything is measured.
+        var keys = new Dictionary<(int Threads, int Samples), string>();
+        var built = new List<nn.Module>();
+        try
+        {
+            for (int i = 0; i < model.Layers.Count; i++) built.Add(model.BuildLayer(i));
+            foreach (var need in needs)
+            {
+                var (input, target) = sample(need.Samples);
+                using (input)
+                using (target)
+                    keys[need] = ProfileKey.Hash(ProfileKey.Describe(built, input, device, need.Threads));
+            }
+        }
+        finally
+        {
+            foreach (var l in built) l.Dispose();
+        }
+        cache?.CheckReadable(keys.Values);
+        foreach (int t in needs.Select(n => n.Threads).Distinct())
+            cache?.TryRead<RuntimeOverheads>(RuntimeOverheads.KeyOf(device, t), o => o.Key);
+
+        var profiles = new Dictionary<(int, int), ModelProfile>();
+        foreach (var need in needs)
+        {
+            if (cache?.TryRead(keys[need]) is { } cached)
+            {
+                profiles[need] = cached;
+                continue;
+            }
+            log?.WriteLine($"profiling {model.Layers.Count} layers: micro-batch of {need.Samples} sample(s), {need.Threads} thread(s)");
+            var (input, target) = sample(need.Samples);
+            using (input)
+            using (target)
+                profiles[need] = ModelProfiler.Profile(model, input, target, loss, optimizer, need.Threads, device, request.ProfileRepeats, cache);
+        }
+        var overheads = needs.Select(n => n.Threads).Distinct().ToDictionary(t => t, t => RuntimeOverheads.Measure(device, t, cache));
+        var link = LinkProfiler.InProcess();
+        return Search(request, layouts, l => profiles[(l.Threads, request.BatchSize / l.Replicas / l.MicroBatches)], link, l => overheads[l.Threads]);
+    }
+
+    /// <summary>Predicts every layout and keeps those within the budget, best (highest throughput) first.</summary>
+    internal static IReadOnlyList<PlanCandidate> Search(PlanRequest request, IReadOnlyList<PlanLayout> layouts, Func<PlanLayout, ModelProfile> profile,
+        LinkCost link, Func<PlanLayout, RuntimeOverheads> overheads)
+    {
+        var all = layouts.Select(l => StepModel.Predict(l, profile(l), request, link, overheads(l), SplitFor)).OfType<PlanCandidate>().ToList();
+        if (all.Count == 0)
+            throw new ArgumentException(
+                "no layout of the search can run this model (every schedule refused the ranks and micro-batches tried): " +
+                "leave Ranks, MicroBatches and Schedule (--ranks, --microbatches, --schedule) unset, or give a larger batch.", "request");
+        var budgets = request.MemoryPerDevice;
+        var fits = budgets is null ? all : all.Where(c => Fits(c, budgets)).ToList();
+        if (fits.Count == 0)
+        {
+            var smallest = all.MinBy(c => c.LargestRankBytes)!;
+            throw new ArgumentException(
+                $"no layout fits MemoryPerDevice (--memory-per-device) {string.Join(",", budgets!.Select(MemorySize.Format))}: the smallest " +
+                $"any of the {all.Count} layouts tried needs is {MemorySize.Format(smallest.LargestRankBytes)} per rank ({smallest.LargestRankBytes:N0} bytes), " +
+                $"for {smallest}. Give at least that much, or more ranks or devices.", "memoryPerDevice");
+        }
+        return fits.OrderByDescending(c => c.SamplesPerSecond).ThenBy(c => c.LargestRankBytes).ToList();
+    }
+
+    /// <summary>
+    /// The split of the profiled layers into <paramref name="stages"/> stages the planner predicts with: for now the
+    /// contiguous split that minimises the slowest stage's F + B (with recomputation, F twice), by <see cref="Balance.ByCost"/>.
+    /// The one place a constrained partitioner plugs in.
+    /// </summary>
+    internal static IReadOnlyList<int> SplitFor(ModelProfile profile, int stages, bool fullRecomputation) =>
+        Balance.ByCost(profile.Layers.Select(l => l.Forward * (fullRecomputation ? 2 : 1) + l.Backward).ToList(), stages);
+
+    private static bool Fits(PlanCandidate c, IReadOnlyList<long> budgets)
+    {
+        if (budgets.Count != 1 && budgets.Count != c.Ranks) return false;
+        for (int r = 0; r < c.Ranks; r++)
+            if (c.PeakMemoryPerRank[r] > (budgets.Count == 1 ? budgets[0] : budgets[r])) return false;
+        return true;
+    }
+}

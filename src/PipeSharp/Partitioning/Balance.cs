@@ -38,14 +38,25 @@ public static class Balance
     public static IReadOnlyList<int> ByCost(IReadOnlyList<double> costs, int stages)
     {
         CheckStageCount(stages, costs.Count);
-        int n = costs.Count;
+        return MinimiseSlowest(costs, Enumerable.Repeat(1.0, stages).ToArray());
+    }
+
+    /// <summary>
+    /// The exact dynamic programme behind <see cref="ByCost"/>: consecutive groups of at least one layer, group s taking
+    /// <paramref name="stageScale"/>[s] times the sum of its layers' costs (e.g. the seconds per unit of cost of the rank
+    /// that holds it), minimising the largest group (ties: earlier stages get fewer layers).
+    /// </summary>
+    internal static IReadOnlyList<int> MinimiseSlowest(IReadOnlyList<double> costs, IReadOnlyList<double> stageScale)
+    {
+        int n = costs.Count, stages = stageScale.Count;
         var prefix = new double[n + 1];
         for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + Math.Max(0, costs[i]);
+        double Time(int stage, int from, int to) => stageScale[stage] * (prefix[to] - prefix[from]);
 
-        // best[k, j]: smallest possible maximum stage cost when the first j layers form k stages.
+        // best[k, j]: smallest possible maximum stage time when the first j layers form stages 0..k-1.
         var best = new double[stages + 1, n + 1];
         var cut = new int[stages + 1, n + 1];
-        for (int j = 0; j <= n; j++) best[1, j] = j >= 1 ? prefix[j] : double.PositiveInfinity;
+        for (int j = 0; j <= n; j++) best[1, j] = j >= 1 ? Time(0, 0, j) : double.PositiveInfinity;
         for (int k = 2; k <= stages; k++)
         {
             for (int j = 0; j <= n; j++)
@@ -53,7 +64,7 @@ public static class Balance
                 best[k, j] = double.PositiveInfinity;
                 for (int i = k - 1; i < j; i++)
                 {
-                    double candidate = Math.Max(best[k - 1, i], prefix[j] - prefix[i]);
+                    double candidate = Math.Max(best[k - 1, i], Time(k - 1, i, j));
                     if (candidate < best[k, j] - 1e-12 * Math.Max(1, candidate))
                     {
                         best[k, j] = candidate;

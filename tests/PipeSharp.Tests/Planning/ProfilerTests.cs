@@ -34,11 +34,8 @@ public class ProfilerTests
     public void A_second_profile_of_the_same_thing_is_read_from_the_cache_and_runs_no_layer()
     {
         using var folder = new TempFolder();
-        var count = new StrongBox<int>(0);
-        var model = PlanningModels.Counting(count);
-        var (input, target) = PlanningModels.Sample(8);
-        using var _ = input;
-        using var __ = target;
+        using var counted = new CountedModel();
+        var (count, model, input, target) = (counted.Count, counted.Model, counted.Input, counted.Target);
         var cache = new ProfileCache(folder.Path);
         var first = ModelProfiler.Profile(model, input, target, PlanningModels.Loss, PlanningModels.Adam, cache: cache);
         int afterFirst = count.Value;
@@ -60,11 +57,8 @@ public class ProfilerTests
     public void A_corrupt_cache_file_is_an_error_naming_the_file_and_the_fix_before_any_layer_runs()
     {
         using var folder = new TempFolder();
-        var count = new StrongBox<int>(0);
-        var model = PlanningModels.Counting(count);
-        var (input, target) = PlanningModels.Sample(8);
-        using var _ = input;
-        using var __ = target;
+        using var counted = new CountedModel();
+        var (count, model, input, target) = (counted.Count, counted.Model, counted.Input, counted.Target);
         var cache = new ProfileCache(folder.Path);
         string key = ModelProfiler.KeyOf(model, input, threads: 1);
         Directory.CreateDirectory(folder.Path);
@@ -104,5 +98,26 @@ public class ProfilerTests
         Assert.True(link.LatencySeconds > 0 && link.LatencySeconds < 0.05, link.ToString());
         Assert.True(link.SecondsPerByte >= 0);
         Assert.Equal(0, link.Seconds(0));
+    }
+
+    // A model that counts its layers' forwards, and a sample micro-batch of 8 for it.
+    private sealed class CountedModel : IDisposable
+    {
+        public StrongBox<int> Count { get; } = new(0);
+        public PipeSharp.Construction.ModelSpec Model { get; }
+        public TorchSharp.torch.Tensor Input { get; }
+        public TorchSharp.torch.Tensor Target { get; }
+
+        public CountedModel()
+        {
+            Model = PlanningModels.Counting(Count);
+            (Input, Target) = PlanningModels.Sample(8);
+        }
+
+        public void Dispose()
+        {
+            Input.Dispose();
+            Target.Dispose();
+        }
     }
 }

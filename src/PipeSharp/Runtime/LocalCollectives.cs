@@ -25,30 +25,71 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
     {
     }
 
+    public bool ReducesOnWorkers => replicas.Count > 1;
+
+    // Each stage's distinct parameters in each replica, in module order (the same order in every replica); made on first use.
+    private List<TorchSharp.Modules.Parameter>[,]? _parameters;
+
+    /// <summary>
+    /// Each parameter k with k mod D = this replica's index, of each stage of <paramref name="rank"/>: the gradients of
+    /// the D replicas added in replica order into the first one (0 + g0 + g1 + ..., the sum the main thread used to
+    /// make), copied to the others. The D workers of a rank split the work, each on its own thread and intra-op count.
+    /// </summary>
+    public void ReduceOnWorker(ReplicaRuntime replica, int rank, Action<StageRuntime, TorchSharp.Modules.Parameter>? reduced)
+    {
+        var parameters = Parameters();
+        using var noGrad = no_grad();
+        foreach (var stage in replica.StagesOf(rank))
+        {
+            int s = stage.Module.Index;
+            for (int k = replica.Index; k < parameters[0, s].Count; k += replicas.Count)
+                if (Sum(parameters, s, k)) reduced?.Invoke(stage, parameters[replica.Index, s][k]); // outside Sum's scope
+        }
+    }
+
+    // Parameter k of stage s summed over the replicas; false if no replica has a gradient for it.
+    private bool Sum(List<TorchSharp.Modules.Parameter>[,] parameters, int s, int k)
+    {
+        using var scope = NewDisposeScope();
+        Tensor? sum = null;
+        int into = -1;
+        for (int d = 0; d < replicas.Count; d++)
+        {
+            if (parameters[d, s][k].grad is not { } g) continue;
+            if (sum is null) (sum, into) = (g, d);
+            else sum.add_(g.to(sum.device));
+        }
+        if (sum is null) return false;
+        for (int d = 0; d < replicas.Count; d++)
+        {
+            if (d == into) continue;
+            var p = parameters[d, s][k];
+            if (p.grad is { } g) g.copy_(sum);
+            else p.grad = sum.to(p.device).clone().DetachFromDisposeScope();
+        }
+        return true;
+    }
+
+    private List<TorchSharp.Modules.Parameter>[,] Parameters()
+    {
+        if (_parameters is { } known) return known;
+        lock (replicas)
+        {
+            if (_parameters is null)
+            {
+                var table = new List<TorchSharp.Modules.Parameter>[replicas.Count, replicas[0].Stages.Length];
+                for (int d = 0; d < replicas.Count; d++)
+                    for (int s = 0; s < replicas[0].Stages.Length; s++)
+                        table[d, s] = ParameterIdentity.Distinct(replicas[d].Stages[s]!.Module.parameters()).ToList();
+                _parameters = table;
+            }
+            return _parameters;
+        }
+    }
+
+    // The replicas' sums are made by the workers (ReduceOnWorker); what is left is the shared copies, on this thread.
     public void ReduceGradients(CancellationToken cancellation)
     {
-        if (replicas.Count > 1)
-        {
-            using var noGrad = no_grad();
-            for (int s = 0; s < replicas[0].Stages.Length; s++)
-            {
-                var perReplica = replicas.Select(r => ParameterIdentity.Distinct(r.Stages[s]!.Module.parameters()).ToList()).ToList();
-                for (int k = 0; k < perReplica[0].Count; k++)
-                {
-                    using var scope = NewDisposeScope();
-                    var grads = perReplica.Select(ps => ps[k].grad).ToList();
-                    if (grads.All(g => g is null)) continue;
-                    var first = perReplica[0][k];
-                    Tensor sum = zeros_like(first);
-                    foreach (var g in grads) if (g is not null) sum.add_(g.to(first.device));
-                    foreach (var ps in perReplica)
-                    {
-                        if (ps[k].grad is { } g) g.copy_(sum);
-                        else ps[k].grad = sum.to(ps[k].device).clone().DetachFromDisposeScope();
-                    }
-                }
-            }
-        }
         foreach (var r in replicas) r.Shared.SynchroniseGradients();
     }
 

@@ -28,7 +28,7 @@ internal interface ICollectives : IDisposable
     /// <summary>
     /// On the worker of <paramref name="rank"/> of <paramref name="replica"/>, after every rank's actions (with
     /// <see cref="ReducesOnWorkers"/>): sums over the replicas this worker's share of the gradients of the rank's stages
-    /// (every D-th parameter of each stage, from the replica's index) and gives every replica the sum, calling
+    /// (the D workers of a rank split each stage's parameters by size) and gives every replica the sum, calling
     /// <paramref name="reduced"/> with each parameter once its sum is in place.
     /// </summary>
     void ReduceOnWorker(ReplicaRuntime replica, int rank, Action<StageRuntime, TorchSharp.Modules.Parameter>? reduced);

@@ -27,24 +27,42 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
 
     public bool ReducesOnWorkers => replicas.Count > 1;
 
-    // Each stage's distinct parameters in each replica, in module order (the same order in every replica); made on first use.
-    private List<TorchSharp.Modules.Parameter>[,]? _parameters;
+    // Each stage's distinct parameters in each replica, in module order (the same order in every replica), and which
+    // replica's worker sums each of them; made on first use.
+    private sealed record Shares(List<TorchSharp.Modules.Parameter>[,] Parameters, int[][] SummedBy);
+    private Shares? _shares;
 
     /// <summary>
-    /// Each parameter k with k mod D = this replica's index, of each stage of <paramref name="rank"/>: the gradients of
-    /// the D replicas added in replica order into the first one (0 + g0 + g1 + ..., the sum the main thread used to
-    /// make), copied to the others. The D workers of a rank split the work, each on its own thread and intra-op count.
+    /// This replica's share of the parameters of each stage of <paramref name="rank"/> (the D workers of a rank split
+    /// them by size, each on its own thread and intra-op count): the gradients of the D replicas added in replica
+    /// order into the first one (0 + g0 + g1 + ..., the sum the main thread used to make), copied to the others.
     /// </summary>
     public void ReduceOnWorker(ReplicaRuntime replica, int rank, Action<StageRuntime, TorchSharp.Modules.Parameter>? reduced)
     {
-        var parameters = Parameters();
+        var (parameters, summedBy) = Share();
         using var noGrad = no_grad();
         foreach (var stage in replica.StagesOf(rank))
         {
             int s = stage.Module.Index;
-            for (int k = replica.Index; k < parameters[0, s].Count; k += replicas.Count)
-                if (Sum(parameters, s, k)) reduced?.Invoke(stage, parameters[replica.Index, s][k]); // outside Sum's scope
+            for (int k = 0; k < parameters[0, s].Count; k++)
+                if (summedBy[s][k] == replica.Index && Sum(parameters, s, k))
+                    reduced?.Invoke(stage, parameters[replica.Index, s][k]); // outside Sum's scope
         }
+    }
+
+    // Each parameter to the worker with the fewest values so far, in module order (the largest first would balance
+    // better, but this is within one tensor of even for a model of many similar layers).
+    private static int[] Split(IReadOnlyList<TorchSharp.Modules.Parameter> parameters, int workers)
+    {
+        var load = new long[workers];
+        var owner = new int[parameters.Count];
+        for (int k = 0; k < parameters.Count; k++)
+        {
+            int least = Array.IndexOf(load, load.Min());
+            owner[k] = least;
+            load[least] += parameters[k].NumberOfElements;
+        }
+        return owner;
     }
 
     // Parameter k of stage s summed over the replicas; false if no replica has a gradient for it.
@@ -70,20 +88,21 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
         return true;
     }
 
-    private List<TorchSharp.Modules.Parameter>[,] Parameters()
+    private Shares Share()
     {
-        if (_parameters is { } known) return known;
+        if (Volatile.Read(ref _shares) is { } known) return known;
         lock (replicas)
         {
-            if (_parameters is null)
+            if (_shares is null)
             {
                 var table = new List<TorchSharp.Modules.Parameter>[replicas.Count, replicas[0].Stages.Length];
                 for (int d = 0; d < replicas.Count; d++)
                     for (int s = 0; s < replicas[0].Stages.Length; s++)
                         table[d, s] = ParameterIdentity.Distinct(replicas[d].Stages[s]!.Module.parameters()).ToList();
-                _parameters = table;
+                var summedBy = Enumerable.Range(0, replicas[0].Stages.Length).Select(s => Split(table[0, s], replicas.Count)).ToArray();
+                Volatile.Write(ref _shares, new Shares(table, summedBy));
             }
-            return _parameters;
+            return _shares!;
         }
     }
 

@@ -37,22 +37,15 @@ internal sealed class GradientReduction(StepRunner runner, ICollectives collecti
         {
             bool fused = _fuses ??= Fuses();
             var squares = new double[stageCount, replicas.Count];
+            // vector_norm converts its order to a Scalar implicitly: several workers need collections held off.
             if (collectives.ReducesOnWorkers)
-                runner.RunOnWorkers(step, (replica, rank) =>
-                {
-                    using var scope = torch.NewDisposeScope();
-                    var parts = fused ? new Dictionary<int, List<Tensor>>() : null;
-                    collectives.ReduceOnWorker(replica, rank, parts is null ? null : (stage, p) =>
-                    {
-                        if (p.grad is { } g && !replica.Shared.IsSecondaryCopy(p))
-                            (parts.TryGetValue(stage.Module.Index, out var list) ? list : parts[stage.Module.Index] = new()).Add(Square(g));
-                    });
-                    if (parts is not null)
-                        foreach (var (s, list) in parts) squares[s, replica.Index] = torch.stack(list).sum().item<double>(); // one read-back per stage
-                });
+                using (Native.CollectionPause.Enter(when: runner.WorkerCount > 1))
+                    runner.RunOnWorkers(step, (replica, rank) => ReduceAndMeasure(replica, rank, fused, squares));
             collectives.ReduceGradients(step.Cancellation);
             (loss, stop) = collectives.TotalLoss(step, stopCode, step.Cancellation);
-            if (!fused) runner.RunOnWorkers(step, (replica, rank) => StageSquares(replica, rank, squares));
+            if (!fused)
+                using (Native.CollectionPause.Enter(when: runner.WorkerCount > 1))
+                    runner.RunOnWorkers(step, (replica, rank) => StageSquares(replica, rank, squares));
             var perStage = new double[stageCount];
             for (int s = 0; s < stageCount; s++)
                 for (int d = 0; d < replicas.Count; d++) perStage[s] += squares[s, d];
@@ -61,6 +54,20 @@ internal sealed class GradientReduction(StepRunner runner, ICollectives collecti
             if (maxGradNorm is { } maxNorm && double.IsFinite(norm) && double.IsFinite(loss)) coefficient = Math.Min(1, maxNorm / (norm + 1e-6));
         });
         return new ReducedGradients(loss, norm, stop, !double.IsFinite(norm) || !double.IsFinite(loss), coefficient);
+    }
+
+    // A worker's share of the replicas' sums, and (fused) the squared norms of the parameters it summed, per stage.
+    private void ReduceAndMeasure(ReplicaRuntime replica, int rank, bool fused, double[,] squares)
+    {
+        using var scope = torch.NewDisposeScope();
+        var parts = fused ? new Dictionary<int, List<Tensor>>() : null;
+        collectives.ReduceOnWorker(replica, rank, parts is null ? null : (stage, p) =>
+        {
+            if (p.grad is { } g && !replica.Shared.IsSecondaryCopy(p))
+                (parts.TryGetValue(stage.Module.Index, out var list) ? list : parts[stage.Module.Index] = new()).Add(Square(g));
+        });
+        if (parts is not null)
+            foreach (var (s, list) in parts) squares[s, replica.Index] = torch.stack(list).sum().item<double>(); // one read-back per stage
     }
 
     // The norms can be measured in the job that sums the replicas when that job reduces every parameter the norm covers

@@ -69,13 +69,14 @@ internal sealed class LocalCollectives(IReadOnlyList<ReplicaRuntime> replicas) :
     private bool Sum(List<TorchSharp.Modules.Parameter>[,] parameters, int s, int k)
     {
         using var scope = NewDisposeScope();
+        using var one = 1.ToScalar(); // add_(g) would convert 1 implicitly: see Native/CollectionPause
         Tensor? sum = null;
         int into = -1;
         for (int d = 0; d < replicas.Count; d++)
         {
             if (parameters[d, s][k].grad is not { } g) continue;
             if (sum is null) (sum, into) = (g, d);
-            else sum.add_(g.to(sum.device));
+            else sum.add_(g.to(sum.device), one);
         }
         if (sum is null) return false;
         for (int d = 0; d < replicas.Count; d++)

@@ -3,6 +3,7 @@
 // Usage: dotnet run -c Release --project bench/PipeSharp.Bench.Gpt [-- --rounds 5 --steps 10]
 // With --dropout: the cost of keyed dropout (DropoutCost.cs).
 // With --core: the speed ratios of issue 11 instead (CoreSpeed.cs), [--rounds 5 --steps 8 --warmup 3 --only plain1,cli1,...].
+// With --limit: issue 13's best layout against the 2-core limit (LimitBench.cs), [--rounds 5 --steps 6 --warmup 3 --only KEY,... --layout key=r:d:m:schedule:threads].
 // With --recompute: issue 12's activation memory and step time with and without recomputation (RecomputeBench.cs), [--rounds 3 --steps 3].
 using PipeSharp.Native;
 using System.Diagnostics;
@@ -15,6 +16,8 @@ using static TorchSharp.torch;
 
 if (args.Contains("--recompute")) return PipeSharp.Bench.Speed.RecomputeBench.Run(args, FindCorpus());
 if (args.Contains("--dropout")) return PipeSharp.Bench.Speed.DropoutCost.Run(Arg("--rounds", 5), Arg("--steps", 5));
+if (args.Contains("--plain-child")) return PipeSharp.Bench.Speed.PinnedPlainLoops.Child(args, FindCorpus());
+if (args.Contains("--limit")) return PipeSharp.Bench.Speed.LimitBench.Run(args, FindCorpus());
 if (args.Contains("--core")) return PipeSharp.Bench.Speed.CoreSpeed.Run(args, FindCorpus());
 int rounds = Arg("--rounds", 5), steps = Arg("--steps", 10);
 var text = File.ReadAllText(FindCorpus());

@@ -16,12 +16,12 @@ internal sealed class TrainerRun : IDisposable
     private readonly int _tokensPerStep;
 
     public TrainerRun(GptConfig config, ILanguageModelTask task, LanguageModelTrainingOptions options, int ranks, int microBatches,
-        string schedule, int? threadsPerRank, Schedules.ActionCosts? costs = null)
+        string schedule, int? threadsPerRank, Schedules.ActionCosts? costs = null, int replicas = 1)
     {
-        // What TrainOptions.Pipeline gives for --ranks, --microbatches, --schedule and --threads-per-rank.
+        // What TrainOptions.Pipeline gives for --ranks, --replicas, --microbatches, --schedule and --threads-per-rank.
         var pipeline = new PipelineOptions
         {
-            Replicas = 1,
+            Replicas = replicas,
             Ranks = ranks,
             MicroBatches = microBatches,
             Schedule = schedule,

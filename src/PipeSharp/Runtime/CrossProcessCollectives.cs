@@ -97,6 +97,11 @@ internal sealed class CrossProcessCollectives : ICollectives
         lock (_pending) _pending.Add((bucket, flat, op));
     }
 
+    public bool ReducesOnWorkers => false; // the replicas' sums are the all-reduces started in StageGradientsReady
+
+    public void ReduceOnWorker(ReplicaRuntime replica, int rank, Action<StageRuntime, Parameter>? reduced) =>
+        throw new NotSupportedException("across processes the replicas' gradients are summed by all-reduces, not by the workers.");
+
     public void ReduceGradients(CancellationToken cancellation)
     {
         using var noGrad = no_grad();

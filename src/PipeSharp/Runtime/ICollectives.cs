@@ -19,7 +19,24 @@ internal interface ICollectives : IDisposable
     /// </summary>
     void StageGradientsReady(ReplicaRuntime replica, StageRuntime stage);
 
-    /// <summary>After every rank's actions: sums gradients over replicas and over the copies of shared parameters.</summary>
+    /// <summary>
+    /// True if the workers sum the gradients over the replicas (<see cref="ReduceOnWorker"/>, every replica in this
+    /// process); false if <see cref="ReduceGradients"/> does it all.
+    /// </summary>
+    bool ReducesOnWorkers { get; }
+
+    /// <summary>
+    /// On the worker of <paramref name="rank"/> of <paramref name="replica"/>, after every rank's actions (with
+    /// <see cref="ReducesOnWorkers"/>): sums over the replicas this worker's share of the gradients of the rank's stages
+    /// (the D workers of a rank split each stage's parameters by size) and gives every replica the sum, calling
+    /// <paramref name="reduced"/> with each parameter once its sum is in place.
+    /// </summary>
+    void ReduceOnWorker(ReplicaRuntime replica, int rank, Action<StageRuntime, TorchSharp.Modules.Parameter>? reduced);
+
+    /// <summary>
+    /// After every rank's actions (and the workers' share, with <see cref="ReducesOnWorkers"/>): sums the rest of the
+    /// gradients over replicas, and over the copies of shared parameters.
+    /// </summary>
     void ReduceGradients(CancellationToken cancellation);
 
     /// <summary>The sum over all stages of a per-stage value (computed from one replica), the same on every rank.</summary>

@@ -313,7 +313,7 @@ public sealed partial class Pipeline : IDisposable
         var reduced = _gradients.Reduce(step, Options.MaxGradNorm, Options.Stop?.Code ?? 0);
         if (reduced.Skip && Options.NonFiniteGradients == NonFiniteGradientPolicy.Throw)
             throw new NonFiniteGradientException(number, reduced.Loss, reduced.GradientNorm); // nothing stepped; the pipeline can go on
-        StepOptimizers(step, skip: reduced.Skip);
+        StepOptimizers(step, reduced);
         double[] busy = step.StageBusy;
         // After the optimizer step only a failure of another process stops this exchange: the step is complete here.
         _runner.Collective(step, () => busy = _collectives.StageBusy(step, Backend.FailureToken), untilDone: true);
@@ -323,22 +323,23 @@ public sealed partial class Pipeline : IDisposable
         return (float)reduced.Loss;
     }
 
-    // The optimizer (and scheduler) step of every stage held here; a skipped step zeroes the gradients instead. It runs
-    // to its end once started: a cancellation then takes effect at the next step.
+    // The optimizer (and scheduler) step of every stage held here, after its gradients are clipped; a skipped step
+    // zeroes the gradients instead. It runs to its end once started: a cancellation then takes effect at the next step.
     // Several workers stepping TorchSharp optimizers at once need collections held off (Native/CollectionPause).
-    private void StepOptimizers(StepContext step, bool skip)
+    private void StepOptimizers(StepContext step, ReducedGradients reduced)
     {
-        using var pause = Native.CollectionPause.Enter(when: _runner.WorkerCount > 1 && !skip);
+        using var pause = Native.CollectionPause.Enter(when: _runner.WorkerCount > 1 && !reduced.Skip);
         _runner.RunOnWorkers(step, untilDone: true, work: (replica, rank) =>
         {
             foreach (var s in replica.StagesOf(rank))
             {
-                if (skip)
+                if (reduced.Skip)
                 {
                     s.Optimizer.zero_grad();
                     continue;
                 }
                 long t0 = Stopwatch.GetTimestamp();
+                GradientReduction.Scale(s, reduced.ClipCoefficient);
                 s.Optimizer.step();
                 s.Scheduler?.step();
                 if (replica.Index == step.TracedReplica)

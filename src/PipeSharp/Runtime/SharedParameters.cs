@@ -129,6 +129,7 @@ internal sealed class SharedParameters
 
     /// <summary>True for every copy but the first stage's: its gradient is counted once, on the first copy (e.g. for the norm).</summary>
     public bool IsSecondaryCopy(Parameter p) =>
+        _groups.Count > 0 && // without shared parameters, no identity key to make per parameter and step
         (_secondary ??= _groups.SelectMany(g => g.Copies.Where(c => c.Stage != g.Owners[0])).Select(c => ParameterIdentity.Key(c.Copy)).ToHashSet())
         .Contains(ParameterIdentity.Key(p));
 

@@ -2,7 +2,8 @@ namespace PipeSharp.Partitioning;
 
 /// <summary>
 /// How many consecutive layers each stage gets. Checked against the layer count, or computed so that the
-/// largest stage cost (e.g. parameter count) is as small as possible.
+/// largest stage cost (e.g. parameter count) is as small as possible. <see cref="StagePartitioner"/> does the same with
+/// measured seconds, device speeds, memory budgets, several stages per rank and message costs.
 /// </summary>
 public static class Balance
 {
@@ -41,37 +42,8 @@ public static class Balance
         int n = costs.Count;
         var prefix = new double[n + 1];
         for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + Math.Max(0, costs[i]);
-
-        // best[k, j]: smallest possible maximum stage cost when the first j layers form k stages.
-        var best = new double[stages + 1, n + 1];
-        var cut = new int[stages + 1, n + 1];
-        for (int j = 0; j <= n; j++) best[1, j] = j >= 1 ? prefix[j] : double.PositiveInfinity;
-        for (int k = 2; k <= stages; k++)
-        {
-            for (int j = 0; j <= n; j++)
-            {
-                best[k, j] = double.PositiveInfinity;
-                for (int i = k - 1; i < j; i++)
-                {
-                    double candidate = Math.Max(best[k - 1, i], prefix[j] - prefix[i]);
-                    if (candidate < best[k, j] - 1e-12 * Math.Max(1, candidate))
-                    {
-                        best[k, j] = candidate;
-                        cut[k, j] = i;
-                    }
-                }
-            }
-        }
-        var counts = new int[stages];
-        int end = n;
-        for (int k = stages; k >= 2; k--)
-        {
-            int start = cut[k, end];
-            counts[k - 1] = end - start;
-            end = start;
-        }
-        counts[0] = end;
-        return counts;
+        // The partitioner's programme with one stage per rank, all of speed 1, no budgets and free messages.
+        return MinMaxSplit.Solve(n, Enumerable.Range(0, stages).ToArray(), (_, i, j) => prefix[j] - prefix[i])!.Value.Balance;
     }
 
     /// <summary>Throws if <paramref name="stages"/> is not between 1 and <paramref name="layerCount"/>.</summary>

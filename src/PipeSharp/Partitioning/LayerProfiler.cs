@@ -50,6 +50,34 @@ internal static class LayerProfiler
     }
 
     /// <summary>
+    /// What the balance modes <see cref="BalanceMode.Time"/> and <see cref="BalanceMode.Auto"/> measure of each layer on
+    /// one micro-batch: seconds of forward plus backward (the fastest of <paramref name="repeats"/> runs), the bytes its
+    /// forward keeps for the backward (the native heap's growth over the forward, at least its output) and its output's
+    /// bytes. The one place the partitioner's measurements come from: a better profiler replaces this function.
+    /// </summary>
+    public static LayerMeasurement Measure(IReadOnlyList<nn.Module<Tensor, Tensor>> layers, Tensor sample, int repeats = 5)
+    {
+        var seconds = ForwardBackwardSeconds(layers, sample, repeats);
+        var kept = new long[layers.Count];
+        var output = new long[layers.Count];
+        using (var scope = NewDisposeScope())
+        {
+            Tensor x = sample;
+            for (int i = 0; i < layers.Count; i++)
+            {
+                var input = x.is_floating_point() ? x.detach().requires_grad_(true) : x;
+                long? before = Tracing.NativeHeap.BytesInUse();
+                x = layers[i].call(input);
+                long? after = Tracing.NativeHeap.BytesInUse();
+                output[i] = x.numel() * x.element_size();
+                kept[i] = Math.Max(output[i], before is { } b && after is { } a ? a - b : 0);
+            }
+        }
+        foreach (var layer in layers) layer.zero_grad();
+        return new LayerMeasurement(seconds, kept, output);
+    }
+
+    /// <summary>
     /// A balance of <paramref name="layers"/> into <paramref name="stages"/> stages by measured forward + backward time
     /// on <paramref name="sample"/> (one micro-batch), minimising the slowest stage.
     /// </summary>
@@ -59,3 +87,6 @@ internal static class LayerProfiler
         return Balance.ByCost(ForwardBackwardSeconds(layers, sample, repeats), stages);
     }
 }
+
+/// <summary>Per layer, on one micro-batch: seconds of forward + backward, bytes kept for the backward, output bytes.</summary>
+internal sealed record LayerMeasurement(double[] Seconds, long[] ActivationBytes, long[] OutputBytes);

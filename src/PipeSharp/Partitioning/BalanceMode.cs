@@ -1,0 +1,25 @@
+namespace PipeSharp.Partitioning;
+
+/// <summary>
+/// How a pipeline splits its model into stages when no explicit balance (layers per stage) is given
+/// (<c>PipelineOptions.BalanceMode</c>, CLI <c>train --balance auto|params|uniform|time</c>).
+/// </summary>
+public enum BalanceMode
+{
+    /// <summary>By parameter count: the largest stage's parameters as few as possible (the library's default).</summary>
+    Parameters,
+
+    /// <summary>Equal layer counts (the last stages take one more when the layers do not divide evenly).</summary>
+    Uniform,
+
+    /// <summary>By each layer's measured forward + backward time on one micro-batch: the slowest stage as fast as possible.</summary>
+    Time,
+
+    /// <summary>
+    /// The exact partitioner (<see cref="StagePartitioner"/>) on the measured times, with the ranks' placement of stages,
+    /// their device speeds and memory budgets: the slowest rank as fast as possible within the budgets. The split by
+    /// parameter count is kept when it fits and is predicted within 5% of the best (measurement noise), so runs that
+    /// gain nothing keep the same split.
+    /// </summary>
+    Auto,
+}

@@ -1,0 +1,64 @@
+namespace PipeSharp.Partitioning;
+
+/// <summary>
+/// Splits a model into consecutive stages so that the slowest rank is as fast as possible, exactly (dynamic
+/// programming), with a speed and a memory budget per rank, several stages per rank, and the cost of the messages
+/// between ranks (<see cref="PartitionProblem"/>; the cost model is in docs/partitioning.md). O(stages x layers^2) with
+/// one stage per rank; with several stages per rank it keeps, per cut, every state that no other dominates.
+/// </summary>
+public static class StagePartitioner
+{
+    /// <summary>The split with the smallest bottleneck (the most seconds per micro-batch of any rank) that fits the budgets.</summary>
+    /// <param name="problem">The layers, placement, speeds, budgets and messages.</param>
+    /// <exception cref="ArgumentException">The problem is not valid (<see cref="PartitionProblem.Check"/>).</exception>
+    /// <exception cref="PartitionDoesNotFitException">No split fits the budgets: the message names the rank, its bytes and budgets that fit.</exception>
+    public static Partition Solve(PartitionProblem problem)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        problem.Check();
+        var model = new CostModel(problem);
+        var found = MinMaxSplit.Solve(model.Layers, problem.StageToRank, model.StageSeconds,
+            problem.MemoryPerDevice is null ? null : model.StageBytes, model.Budgets);
+        if (found is null) throw DoesNotFit(problem, model);
+        return model.Evaluate(found.Value.Balance);
+    }
+
+    /// <summary>What the cost model predicts for a given split (e.g. one by parameter count, to compare with <see cref="Solve"/>'s).</summary>
+    /// <param name="problem">The layers, placement, speeds, budgets and messages.</param>
+    /// <param name="balance">Layers per stage: one count per stage, adding up to the layer count.</param>
+    public static Partition Evaluate(PartitionProblem problem, IReadOnlyList<int> balance)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        problem.Check();
+        Balance.Check(balance, problem.LayerSeconds.Count);
+        if (balance.Count != problem.StageCount)
+            throw new ArgumentException($"balance has {balance.Count} entries for {problem.StageCount} stages: give one count per stage.", nameof(balance));
+        return new CostModel(problem).Evaluate(balance);
+    }
+
+    // The least factor by which every budget must grow for a split to fit: the same programme, minimising each rank's
+    // bytes as a share of its budget.
+    private static PartitionDoesNotFitException DoesNotFit(PartitionProblem problem, CostModel model)
+    {
+        var budgets = model.Budgets!;
+        var (balance, _) = MinMaxSplit.Solve(model.Layers, problem.StageToRank,
+            (s, i, j) => model.StageBytes(s, i, j) / (double)budgets[problem.StageToRank[s]])!.Value;
+        var closest = model.Evaluate(balance);
+        int ranks = problem.RankCount;
+        int worst = Enumerable.Range(0, ranks).MaxBy(r => closest.RankBytes[r] / (double)budgets[r]);
+        double factor = closest.RankBytes[worst] / (double)budgets[worst];
+        var given = problem.MemoryPerDevice!;
+        // Raised by the factor, and never below what the closest split needs on that rank (round-off).
+        var fitting = given.Count == 1
+            ? [closest.RankBytes.Max()]
+            : Enumerable.Range(0, ranks).Select(r => Math.Max(given[r], Math.Max((long)Math.Ceiling(given[r] * factor), closest.RankBytes[r]))).ToList();
+        string Size(long b) => FormattableString.Invariant($"{b / 1e6:0.##} MB ({b:N0} bytes)");
+        string message =
+            $"No split of the {model.Layers} layers into {problem.StageCount} stages fits MemoryPerDevice: the split that comes closest " +
+            $"({string.Join(",", balance)}) needs {Size(closest.RankBytes[worst])} on rank {worst}, whose budget is {Size(budgets[worst])}. " +
+            $"The smallest budget{(fitting.Count == 1 ? "" : "s")} that fit: {string.Join(",", fitting.Select(b => b.ToString()))} bytes " +
+            $"(CLI: --memory-per-device {string.Join(",", fitting.Select(b => FormattableString.Invariant($"{Math.Ceiling(b / 1e5) / 10:0.0}MB")))}), " +
+            "or more ranks, more micro-batches, or activation recomputation.";
+        return new PartitionDoesNotFitException(message, worst, closest.RankBytes[worst], budgets[worst], balance, fitting);
+    }
+}

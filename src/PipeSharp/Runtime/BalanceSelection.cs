@@ -1,0 +1,110 @@
+using PipeSharp.Backends;
+using PipeSharp.Partitioning;
+using PipeSharp.Schedules;
+using static TorchSharp.torch;
+
+namespace PipeSharp.Runtime;
+
+/// <summary>
+/// The layers per stage of a pipeline given no <see cref="PipelineOptions.Balance"/>, by its
+/// <see cref="PipelineOptions.BalanceMode"/>: parameter count, equal counts, measured time, or the partitioner on the
+/// measured time with the placement, <see cref="PipelineOptions.DeviceSpeeds"/> and <see cref="PipelineOptions.MemoryPerDevice"/>.
+/// Across processes every process measures, and the measurements are averaged, so that all of them cut alike.
+/// </summary>
+internal static class BalanceSelection
+{
+    /// <summary>Auto keeps the split by parameter count when it is predicted within this share of the best.</summary>
+    public const double AutoMargin = 0.05;
+
+    /// <summary>Refuses options that contradict each other or that a mode lacks, before anything is measured.</summary>
+    public static void CheckOptions(PipelineOptions options)
+    {
+        if (!Enum.IsDefined(options.BalanceMode))
+            throw new ArgumentOutOfRangeException("balanceMode", options.BalanceMode,
+                $"BalanceMode {(int)options.BalanceMode} is not a mode: use one of {string.Join(", ", Enum.GetNames<BalanceMode>())}.");
+        if (options.Balance is not null && options.BalanceMode != BalanceMode.Parameters)
+            throw new ArgumentException(
+                $"Balance ({string.Join(",", options.Balance)}) and BalanceMode {options.BalanceMode} are both set: give the layer counts or a mode, not both.",
+                "balanceMode");
+        if (options.Balance is null && options.BalanceMode is BalanceMode.Time or BalanceMode.Auto && options.ProfileInput is null)
+            throw new ArgumentException(
+                $"BalanceMode {options.BalanceMode} measures each layer on one micro-batch: set ProfileInput to a batch like the training ones " +
+                "(or use BalanceMode Parameters or Uniform, or give Balance).", "profileInput");
+    }
+
+    /// <summary>Refuses speeds that are not one positive finite factor per rank.</summary>
+    public static void CheckSpeeds(IReadOnlyList<double>? speeds, int ranks)
+    {
+        if (speeds is null) return;
+        if (speeds.Count != ranks)
+            throw new ArgumentException(
+                $"DeviceSpeeds has {speeds.Count} entries for {ranks} ranks: give one speed factor per rank, e.g. {string.Join(",", Enumerable.Repeat("1", ranks))} " +
+                $"(CLI: --device-speeds {string.Join(",", Enumerable.Repeat("1", ranks))}; a device half as fast: 0.5).", "deviceSpeeds");
+        for (int r = 0; r < ranks; r++)
+            if (!(speeds[r] > 0) || double.IsInfinity(speeds[r]))
+                throw new ArgumentException(
+                    $"DeviceSpeeds[{r}] is {speeds[r]}: a speed factor must be a positive finite number (1 for the reference device, 0.5 for one half as fast).",
+                    "deviceSpeeds");
+    }
+
+    /// <summary>The layers per stage for <paramref name="schedule"/>.</summary>
+    /// <param name="optimizerFactor">Optimizer state per parameter byte (asked for by Auto with a budget).</param>
+    public static IReadOnlyList<int> Choose(PipelineOptions options, Schedule schedule, ModelSource source, IBackend backend, Func<double> optimizerFactor)
+    {
+        int stages = schedule.StageCount;
+        switch (options.BalanceMode)
+        {
+            case BalanceMode.Uniform:
+                return Balance.ByCost(Enumerable.Repeat(1.0, source.LayerCount).ToList(), stages);
+            case BalanceMode.Time:
+                return Balance.ByCost(Measure(options, source, backend).Seconds, stages);
+            case BalanceMode.Auto:
+                return Auto(options, schedule, source, backend, optimizerFactor).Balance;
+            default:
+                return Balance.ByCost(source.Costs(), stages);
+        }
+    }
+
+    /// <summary>The partitioner's split on the measured layers, or the split by parameter count when that is as good (within <see cref="AutoMargin"/>).</summary>
+    public static Partition Auto(PipelineOptions options, Schedule schedule, ModelSource source, IBackend backend, Func<double> optimizerFactor)
+    {
+        var measured = Measure(options, source, backend);
+        long[]? state = null;
+        if (options.MemoryPerDevice is not null)
+        {
+            double perParameterByte = 2 + optimizerFactor(); // the parameter, its gradient and the optimizer's state
+            state = source.LayerParameters().Select(l => (long)Math.Round(l.Sum(p => p.Bytes) * perParameterByte)).ToArray();
+        }
+        var problem = new PartitionProblem
+        {
+            LayerSeconds = measured.Seconds,
+            StageToRank = schedule.StageToRank,
+            DeviceSpeeds = options.DeviceSpeeds,
+            MemoryPerDevice = options.MemoryPerDevice,
+            LayerStateBytes = state,
+            LayerActivationBytes = measured.ActivationBytes,
+            LayerOutputBytes = measured.OutputBytes,
+            StagePeakMicroBatches = PartitionProblem.StagePeaks(schedule),
+        };
+        var best = StagePartitioner.Solve(problem);
+        var byParameters = StagePartitioner.Evaluate(problem, Balance.ByCost(source.Costs(), schedule.StageCount));
+        bool fits = options.MemoryPerDevice is not { } budgets ||
+                    byParameters.RankBytes.Select((b, r) => b <= (budgets.Count == 1 ? budgets[0] : budgets[r])).All(x => x);
+        return fits && byParameters.BottleneckSeconds <= best.BottleneckSeconds * (1 + AutoMargin) ? byParameters : best;
+    }
+
+    // One micro-batch of the profile input, each layer measured; across processes the average of every process's.
+    private static LayerMeasurement Measure(PipelineOptions options, ModelSource source, IBackend backend)
+    {
+        var parts = MicroBatches.Split(options.ProfileInput!, options.MicroBatches * options.Replicas, "profileInput");
+        LayerMeasurement measured;
+        using (var scope = NewDisposeScope())
+            measured = source.Measure(parts[0]);
+        if (backend.ProcessCount <= 1) return measured;
+        int count = backend.ProcessCount;
+        var seconds = backend.AllReduceSum(measured.Seconds).Select(t => t / count).ToArray();
+        var bytes = backend.AllReduceSum([.. measured.ActivationBytes, .. measured.OutputBytes]).Select(b => b / count).ToArray();
+        int n = measured.Seconds.Length;
+        return new LayerMeasurement(seconds, bytes[..n], bytes[n..]);
+    }
+}

@@ -17,9 +17,9 @@ public enum BalanceMode
 
     /// <summary>
     /// The exact partitioner (<see cref="StagePartitioner"/>) on the measured times, with the ranks' placement of stages,
-    /// their device speeds and memory budgets: the slowest rank as fast as possible within the budgets. The split by
-    /// parameter count is kept when it fits and is predicted within 5% of the best (measurement noise), so runs that
-    /// gain nothing keep the same split.
+    /// their device speeds and memory budgets: the slowest rank as fast as possible within the budgets. Among the splits
+    /// predicted within 5% of the fastest (measurement noise), the one best balanced by parameter count
+    /// (<see cref="StagePartitioner.SolveWithin"/>), so that runs whose measurements differ by noise split alike.
     /// </summary>
     Auto,
 }

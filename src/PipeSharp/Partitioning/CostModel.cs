@@ -60,6 +60,10 @@ internal sealed class CostModel
         return t;
     }
 
+    /// <summary>The budgets as limits of the programme (none without budgets).</summary>
+    public IReadOnlyList<MinMaxSplit.Limit> MemoryLimits() =>
+        Budgets is null ? [] : [new MinMaxSplit.Limit((s, i, j) => StageBytes(s, i, j), Budgets.Select(b => (double)b).ToArray())];
+
     /// <summary>The prediction for a split.</summary>
     public Partition Evaluate(IReadOnlyList<int> balance)
     {

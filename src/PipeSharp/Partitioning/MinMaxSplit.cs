@@ -3,8 +3,8 @@ namespace PipeSharp.Partitioning;
 /// <summary>
 /// The exact dynamic programme behind <see cref="StagePartitioner"/> and <see cref="Balance.ByCost"/>: cuts layers
 /// 0..n-1 into stages 0..S-1 (each at least one layer, in order), stage s on rank <c>stageToRank[s]</c>, so that the
-/// largest rank total of <c>cost(s, first, end)</c> is as small as possible, while each rank's total of
-/// <c>bytes(s, first, end)</c> stays within its capacity.
+/// largest rank total of <c>cost(s, first, end)</c> is as small as possible, while each rank's total of each limited
+/// resource (<c>use(s, first, end)</c>: bytes, or seconds when another cost is minimised) stays within its capacity.
 /// </summary>
 /// <remarks>
 /// The programme runs stage by stage over the end of the stage. A state after stage s is the largest total of the ranks
@@ -18,11 +18,14 @@ internal static class MinMaxSplit
 {
     private const double Tolerance = 1e-12;
 
-    private sealed class State(double closed, double[] load, long[] bytes, State? parent, int start)
+    /// <summary>A resource each rank may use only so much of: per stage, and each rank's capacity.</summary>
+    public sealed record Limit(Func<int, int, int, double> Use, IReadOnlyList<double> Capacity);
+
+    private sealed class State(double closed, double[] load, double[] used, State? parent, int start)
     {
         public readonly double Closed = closed;
         public readonly double[] Load = load;
-        public readonly long[] Bytes = bytes;
+        public readonly double[] Used = used; // per limit, per open rank: limit-major
         public readonly State? Parent = parent;
         public readonly int Start = start;
     }
@@ -31,11 +34,11 @@ internal static class MinMaxSplit
     /// <param name="layers">Number of layers n.</param>
     /// <param name="stageToRank">The rank of each stage.</param>
     /// <param name="cost">Cost of stage s holding layers [first, end) on its rank.</param>
-    /// <param name="bytes">Bytes of stage s holding layers [first, end); null: no capacities.</param>
-    /// <param name="capacity">Each rank's capacity for <paramref name="bytes"/> (null: none).</param>
+    /// <param name="limits">Resources each rank may use only so much of (none: null or empty).</param>
     public static (int[] Balance, double Value)? Solve(int layers, IReadOnlyList<int> stageToRank, Func<int, int, int, double> cost,
-        Func<int, int, int, long>? bytes = null, IReadOnlyList<long>? capacity = null)
+        IReadOnlyList<Limit>? limits = null)
     {
+        limits ??= [];
         int stages = stageToRank.Count;
         if (stages < 1 || stages > layers) return null;
         int ranks = stageToRank.Max() + 1;
@@ -47,7 +50,7 @@ internal static class MinMaxSplit
             if (firstStage[r] < 0) firstStage[r] = s;
             last[r] = s;
         }
-        bool limited = bytes is not null && capacity is not null;
+        int resources = limits.Count;
         // open[s]: the ranks with stages both at or before s and after s, in rank order; slot[s][r] its index there.
         var open = new int[stages][];
         var slot = new int[stages][];
@@ -62,6 +65,8 @@ internal static class MinMaxSplit
         var cells = new List<State>?[layers + 1];
         var root = new State(0, [], [], null, 0);
         cells[0] = [root];
+        var use = new double[resources];
+        var total = new double[resources];
         for (int s = 0; s < stages; s++)
         {
             int r = stageToRank[s];
@@ -78,23 +83,37 @@ internal static class MinMaxSplit
                 {
                     if (cells[i] is not { } previous) continue;
                     double c = cost(s, i, j);
-                    long b = limited ? bytes!(s, i, j) : 0;
+                    for (int x = 0; x < resources; x++) use[x] = limits[x].Use(s, i, j);
+                    int width = s == 0 ? 0 : open[s - 1].Length;
                     foreach (var state in previous)
                     {
                         double load = (from >= 0 ? state.Load[from] : 0) + c;
-                        long used = (limited && from >= 0 ? state.Bytes[from] : 0) + b;
-                        if (limited && used > capacity![r]) continue;
+                        bool fits = true;
+                        for (int x = 0; x < resources && fits; x++)
+                        {
+                            total[x] = (from >= 0 ? state.Used[x * width + from] : 0) + use[x];
+                            fits = total[x] <= limits[x].Capacity[r];
+                        }
+                        if (!fits) continue;
                         double closed = to >= 0 ? state.Closed : Math.Max(state.Closed, load);
                         var loads = new double[after.Length];
-                        var held = limited ? new long[after.Length] : [];
+                        var used = resources == 0 ? [] : new double[resources * after.Length];
                         for (int k = 0; k < after.Length; k++)
                         {
                             int rank = after[k];
                             int old = previousSlot?[rank] ?? -1;
-                            if (rank == r) { loads[k] = load; if (limited) held[k] = used; }
-                            else if (old >= 0) { loads[k] = state.Load[old]; if (limited) held[k] = state.Bytes[old]; }
+                            if (rank == r)
+                            {
+                                loads[k] = load;
+                                for (int x = 0; x < resources; x++) used[x * after.Length + k] = total[x];
+                            }
+                            else if (old >= 0)
+                            {
+                                loads[k] = state.Load[old];
+                                for (int x = 0; x < resources; x++) used[x * after.Length + k] = state.Used[x * width + old];
+                            }
                         }
-                        Add(front, new State(closed, loads, held, state, i));
+                        Add(front, new State(closed, loads, used, state, i));
                     }
                 }
                 if (front.Count > 0) next[j] = front;
@@ -131,8 +150,8 @@ internal static class MinMaxSplit
         if (!AtMost(a.Closed, b.Closed)) return false;
         for (int k = 0; k < a.Load.Length; k++)
             if (!AtMost(a.Load[k], b.Load[k])) return false;
-        for (int k = 0; k < a.Bytes.Length; k++)
-            if (a.Bytes[k] > b.Bytes[k]) return false;
+        for (int k = 0; k < a.Used.Length; k++)
+            if (a.Used[k] > b.Used[k]) return false;
         return true;
     }
 

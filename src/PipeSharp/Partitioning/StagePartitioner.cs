@@ -17,10 +17,36 @@ public static class StagePartitioner
         ArgumentNullException.ThrowIfNull(problem);
         problem.Check();
         var model = new CostModel(problem);
-        var found = MinMaxSplit.Solve(model.Layers, problem.StageToRank, model.StageSeconds,
-            problem.MemoryPerDevice is null ? null : model.StageBytes, model.Budgets);
+        var found = MinMaxSplit.Solve(model.Layers, problem.StageToRank, model.StageSeconds, model.MemoryLimits());
         if (found is null) throw DoesNotFit(problem, model);
         return model.Evaluate(found.Value.Balance);
+    }
+
+    /// <summary>
+    /// Among the splits that fit the budgets and whose bottleneck is at most (1 + <paramref name="tolerance"/>) times the
+    /// best (<see cref="Solve"/>'s), the one whose largest rank total of <paramref name="preference"/> is smallest, e.g.
+    /// parameter counts: measured times are noisy, and this keeps the split that a steadier cost gives whenever the
+    /// measurements cannot tell the splits apart. Exact as <see cref="Solve"/>.
+    /// </summary>
+    /// <param name="problem">The layers, placement, speeds, budgets and messages.</param>
+    /// <param name="tolerance">How much slower than the best a split may be predicted, as a share (0.05: 5%).</param>
+    /// <param name="preference">A cost per layer (at least 0) to balance over the ranks among those splits.</param>
+    /// <exception cref="PartitionDoesNotFitException">No split fits the budgets.</exception>
+    public static Partition SolveWithin(PartitionProblem problem, double tolerance, IReadOnlyList<double> preference)
+    {
+        ArgumentNullException.ThrowIfNull(preference);
+        if (!(tolerance >= 0) || double.IsInfinity(tolerance))
+            throw new ArgumentOutOfRangeException(nameof(tolerance), tolerance, "tolerance must be a finite share of at least 0, e.g. 0.05 for 5%.");
+        var best = Solve(problem);
+        if (preference.Count != problem.LayerSeconds.Count || preference.Any(p => !(p >= 0) || double.IsInfinity(p)))
+            throw new ArgumentException($"preference has {preference.Count} entries: give a finite cost of at least 0 for each of the {problem.LayerSeconds.Count} layers.", nameof(preference));
+        var model = new CostModel(problem);
+        double bound = best.BottleneckSeconds * (1 + tolerance) * (1 + 1e-12) + 1e-300;
+        var prefix = new double[preference.Count + 1];
+        for (int i = 0; i < preference.Count; i++) prefix[i + 1] = prefix[i] + preference[i];
+        var seconds = new MinMaxSplit.Limit(model.StageSeconds, Enumerable.Repeat(bound, problem.RankCount).ToArray());
+        var found = MinMaxSplit.Solve(model.Layers, problem.StageToRank, (_, i, j) => prefix[j] - prefix[i], [.. model.MemoryLimits(), seconds]);
+        return found is null ? best : model.Evaluate(found.Value.Balance);
     }
 
     /// <summary>What the cost model predicts for a given split (e.g. one by parameter count, to compare with <see cref="Solve"/>'s).</summary>

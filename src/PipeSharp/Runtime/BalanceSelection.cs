@@ -13,7 +13,7 @@ namespace PipeSharp.Runtime;
 /// </summary>
 internal static class BalanceSelection
 {
-    /// <summary>Auto keeps the split by parameter count when it is predicted within this share of the best.</summary>
+    /// <summary>Auto takes, among the splits predicted within this share of the fastest, the one best balanced by parameter count.</summary>
     public const double AutoMargin = 0.05;
 
     /// <summary>Refuses options that contradict each other or that a mode lacks, before anything is measured.</summary>
@@ -57,7 +57,7 @@ internal static class BalanceSelection
             case BalanceMode.Uniform:
                 return Balance.ByCost(Enumerable.Repeat(1.0, source.LayerCount).ToList(), stages);
             case BalanceMode.Time:
-                return Balance.ByCost(Measure(options, source, backend).Seconds, stages);
+                return Balance.ByCost(Measure(options, schedule, source, backend).Seconds, stages);
             case BalanceMode.Auto:
                 return Auto(options, schedule, source, backend, optimizerFactor).Balance;
             default:
@@ -65,10 +65,13 @@ internal static class BalanceSelection
         }
     }
 
-    /// <summary>The partitioner's split on the measured layers, or the split by parameter count when that is as good (within <see cref="AutoMargin"/>).</summary>
+    /// <summary>
+    /// The partitioner's split on the measured layers: among those predicted within <see cref="AutoMargin"/> of the
+    /// fastest, the one best balanced by parameter count (a steady tie-break for noisy measurements).
+    /// </summary>
     public static Partition Auto(PipelineOptions options, Schedule schedule, ModelSource source, IBackend backend, Func<double> optimizerFactor)
     {
-        var measured = Measure(options, source, backend);
+        var measured = Measure(options, schedule, source, backend);
         long[]? state = null;
         if (options.MemoryPerDevice is not null)
         {
@@ -86,20 +89,19 @@ internal static class BalanceSelection
             LayerOutputBytes = measured.OutputBytes,
             StagePeakMicroBatches = PartitionProblem.StagePeaks(schedule),
         };
-        var best = StagePartitioner.Solve(problem);
-        var byParameters = StagePartitioner.Evaluate(problem, Balance.ByCost(source.Costs(), schedule.StageCount));
-        bool fits = options.MemoryPerDevice is not { } budgets ||
-                    byParameters.RankBytes.Select((b, r) => b <= (budgets.Count == 1 ? budgets[0] : budgets[r])).All(x => x);
-        return fits && byParameters.BottleneckSeconds <= best.BottleneckSeconds * (1 + AutoMargin) ? byParameters : best;
+        return StagePartitioner.SolveWithin(problem, AutoMargin, source.Costs());
     }
 
-    // One micro-batch of the profile input, each layer measured; across processes the average of every process's.
-    private static LayerMeasurement Measure(PipelineOptions options, ModelSource source, IBackend backend)
+    // One micro-batch of the profile input, each layer measured with a rank's intra-op threads (as PipelinePlan decides
+    // them); across processes the average of every process's.
+    private static LayerMeasurement Measure(PipelineOptions options, Schedule schedule, ModelSource source, IBackend backend)
     {
         var parts = MicroBatches.Split(options.ProfileInput!, options.MicroBatches * options.Replicas, "profileInput");
+        int workersHere = backend.ProcessCount > 1 ? backend.ProcessesOnThisHost : schedule.RankCount * options.Replicas;
+        int threads = options.ThreadsPerRank ?? Math.Max(1, Environment.ProcessorCount / workersHere);
         LayerMeasurement measured;
         using (var scope = NewDisposeScope())
-            measured = source.Measure(parts[0]);
+            measured = source.Measure(parts[0], threads);
         if (backend.ProcessCount <= 1) return measured;
         int count = backend.ProcessCount;
         var seconds = backend.AllReduceSum(measured.Seconds).Select(t => t / count).ToArray();

@@ -32,7 +32,7 @@ internal abstract class ModelSource
     public abstract IReadOnlyList<LayerSignature> Signatures();
 
     /// <summary>Each layer measured on one micro-batch, for the balance modes that measure (the model's state left as it was).</summary>
-    public abstract LayerMeasurement Measure(Tensor microBatch);
+    public abstract LayerMeasurement Measure(Tensor microBatch, int threads);
 
     /// <summary>True if each in-process replica can get its own model.</summary>
     public abstract bool CopiesModel { get; }
@@ -66,7 +66,7 @@ internal abstract class ModelSource
         public override IReadOnlyList<LayerSignature> Signatures() =>
             first.Layers.Select((l, i) => LayerSignature.Of(l, i, first.Names?[i])).ToList();
 
-        public override LayerMeasurement Measure(Tensor microBatch)
+        public override LayerMeasurement Measure(Tensor microBatch, int threads)
         {
             var layers = first.Layers.Select((l, i) => l as nn.Module<Tensor, Tensor> ?? throw new NotSupportedException(
                 $"layer {i} ({l.GetType().Name}) reads or writes named tensors: BalanceMode Time and Auto measure layers that map one " +
@@ -77,7 +77,7 @@ internal abstract class ModelSource
             var buffers = first.Layers.SelectMany(l => l.buffers()).Select(b => (b, copy: b.detach().clone())).ToList();
             try
             {
-                return LayerProfiler.Measure(layers, microBatch);
+                return LayerProfiler.Measure(layers, microBatch, threads);
             }
             finally
             {
@@ -131,13 +131,13 @@ internal abstract class ModelSource
         public override IReadOnlyList<LayerSignature> Signatures() => spec.Layers.Select(_ => LayerSignature.Single).ToList();
 
         // The whole model built once (seeded as the pipeline's, the caller's generator kept), measured and freed.
-        public override LayerMeasurement Measure(Tensor microBatch)
+        public override LayerMeasurement Measure(Tensor microBatch, int threads)
         {
             using var rng = get_rng_state();
             using var model = spec.Build();
             try
             {
-                return LayerProfiler.Measure(ModelSplitter.Layers(model), microBatch);
+                return LayerProfiler.Measure(ModelSplitter.Layers(model), microBatch, threads);
             }
             finally
             {

@@ -59,6 +59,20 @@ internal static class BruteForceSplit
         return best;
     }
 
+    /// <summary>Over the splits that fit with a bottleneck of at most <paramref name="bound"/>: the least largest rank total of <paramref name="preference"/>.</summary>
+    public static double BestWithin(PartitionProblem p, double bound, double[] preference) =>
+        All(p.LayerSeconds.Count, p.StageToRank.Count).Where(balance =>
+        {
+            var (seconds, bytes) = Evaluate(p, balance);
+            return seconds.Max() <= bound + 1e-9 && bytes.Select((b, r) => b <= Budget(p, r)).All(x => x);
+        }).Min(balance =>
+        {
+            var totals = new double[p.StageToRank.Max() + 1];
+            int first = 0;
+            for (int s = 0; s < balance.Length; first += balance[s], s++) totals[p.StageToRank[s]] += preference.Skip(first).Take(balance[s]).Sum();
+            return totals.Max();
+        });
+
     /// <summary>The least, over all splits, of the largest share of a budget any rank needs.</summary>
     public static double LeastBudgetShare(PartitionProblem p) =>
         All(p.LayerSeconds.Count, p.StageToRank.Count).Min(balance =>

@@ -94,11 +94,24 @@ public class StagePartitionerTests
                 Assert.Equal(bytes[r], partition.RankBytes[r]);
                 Assert.True(bytes[r] <= BruteForceSplit.Budget(problem, r), $"problem {k}: rank {r} over its budget in {partition}");
             }
+            // Among the splits within 10% of the best, the one best balanced by another cost.
+            var preference = problem.LayerSeconds.Select(_ => (double)random.Next(0, 5)).ToArray();
+            var near = StagePartitioner.SolveWithin(problem, 0.1, preference);
+            Assert.True(near.BottleneckSeconds <= best.Value * 1.1 + 1e-9, $"problem {k}: {near} is not within 10% of {best}");
+            Assert.Equal(BruteForceSplit.BestWithin(problem, best.Value * 1.1, preference), RankMax(problem, near.Balance, preference), 9);
             solved++;
         }
         Assert.True(solved > 100, $"{solved} solved");
         Assert.True(several > 100, $"{several} with several stages on a rank");
         if (budgets) Assert.True(refused > 20, $"{refused} refused");
+    }
+
+    private static double RankMax(PartitionProblem problem, IReadOnlyList<int> balance, double[] preference)
+    {
+        var totals = new double[problem.RankCount];
+        int first = 0;
+        for (int s = 0; s < balance.Count; first += balance[s], s++) totals[problem.StageToRank[s]] += preference.Skip(first).Take(balance[s]).Sum();
+        return totals.Max();
     }
 
     private static void AssertFittingBudgets(PartitionProblem problem, PartitionDoesNotFitException e, string what)

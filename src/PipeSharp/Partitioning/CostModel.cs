@@ -61,8 +61,13 @@ internal sealed class CostModel
     }
 
     /// <summary>The budgets as limits of the programme (none without budgets).</summary>
-    public IReadOnlyList<MinMaxSplit.Limit> MemoryLimits() =>
-        Budgets is null ? [] : [new MinMaxSplit.Limit((s, i, j) => StageBytes(s, i, j), Budgets.Select(b => (double)b).ToArray())];
+    public IReadOnlyList<MinMaxSplit.Limit> MemoryLimits()
+    {
+        if (Budgets is null) return [];
+        long peak = _problem.StagePeakMicroBatches is { Count: > 0 } p ? p.Max() : 1;
+        return [new MinMaxSplit.Limit((s, i, j) => StageBytes(s, i, j), Budgets.Select(b => (double)b).ToArray(),
+            j => _state[Layers] - _state[j] + peak * (_activations[Layers] - _activations[j]))];
+    }
 
     /// <summary>The prediction for a split.</summary>
     public Partition Evaluate(IReadOnlyList<int> balance)

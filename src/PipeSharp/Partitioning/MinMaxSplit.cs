@@ -18,8 +18,12 @@ internal static class MinMaxSplit
 {
     private const double Tolerance = 1e-12;
 
-    /// <summary>A resource each rank may use only so much of: per stage, and each rank's capacity.</summary>
-    public sealed record Limit(Func<int, int, int, double> Use, IReadOnlyList<double> Capacity);
+    /// <summary>
+    /// A resource each rank may use only so much of: per stage, and each rank's capacity. <paramref name="Left"/>, if
+    /// given, bounds what the layers from a cut on can add to any rank: a rank that can no longer reach its capacity
+    /// stores 0 there, so that states differing only in a resource that can no longer bind dominate each other.
+    /// </summary>
+    public sealed record Limit(Func<int, int, int, double> Use, IReadOnlyList<double> Capacity, Func<int, double>? Left = null);
 
     private sealed class State(double closed, double[] load, double[] used, State? parent, int start)
     {
@@ -35,9 +39,19 @@ internal static class MinMaxSplit
     /// <param name="stageToRank">The rank of each stage.</param>
     /// <param name="cost">Cost of stage s holding layers [first, end) on its rank.</param>
     /// <param name="limits">Resources each rank may use only so much of (none: null or empty).</param>
+    /// <param name="upperBound">
+    /// The value of a split known to fit (e.g. a heuristic's): states worse than it are dropped, which keeps the fronts
+    /// small with several stages per rank. The optimum is at most it, so it is still found.
+    /// </param>
+    /// <param name="work">
+    /// Optional, with a bound: each layer's work and each rank's rate, such that a stage's cost is at least its layers'
+    /// work over its rank's rate. A state is then dropped when the ranks still to get stages cannot take the layers
+    /// left within the bound.
+    /// </param>
     public static (int[] Balance, double Value)? Solve(int layers, IReadOnlyList<int> stageToRank, Func<int, int, int, double> cost,
-        IReadOnlyList<Limit>? limits = null)
+        IReadOnlyList<Limit>? limits = null, double upperBound = double.PositiveInfinity, (IReadOnlyList<double> Layer, IReadOnlyList<double> Rate)? work = null)
     {
+        double bound = upperBound + Tolerance * Math.Max(1, Math.Abs(upperBound));
         limits ??= [];
         int stages = stageToRank.Count;
         if (stages < 1 || stages > layers) return null;
@@ -59,6 +73,17 @@ internal static class MinMaxSplit
             open[s] = Enumerable.Range(0, ranks).Where(r => firstStage[r] >= 0 && firstStage[r] <= s && last[r] > s).ToArray();
             slot[s] = Enumerable.Repeat(-1, ranks).ToArray();
             for (int k = 0; k < open[s].Length; k++) slot[s][open[s][k]] = k;
+        }
+
+        // Work left after layer j, and the rate of the ranks whose first stage comes after stage s.
+        bool prune = work is not null && !double.IsPositiveInfinity(upperBound);
+        var left = new double[layers + 1];
+        var fresh = new double[stages];
+        if (prune)
+        {
+            for (int i = layers - 1; i >= 0; i--) left[i] = left[i + 1] + work!.Value.Layer[i];
+            for (int s = 0; s < stages; s++)
+                fresh[s] = Enumerable.Range(0, ranks).Where(r => firstStage[r] > s).Sum(r => work!.Value.Rate[r]);
         }
 
         // cells[j]: the states after the current stage ending at layer j (exclusive).
@@ -88,6 +113,7 @@ internal static class MinMaxSplit
                     foreach (var state in previous)
                     {
                         double load = (from >= 0 ? state.Load[from] : 0) + c;
+                        if (load > bound) continue; // every cost is at least 0: this rank ends above the bound
                         bool fits = true;
                         for (int x = 0; x < resources && fits; x++)
                         {
@@ -105,13 +131,20 @@ internal static class MinMaxSplit
                             if (rank == r)
                             {
                                 loads[k] = load;
-                                for (int x = 0; x < resources; x++) used[x * after.Length + k] = total[x];
+                                for (int x = 0; x < resources; x++)
+                                    used[x * after.Length + k] = limits[x].Left is { } more && total[x] + more(j) <= limits[x].Capacity[r] ? 0 : total[x];
                             }
                             else if (old >= 0)
                             {
                                 loads[k] = state.Load[old];
                                 for (int x = 0; x < resources; x++) used[x * after.Length + k] = state.Used[x * width + old];
                             }
+                        }
+                        if (prune && j < layers)
+                        {
+                            double room = bound * fresh[s];
+                            for (int k = 0; k < after.Length; k++) room += (bound - loads[k]) * work!.Value.Rate[after[k]];
+                            if (room < left[j] * (1 - 1e-9)) continue; // the layers left do not fit under the bound
                         }
                         Add(front, new State(closed, loads, used, state, i));
                     }

@@ -17,7 +17,9 @@ public static class StagePartitioner
         ArgumentNullException.ThrowIfNull(problem);
         problem.Check();
         var model = new CostModel(problem);
-        var found = MinMaxSplit.Solve(model.Layers, problem.StageToRank, model.StageSeconds, model.MemoryLimits());
+        var speeds = Speeds(problem);
+        var found = Bounded(problem, UpperBound(problem, model, model.StageSeconds), problem.LayerSeconds, speeds,
+            bound => MinMaxSplit.Solve(model.Layers, problem.StageToRank, model.StageSeconds, model.MemoryLimits(), bound, (problem.LayerSeconds, speeds)));
         if (found is null) throw DoesNotFit(problem, model);
         return model.Evaluate(found.Value.Balance);
     }
@@ -45,7 +47,10 @@ public static class StagePartitioner
         var prefix = new double[preference.Count + 1];
         for (int i = 0; i < preference.Count; i++) prefix[i + 1] = prefix[i] + preference[i];
         var seconds = new MinMaxSplit.Limit(model.StageSeconds, Enumerable.Repeat(bound, problem.RankCount).ToArray());
-        var found = MinMaxSplit.Solve(model.Layers, problem.StageToRank, (_, i, j) => prefix[j] - prefix[i], [.. model.MemoryLimits(), seconds]);
+        double byBest = RankTotals(problem, best.Balance, (_, i, j) => prefix[j] - prefix[i]).Max(); // best is within the tolerance
+        var ones = Enumerable.Repeat(1.0, problem.RankCount).ToArray();
+        var found = Bounded(problem, byBest, preference, ones, bound =>
+            MinMaxSplit.Solve(model.Layers, problem.StageToRank, (_, i, j) => prefix[j] - prefix[i], [.. model.MemoryLimits(), seconds], bound, (preference, ones)));
         return found is null ? best : model.Evaluate(found.Value.Balance);
     }
 
@@ -62,13 +67,52 @@ public static class StagePartitioner
         return new CostModel(problem).Evaluate(balance);
     }
 
+    // A split that fits, found stage by stage (each stage given its rank's share: its cost times the rank's stage count,
+    // within the rank's budget over that count, so that the rank's totals fit): its largest rank total bounds the optimum.
+    private static double UpperBound(PartitionProblem problem, CostModel model, Func<int, int, int, double> cost)
+    {
+        var ranks = problem.StageToRank;
+        if (ranks.Distinct().Count() == ranks.Count) return double.PositiveInfinity; // one stage per rank: nothing to prune
+        var count = ranks.GroupBy(r => r).ToDictionary(g => g.Key, g => (double)g.Count());
+        var stages = Enumerable.Range(0, ranks.Count).ToArray();
+        var limits = model.Budgets is { } budgets
+            ? new[] { new MinMaxSplit.Limit((s, i, j) => model.StageBytes(s, i, j), stages.Select(s => budgets[ranks[s]] / count[ranks[s]]).ToArray()) }
+            : [];
+        var split = MinMaxSplit.Solve(model.Layers, stages, (s, i, j) => cost(s, i, j) * count[ranks[s]], limits);
+        return split is null ? double.PositiveInfinity : RankTotals(problem, split.Value.Balance, cost).Max();
+    }
+
+    // With several stages per rank, the programme under bounds closing in from below: a bound below the optimum finds
+    // nothing (quickly, as it prunes hard); the first that finds a split finds the optimum, as every split at most the
+    // bound is looked at. The last try is the upper bound, a split known to fit.
+    private static (int[] Balance, double Value)? Bounded(PartitionProblem problem, double upper, IReadOnlyList<double> work,
+        IReadOnlyList<double> rates, Func<double, (int[] Balance, double Value)?> solve)
+    {
+        if (double.IsPositiveInfinity(upper)) return solve(upper);
+        double lower = Math.Min(upper, work.Sum() / rates.Sum());
+        foreach (double f in new[] { 0.01, 0.03, 0.1, 0.3 })
+            if (solve(lower + (upper - lower) * f) is { } found) return found;
+        return solve(upper);
+    }
+
+    private static double[] Speeds(PartitionProblem problem) =>
+        problem.DeviceSpeeds?.ToArray() ?? Enumerable.Repeat(1.0, problem.RankCount).ToArray();
+
+    private static double[] RankTotals(PartitionProblem problem, IReadOnlyList<int> balance, Func<int, int, int, double> cost)
+    {
+        var totals = new double[problem.RankCount];
+        int first = 0;
+        for (int s = 0; s < balance.Count; first += balance[s], s++) totals[problem.StageToRank[s]] += cost(s, first, first + balance[s]);
+        return totals;
+    }
+
     // The least factor by which every budget must grow for a split to fit: the same programme, minimising each rank's
     // bytes as a share of its budget.
     private static PartitionDoesNotFitException DoesNotFit(PartitionProblem problem, CostModel model)
     {
         var budgets = model.Budgets!;
-        var (balance, _) = MinMaxSplit.Solve(model.Layers, problem.StageToRank,
-            (s, i, j) => model.StageBytes(s, i, j) / (double)budgets[problem.StageToRank[s]])!.Value;
+        Func<int, int, int, double> share = (s, i, j) => model.StageBytes(s, i, j) / (double)budgets[problem.StageToRank[s]];
+        var (balance, _) = MinMaxSplit.Solve(model.Layers, problem.StageToRank, share, upperBound: UpperBound(problem with { MemoryPerDevice = null }, new CostModel(problem with { MemoryPerDevice = null }), share))!.Value;
         var closest = model.Evaluate(balance);
         int ranks = problem.RankCount;
         int worst = Enumerable.Range(0, ranks).MaxBy(r => closest.RankBytes[r] / (double)budgets[r]);

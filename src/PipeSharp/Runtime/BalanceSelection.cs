@@ -48,6 +48,10 @@ internal static class BalanceSelection
     }
 
     /// <summary>The layers per stage for <paramref name="schedule"/>.</summary>
+    /// <param name="options">The pipeline's options (mode, speeds, budgets, profile input).</param>
+    /// <param name="schedule">The training schedule: its placement and its micro-batches held per stage.</param>
+    /// <param name="source">The model, to count and to measure.</param>
+    /// <param name="backend">Where the ranks run: across processes, the measurements are averaged.</param>
     /// <param name="optimizerFactor">Optimizer state per parameter byte (asked for by Auto with a budget).</param>
     public static IReadOnlyList<int> Choose(PipelineOptions options, Schedule schedule, ModelSource source, IBackend backend, Func<double> optimizerFactor)
     {

@@ -19,7 +19,8 @@ public enum BalanceMode
     /// The exact partitioner (<see cref="StagePartitioner"/>) on the measured times, with the ranks' placement of stages,
     /// their device speeds and memory budgets: the slowest rank as fast as possible within the budgets. Among the splits
     /// predicted within 5% of the fastest (measurement noise), the one best balanced by parameter count
-    /// (<see cref="StagePartitioner.SolveWithin"/>), so that runs whose measurements differ by noise split alike.
+    /// (<see cref="StagePartitioner.SolveWithin"/>), so that runs whose measurements differ by noise split alike. When
+    /// no split fits the budgets, the fastest is taken and the pipeline's memory check refuses it, naming what would fit.
     /// </summary>
     Auto,
 }

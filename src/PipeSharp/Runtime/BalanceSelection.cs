@@ -93,7 +93,16 @@ internal static class BalanceSelection
             LayerOutputBytes = measured.OutputBytes,
             StagePeakMicroBatches = PartitionProblem.StagePeaks(schedule),
         };
-        return StagePartitioner.SolveWithin(problem, AutoMargin, source.Costs());
+        try
+        {
+            return StagePartitioner.SolveWithin(problem, AutoMargin, source.Costs());
+        }
+        catch (PartitionDoesNotFitException)
+        {
+            // No split fits: the fastest one goes on to the pipeline's memory check, which refuses it with the whole
+            // prediction and the changes that would fit (more ranks, another schedule, recomputation).
+            return StagePartitioner.SolveWithin(problem with { MemoryPerDevice = null }, AutoMargin, source.Costs());
+        }
     }
 
     // One micro-batch of the profile input, each layer measured with a rank's intra-op threads (as PipelinePlan decides

@@ -3,6 +3,7 @@ using PipeSharp.Cli.Options;
 using PipeSharp.Cli.Output;
 using PipeSharp.Models;
 using PipeSharp.Native;
+using PipeSharp.Partitioning;
 using PipeSharp.Runtime;
 using PipeSharp.Schedules;
 using TorchSharp;
@@ -97,6 +98,12 @@ internal static class TrainCommand
             ? ps => optim.SGD(ps, lr, momentum: 0.9)
             : ps => optim.Adam(ps, lr);
         long seed = args.GetValue(TrainOptions.Seed);
+        // The balance modes that measure (auto, the default, and time) do it on a batch like the first, from a data
+        // source of the same seed, so the training batches are the ones they would be without it.
+        using var profileData = new SyntheticClassification(spec.SampleShape, spec.Classes, seed);
+        var (profileInput, profileTarget) = profileData.NextBatch(batchSize);
+        using var disposeProfile = profileInput;
+        profileTarget.Dispose();
         PipelineOptions options;
         if (request is not null)
         {
@@ -108,8 +115,12 @@ internal static class TrainCommand
         }
         else
         {
-            var (stages, balance) = Split(args, spec, choice);
-            options = TrainOptions.Pipeline(args, choice, stages, balance, cluster) with { Stop = signals.Request };
+            var (stages, balance) = Split(args, choice);
+            options = BalanceOptions.Apply(args, TrainOptions.Pipeline(args, choice, stages, balance, cluster), BalanceMode.Auto) with
+            {
+                Stop = signals.Request,
+                ProfileInput = profileInput,
+            };
         }
 
         torch.manual_seed(seed);
@@ -158,19 +169,15 @@ internal static class TrainCommand
     }
 
     /// <summary>
-    /// The ranks and balance to ask the library for. A given --balance goes through as it is (the library checks it
-    /// against the ranks and stages per rank). Otherwise: --ranks, or 2, or the schedule file's count; cnn with one
-    /// stage per rank gets the article's split, anything else is balanced by the library by parameter count.
+    /// The ranks and layer counts to ask the library for. Counts given with --balance go through as they are (the library
+    /// checks them against the ranks and stages per rank). Otherwise: --ranks, or 2, or the schedule file's count, and the
+    /// library splits by the --balance mode (default auto; cnn's split of the article: --balance 2,2,2,2,3 on 5 ranks).
     /// </summary>
-    private static (int? Ranks, int[]? Balance) Split(ParseResult args, BuiltInModel spec, ScheduleChoice choice)
+    private static (int? Ranks, int[]? Balance) Split(ParseResult args, ScheduleChoice choice)
     {
         int? ranks = args.Given(TrainOptions.Ranks);
-        if (args.GetResult(TrainOptions.Balance) is not null) return (ranks, args.GetValue(TrainOptions.Balance));
-        int p = ranks ?? choice.File?.RankCount ?? 2;
-        bool oneChunk = choice.File is null
-            ? ScheduleGenerators.StagesPerRank(choice.Schedule, choice.StagesPerRank) == 1
-            : choice.File.StageCount == choice.File.RankCount;
-        return (p, oneChunk && spec.DefaultBalance is not null ? spec.DefaultBalance(p) : null);
+        if (BalanceOptions.Counts(args) is { } counts) return (ranks, counts);
+        return (ranks ?? choice.File?.RankCount ?? 2, null);
     }
 
     /// <summary>The share of the step each rank was computing, over all the stages it holds.</summary>

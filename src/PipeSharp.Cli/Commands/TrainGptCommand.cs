@@ -7,6 +7,7 @@ using PipeSharp.Cli.Output;
 using PipeSharp.Data;
 using PipeSharp.Models;
 using PipeSharp.Native;
+using PipeSharp.Partitioning;
 using PipeSharp.Runtime;
 using PipeSharp.Tracing;
 using PipeSharp.Training;
@@ -49,9 +50,13 @@ internal static class TrainGptCommand
         loaded?.CheckModel(LanguageModelCheckpoint.ModelKind, CheckpointManifest.ToJson(config));
         if (loaded is not null) CheckSeed(loaded, training.Seed, notes);
 
-        var balance = args.GetResult(TrainOptions.Balance) is null ? null : args.GetValue(TrainOptions.Balance);
+        var balance = BalanceOptions.Counts(args);
         int? ranks = args.Given(TrainOptions.Ranks) ?? (balance is null ? choice.File?.RankCount ?? 2 : null);
-        var pipeline = TrainOptions.Pipeline(args, choice, ranks, balance, cluster) with { Stop = signals.Request };
+        if (args.GetValue(GptOptions.BalanceByTime) && args.IsGiven(BalanceOptions.Balance))
+            throw new ArgumentException("--balance-by-time and --balance are both given: --balance-by-time is --balance time; give one of them.");
+        // Without a mode: auto, or time with --balance-by-time (the trainer measures on its first batch).
+        var fallback = args.GetValue(GptOptions.BalanceByTime) ? BalanceMode.Time : BalanceMode.Auto;
+        var pipeline = BalanceOptions.Apply(args, TrainOptions.Pipeline(args, choice, ranks, balance, cluster), fallback) with { Stop = signals.Request };
         if (planRequest is not null) pipeline = PlanCommand.ChooseForGpt(config, task, training, planRequest, PlanOptions.Cache(args), notes, pipeline);
         using var trainer = new LanguageModelTrainer(config, task, pipeline, training);
         FailureInjection.Arm(args.GetValue(ClusterOptions.InjectFailure), trainer.Pipeline, () => trainer.Step + 1);

@@ -81,9 +81,8 @@ internal static class GptOptions
 
     public static readonly Option<bool> BalanceByTime = new("--balance-by-time")
     {
-        Description = "(gpt) Without --balance: split the model by each layer's measured forward + backward time on one " +
-                      "micro-batch instead of by parameter count (better when a layer's compute is out of proportion to its " +
-                      "parameters, e.g. the head with --tokenizer gpt2).",
+        Description = "(gpt) The same as --balance time: split the model by each layer's measured forward + backward time on one " +
+                      "micro-batch, stage by stage (kept for scripts; --balance auto, the default, also measures).",
     };
 
     /// <summary>Every option above, in help order.</summary>

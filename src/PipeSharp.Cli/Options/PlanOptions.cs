@@ -58,8 +58,10 @@ internal static class PlanOptions
     /// <summary>The search's request: the batch and devices, with every pipeline option given kept fixed.</summary>
     public static PlanRequest Request(ParseResult args, int batchSize)
     {
-        if (args.IsGiven(TrainOptions.Balance))
+        if (args.IsGiven(BalanceOptions.Balance))
             throw new ArgumentException("--balance cannot be combined with --plan auto: the plan chooses the split; leave --balance out, or leave out --plan.");
+        if (args.IsGiven(BalanceOptions.DeviceSpeeds))
+            throw new ArgumentException("--device-speeds cannot be combined with --plan auto: the plan measures the devices it plans for; leave --device-speeds out, or leave out --plan.");
         if (args.IsGiven(TrainOptions.StagesPerRank))
             throw new ArgumentException("--stages-per-rank cannot be combined with --plan auto: the plan chooses it with the schedule; leave it out.");
         string? schedule = args.IsGiven(TrainOptions.Schedule) ? args.GetValue(TrainOptions.Schedule) : null;

@@ -16,14 +16,7 @@ internal static class TrainOptions
     public static readonly Option<int> Ranks = ScheduleOptions.Ranks(
         "Number of pipeline ranks (workers) per replica [default: 2, or from --balance or the schedule file]. " +
         "With several stages per rank (interleaved, zb-v) the model is cut into ranks x stages-per-rank stages, so zb-v needs " +
-        "2 x ranks layers (mlp: at most 4 ranks, cnn: 5). Without --balance, mlp and gpt are split by " +
-        "parameter count; cnn with one stage per rank as in the article (conv layers evenly, the head on " +
-        "the last stage; 5 ranks: 2,2,2,2,3), with several stages per rank by parameter count.");
-
-    public static readonly Option<int[]?> Balance = CommaSeparated.Ints("--balance", "N,N,...",
-        "Layers per stage, in model order: ranks x stages-per-rank entries adding up to the model's layer count " +
-        "(mlp 8, cnn 11, gpt: --layers + 2, the embeddings and the head being one layer each), e.g. 2,2,2,2,3 " +
-        "(5 ranks, one stage each) or 1,1,1,1,1,1,1,1 (zb-v, 4 ranks).", "2,2,2,2,3");
+        "2 x ranks layers (mlp: at most 4 ranks, cnn: 5). The split into stages: --balance.");
 
     public static readonly Option<int> MicroBatches = new("--microbatches", "-m")
     {
@@ -185,8 +178,8 @@ internal static class TrainOptions
     /// <summary>Every option above, in help order.</summary>
     public static IEnumerable<Option> All =>
     [
-        Ranks, Balance, MicroBatches, Schedule, StagesPerRank, Steps, BatchSize, Seed, LearningRate, ThreadsPerRank, Devices,
-        Recompute, Json, LogEvery, OnNonFinite, Trace, Svg, MemoryPerDevice, Rebalance, RebalanceThreshold, RebalanceSteps,
+        Ranks, BalanceOptions.Balance, BalanceOptions.DeviceSpeeds, MicroBatches, Schedule, StagesPerRank, Steps, BatchSize, Seed, LearningRate,
+        ThreadsPerRank, Devices, Recompute, Json, LogEvery, OnNonFinite, Trace, Svg, MemoryPerDevice, Rebalance, RebalanceThreshold, RebalanceSteps,
     ];
 
     /// <summary>

@@ -2,7 +2,8 @@ namespace PipeSharp.Partitioning;
 
 /// <summary>
 /// How many consecutive layers each stage gets. Checked against the layer count, or computed so that the
-/// largest stage cost (e.g. parameter count) is as small as possible.
+/// largest stage cost (e.g. parameter count) is as small as possible. <see cref="StagePartitioner"/> does the same with
+/// measured seconds, device speeds, memory budgets, several stages per rank and message costs.
 /// </summary>
 public static class Balance
 {
@@ -38,51 +39,10 @@ public static class Balance
     public static IReadOnlyList<int> ByCost(IReadOnlyList<double> costs, int stages)
     {
         CheckStageCount(stages, costs.Count);
-        return MinimiseSlowest(costs, Enumerable.Repeat(1.0, stages).ToArray());
-    }
-
-    /// <summary>
-    /// The exact dynamic programme behind <see cref="ByCost"/>: consecutive groups of at least one layer, group s taking
-    /// <paramref name="stageScale"/>[s] times the sum of its layers' costs (e.g. the seconds per unit of cost of the rank
-    /// that holds it), minimising the largest group (ties: earlier stages get fewer layers).
-    /// </summary>
-    internal static IReadOnlyList<int> MinimiseSlowest(IReadOnlyList<double> costs, IReadOnlyList<double> stageScale)
-    {
-        int n = costs.Count, stages = stageScale.Count;
-        var prefix = new double[n + 1];
-        for (int i = 0; i < n; i++) prefix[i + 1] = prefix[i] + Math.Max(0, costs[i]);
-        double Time(int stage, int from, int to) => stageScale[stage] * (prefix[to] - prefix[from]);
-
-        // best[k, j]: smallest possible maximum stage time when the first j layers form stages 0..k-1.
-        var best = new double[stages + 1, n + 1];
-        var cut = new int[stages + 1, n + 1];
-        for (int j = 0; j <= n; j++) best[1, j] = j >= 1 ? Time(0, 0, j) : double.PositiveInfinity;
-        for (int k = 2; k <= stages; k++)
-        {
-            for (int j = 0; j <= n; j++)
-            {
-                best[k, j] = double.PositiveInfinity;
-                for (int i = k - 1; i < j; i++)
-                {
-                    double candidate = Math.Max(best[k - 1, i], Time(k - 1, i, j));
-                    if (candidate < best[k, j] - 1e-12 * Math.Max(1, candidate))
-                    {
-                        best[k, j] = candidate;
-                        cut[k, j] = i;
-                    }
-                }
-            }
-        }
-        var counts = new int[stages];
-        int end = n;
-        for (int k = stages; k >= 2; k--)
-        {
-            int start = cut[k, end];
-            counts[k - 1] = end - start;
-            end = start;
-        }
-        counts[0] = end;
-        return counts;
+        var prefix = new double[costs.Count + 1];
+        for (int i = 0; i < costs.Count; i++) prefix[i + 1] = prefix[i] + Math.Max(0, costs[i]);
+        // The partitioner's programme with one stage per rank, all of speed 1, no budgets and free messages.
+        return MinMaxSplit.Solve(costs.Count, Enumerable.Range(0, stages).ToArray(), (_, i, j) => prefix[j] - prefix[i])!.Value.Balance;
     }
 
     /// <summary>Throws if <paramref name="stages"/> is not between 1 and <paramref name="layerCount"/>.</summary>

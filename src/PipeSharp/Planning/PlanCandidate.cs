@@ -55,6 +55,8 @@ public sealed record PlanCandidate(
     {
         Ranks = Ranks,
         Balance = Balance,
+        BalanceMode = Partitioning.BalanceMode.Parameters, // the split is given: no mode may measure another
+        DeviceSpeeds = null,
         MicroBatches = MicroBatches,
         Schedule = Schedule,
         StagesPerRank = Schedule == "interleaved" ? StagesPerRank : null,

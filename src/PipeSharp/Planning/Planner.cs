@@ -1,6 +1,8 @@
 using PipeSharp.Construction;
 using PipeSharp.Memory;
 using PipeSharp.Partitioning;
+using PipeSharp.Runtime;
+using PipeSharp.Schedules;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -83,7 +85,8 @@ public static class Planner
     internal static IReadOnlyList<PlanCandidate> Search(PlanRequest request, IReadOnlyList<PlanLayout> layouts, Func<PlanLayout, ModelProfile> profile,
         LinkCost link, Func<PlanLayout, RuntimeOverheads> overheads)
     {
-        var all = layouts.Select(l => StepModel.Predict(l, profile(l), request, link, overheads(l), SplitFor)).OfType<PlanCandidate>().ToList();
+        var all = layouts.Select(l => StepModel.Predict(l, profile(l), request, link, overheads(l),
+            (p, schedule, full) => SplitFor(p, schedule, full, request.MemoryPerDevice))).OfType<PlanCandidate>().ToList();
         if (all.Count == 0)
             throw new ArgumentException(
                 "no layout of the search can run this model (every schedule refused the ranks and micro-batches tried): " +
@@ -102,12 +105,38 @@ public static class Planner
     }
 
     /// <summary>
-    /// The split of the profiled layers into <paramref name="stages"/> stages the planner predicts with: for now the
-    /// contiguous split that minimises the slowest stage's F + B (with recomputation, F twice), by <see cref="Balance.ByCost"/>.
-    /// The one place a constrained partitioner plugs in.
+    /// The split of the profiled layers over <paramref name="schedule"/>'s stages the planner predicts with:
+    /// <see cref="StagePartitioner"/> on each layer's F + B (with recomputation, F twice), the schedule's placement,
+    /// the boundary bytes and, with <see cref="PlanRequest.MemoryPerDevice"/>, each rank's parameters, gradients,
+    /// optimizer state and the activations of the micro-batches the schedule holds; of the splits within
+    /// <see cref="BalanceSelection.AutoMargin"/> of the fastest, the one best balanced by parameter bytes, as
+    /// <c>BalanceMode.Auto</c> picks. If no split fits the budget, the fastest (the candidate is then dropped as over it).
     /// </summary>
-    internal static IReadOnlyList<int> SplitFor(ModelProfile profile, int stages, bool fullRecomputation) =>
-        Balance.ByCost(profile.Layers.Select(l => l.Forward * (fullRecomputation ? 2 : 1) + l.Backward).ToList(), stages);
+    internal static IReadOnlyList<int> SplitFor(ModelProfile profile, Schedule schedule, bool fullRecomputation, IReadOnlyList<long>? budgets)
+    {
+        var layers = profile.Layers;
+        if (budgets is not null && budgets.Count != 1 && budgets.Count != schedule.RankCount) budgets = null; // Fits drops such a layout
+        var problem = new PartitionProblem
+        {
+            LayerSeconds = layers.Select(l => l.Forward * (fullRecomputation ? 2 : 1) + l.Backward).ToArray(),
+            StageToRank = schedule.StageToRank,
+            MemoryPerDevice = budgets,
+            LayerStateBytes = budgets is null ? null : layers.Select(l => 2 * l.ParameterBytes + l.OptimizerBytes).ToArray(),
+            // With full recomputation a stage keeps only its input per micro-batch: the previous layer's output.
+            LayerActivationBytes = budgets is null ? null : layers.Select((l, i) => fullRecomputation ? 0 : l.ActivationBytes).ToArray(),
+            LayerOutputBytes = layers.Select(l => l.OutputBytes).ToArray(),
+            StagePeakMicroBatches = PartitionProblem.StagePeaks(schedule),
+        };
+        var preference = layers.Select(l => (double)l.ParameterBytes).ToArray();
+        try
+        {
+            return StagePartitioner.SolveWithin(problem, BalanceSelection.AutoMargin, preference).Balance;
+        }
+        catch (PartitionDoesNotFitException)
+        {
+            return StagePartitioner.SolveWithin(problem with { MemoryPerDevice = null }, BalanceSelection.AutoMargin, preference).Balance;
+        }
+    }
 
     private static bool Fits(PlanCandidate c, IReadOnlyList<long> budgets)
     {

@@ -24,24 +24,16 @@ internal sealed record PlanLayout(int Ranks, int Replicas, int MicroBatches, str
 internal static class StepModel
 {
     public static PlanCandidate? Predict(PlanLayout layout, ModelProfile profile, PlanRequest request, LinkCost link, RuntimeOverheads overheads,
-        Func<ModelProfile, int, bool, IReadOnlyList<int>> split)
+        Func<ModelProfile, Schedule, bool, IReadOnlyList<int>> split)
     {
         int layers = profile.Layers.Count;
         if (layout.Stages > layers) return null;
-        var balance = split(profile, layout.Stages, layout.FullRecomputation);
+        // The schedule's placement and peaks first (its actions' order may depend on the costs, its placement does not).
+        if (Generate(layout, null) is not { } shape) return null;
+        var balance = split(profile, shape, layout.FullRecomputation);
         var stages = StageCosts(profile, balance, layout.FullRecomputation, overheads);
         var mean = new ActionCosts(stages.Average(s => s.F), stages.Average(s => s.B), stages.Average(s => s.I), stages.Average(s => s.W));
-        Schedule schedule;
-        try
-        {
-            schedule = ScheduleGenerators.Create(layout.Schedule, layout.Ranks, layout.MicroBatches,
-                layout.Schedule == "interleaved" ? layout.StagesPerRank : null, mean);
-            ScheduleValidator.Validate(schedule);
-        }
-        catch (ArgumentException)
-        {
-            return null; // the schedule cannot run this layout (e.g. too few micro-batches for interleaved)
-        }
+        if (Generate(layout, mean) is not { } schedule) return null;
         // A message between ranks: the link's time, and at least the runtime's hand-over to a waiting rank.
         long boundary = stages.Max(s => s.OutputBytes);
         double hop = layout.Ranks > 1 ? Math.Max(link.LatencySeconds, overheads.HandOverSeconds) + link.SecondsPerByte * boundary : 0;
@@ -59,14 +51,18 @@ internal static class StepModel
         {
             int r = schedule.StageToRank[s];
             double optimizer = profile.OptimizerSeconds * stages[s].ParameterBytes / totalParameters;
-            after[r] += optimizer + stages[s].ParameterBytes * overheads.NormSecondsPerByte;
+            after[r] += optimizer + stages[s].ParameterBytes * overheads.NormSecondsPerByte / layout.Replicas; // the D workers share it
             busy[r] += optimizer;
         }
         // Busy time as the runtime measures it: the actions' durations, without the hand-over between them.
         double gap = overheads.ActionSeconds - overheads.InActionSeconds;
         for (int r = 0; r < layout.Ranks; r++) busy[r] += Math.Max(0, sim.RankBusy[r] - gap * schedule.RankActions[r].Count);
-        // In one process the main thread sums each gradient over the replicas: a zeroed sum, D adds and D copies.
-        double reduction = layout.Replicas > 1 ? totalParameters * (2.0 * layout.Replicas + 1) * overheads.AddSecondsPerByte : 0;
+        // In one process the D workers of a rank sum its stages' gradients over the replicas, each a 1/D share of them:
+        // D - 1 adds and D - 1 copies of each, in parallel.
+        var rankParameters = new double[layout.Ranks];
+        for (int s = 0; s < stages.Count; s++) rankParameters[schedule.StageToRank[s]] += stages[s].ParameterBytes;
+        double reduction = layout.Replicas > 1
+            ? rankParameters.Max() * 2.0 * (layout.Replicas - 1) / layout.Replicas * overheads.AddSecondsPerByte : 0;
         double step = overheads.StepSecondsFor(layout.Ranks * layout.Replicas) + sim.Makespan + after.Max() + reduction;
         var memory = MemoryModel.Predict(schedule, MemoryInputs(profile, balance, stages, layout, schedule));
         double samples = request.BatchSize / step;
@@ -97,6 +93,22 @@ internal static class StepModel
             first += count;
         }
         return result;
+    }
+
+    // The layout's schedule, validated; null if the schedule cannot run it (e.g. too few micro-batches for interleaved).
+    private static Schedule? Generate(PlanLayout layout, ActionCosts? costs)
+    {
+        try
+        {
+            var schedule = ScheduleGenerators.Create(layout.Schedule, layout.Ranks, layout.MicroBatches,
+                layout.Schedule == "interleaved" ? layout.StagesPerRank : null, costs);
+            ScheduleValidator.Validate(schedule);
+            return schedule;
+        }
+        catch (ArgumentException)
+        {
+            return null;
+        }
     }
 
     private static MemoryModelInputs MemoryInputs(ModelProfile profile, IReadOnlyList<int> balance, List<StageCost> stages, PlanLayout layout, Schedule schedule)

@@ -31,6 +31,9 @@ internal abstract class ModelSource
     /// <summary>What each layer reads and writes.</summary>
     public abstract IReadOnlyList<LayerSignature> Signatures();
 
+    /// <summary>Each layer measured on one micro-batch, for the balance modes that measure (the model's state left as it was).</summary>
+    public abstract LayerMeasurement Measure(Tensor microBatch, int threads);
+
     /// <summary>True if each in-process replica can get its own model.</summary>
     public abstract bool CopiesModel { get; }
 
@@ -75,6 +78,27 @@ internal abstract class ModelSource
         public override IReadOnlyList<LayerSignature> Signatures() =>
             first.Layers.Select((l, i) => LayerSignature.Of(l, i, first.Names?[i])).ToList();
 
+        public override LayerMeasurement Measure(Tensor microBatch, int threads)
+        {
+            var layers = first.Layers.Select((l, i) => l as nn.Module<Tensor, Tensor> ?? throw new NotSupportedException(
+                $"layer {i} ({l.GetType().Name}) reads or writes named tensors: BalanceMode Time and Auto measure layers that map one " +
+                "tensor to one tensor; give Balance, or BalanceMode Parameters or Uniform.")).ToList();
+            // The measurement runs the caller's layers: their buffers (BatchNorm's running statistics) and the random
+            // generator are put back, so training starts from the model as given.
+            using var rng = get_rng_state();
+            var buffers = first.Layers.SelectMany(l => l.buffers()).Select(b => (b, copy: b.detach().clone())).ToList();
+            try
+            {
+                return LayerProfiler.Measure(layers, microBatch, threads);
+            }
+            finally
+            {
+                using (no_grad())
+                    foreach (var (b, copy) in buffers) { b.copy_(copy); copy.Dispose(); }
+                set_rng_state(rng);
+            }
+        }
+
         public override IReadOnlyList<IReadOnlyList<(object Key, long Bytes)>> LayerParameters() =>
             first.Layers.Select(l => (IReadOnlyList<(object, long)>)ParameterIdentity.Distinct(l.parameters())
                 .Select(p => ((object)ParameterIdentity.Key(p), Bytes(p))).ToList()).ToList();
@@ -117,6 +141,21 @@ internal abstract class ModelSource
         public override bool CopiesModel => true;
         public override IReadOnlyList<double> Costs() => spec.Layers.Select(l => l.Cost).ToList();
         public override IReadOnlyList<LayerSignature> Signatures() => spec.Layers.Select(_ => LayerSignature.Single).ToList();
+
+        // The whole model built once (seeded as the pipeline's, the caller's generator kept), measured and freed.
+        public override LayerMeasurement Measure(Tensor microBatch, int threads)
+        {
+            using var rng = get_rng_state();
+            using var model = spec.Build();
+            try
+            {
+                return LayerProfiler.Measure(ModelSplitter.Layers(model), microBatch, threads);
+            }
+            finally
+            {
+                set_rng_state(rng);
+            }
+        }
 
         public override long HeldBytes() => 0; // nothing is built yet
 

@@ -135,7 +135,8 @@ public sealed partial class Pipeline : IDisposable
         Backend = options.Backend ?? new InProcessBackend();
         options.Rebalancing?.Check();
         _memory = new PipelineMemory(options, source);
-        _plan = PipelinePlan.Create(options, source.LayerCount, source.Costs, Backend, copiesModel: source.CopiesModel);
+        _plan = PipelinePlan.Create(options, source.LayerCount, source.Costs, Backend, copiesModel: source.CopiesModel,
+            schedule => BalanceSelection.Choose(options, schedule, source, Backend, () => PipelineMemory.Probe(optimizer).Factor));
         _memory.CheckBeforeBuild(_plan, optimizer); // before any stage is built or worker started
         _boundaries = BoundaryPlan.Create(source.Signatures(), source.Names, _plan.Balance, options.Inputs);
         if (!_boundaries.IsPlain) ScheduleValidator.Validate(Schedule, _boundaries.Links); // skips add messages between far stages

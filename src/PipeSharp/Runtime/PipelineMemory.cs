@@ -139,7 +139,8 @@ internal sealed class PipelineMemory
         return (parameters, copies);
     }
 
-    private static (double, string) Probe(Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer)
+    /// <summary>The optimizer state per parameter byte, from an optimizer made for a one-element parameter.</summary>
+    internal static (double Factor, string Source) Probe(Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer)
     {
         try
         {

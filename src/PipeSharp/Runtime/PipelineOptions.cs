@@ -12,7 +12,7 @@ public sealed record PipelineOptions
     /// <summary>
     /// Number of pipeline ranks (workers) per replica, each on its own device. With <see cref="StagesPerRank"/> = v the
     /// model is cut into Ranks x v stages and each rank holds v of them. If <see cref="Balance"/> is null, the stages are
-    /// balanced by parameter count. Default: the length of <see cref="Balance"/> divided by the stages per rank, or 1.
+    /// split by <see cref="BalanceMode"/> (default: by parameter count). Default: the length of <see cref="Balance"/> divided by the stages per rank, or 1.
     /// </summary>
     public int? Ranks { get; init; }
 
@@ -27,6 +27,30 @@ public sealed record PipelineOptions
     /// layer count.
     /// </summary>
     public IReadOnlyList<int>? Balance { get; init; }
+
+    /// <summary>
+    /// How the model is split when <see cref="Balance"/> is null: <see cref="Partitioning.BalanceMode.Parameters"/> (the
+    /// default, by parameter count), <see cref="Partitioning.BalanceMode.Uniform"/> (equal layer counts),
+    /// <see cref="Partitioning.BalanceMode.Time"/> (by each layer's measured time) or <see cref="Partitioning.BalanceMode.Auto"/>
+    /// (the exact partitioner on the measured times with the ranks' placement, <see cref="DeviceSpeeds"/> and
+    /// <see cref="MemoryPerDevice"/>). Time and Auto measure on <see cref="ProfileInput"/>. Whatever the split, training
+    /// gives the same parameters.
+    /// </summary>
+    public Partitioning.BalanceMode BalanceMode { get; init; } = Partitioning.BalanceMode.Parameters;
+
+    /// <summary>
+    /// The speed factor of each rank's device, one per rank (1: the reference; 0.5: half as fast), for
+    /// <see cref="Partitioning.BalanceMode.Auto"/>: a slower rank gets less work. Null: every rank 1.
+    /// </summary>
+    public IReadOnlyList<double>? DeviceSpeeds { get; init; }
+
+    /// <summary>
+    /// A batch like the training ones, for the balance modes that measure (<see cref="Partitioning.BalanceMode.Time"/>,
+    /// <see cref="Partitioning.BalanceMode.Auto"/>): it is split like a training batch and each layer is run forward and
+    /// backward on its first micro-batch (the model's buffers and the random generator are put back afterwards). The
+    /// caller keeps and disposes it.
+    /// </summary>
+    public TorchSharp.torch.Tensor? ProfileInput { get; init; }
 
     /// <summary>
     /// The device of each rank (<c>cpu</c>, <c>cuda</c>, <c>cuda:N</c>): one name for all or one per rank.

@@ -66,7 +66,11 @@ internal sealed record PipelinePlan(
     /// <param name="costs">Each layer's cost for automatic balancing (asked for only without a balance).</param>
     /// <param name="backend">Where the ranks run.</param>
     /// <param name="copiesModel">True if each in-process replica can get its own copy of the model (a model factory or spec was given).</param>
-    public static PipelinePlan Create(PipelineOptions options, int layerCount, Func<IReadOnlyList<double>> costs, IBackend backend, bool copiesModel)
+    /// <param name="chooseBalance">
+    /// The layers per stage for the schedule when no balance is given (<see cref="BalanceSelection"/>); null: by <paramref name="costs"/>.
+    /// </param>
+    public static PipelinePlan Create(PipelineOptions options, int layerCount, Func<IReadOnlyList<double>> costs, IBackend backend, bool copiesModel,
+        Func<Schedule, IReadOnlyList<int>>? chooseBalance = null)
     {
         if (options.MicroBatches < 1)
             throw new ArgumentOutOfRangeException("microBatches", options.MicroBatches,
@@ -79,13 +83,17 @@ internal sealed record PipelinePlan(
             throw new ArgumentOutOfRangeException("ranks", options.Ranks, "Ranks (pipeline ranks per replica) must be at least 1.");
         if (options.Replicas < 1)
             throw new ArgumentOutOfRangeException("replicas", options.Replicas, "Replicas (copies of the pipeline) must be at least 1.");
+        BalanceSelection.CheckOptions(options);
 
         var schedule = File.Exists(options.Schedule) ? FromFile(options) : Generate(options, layerCount);
         ScheduleValidator.Validate(schedule);
         int pieces = schedule.StageCount;
+        BalanceSelection.CheckSpeeds(options.DeviceSpeeds, schedule.RankCount);
         IReadOnlyList<int> balance = options.Balance != null
             ? Partitioning.Balance.Check(options.Balance, layerCount)
-            : Partitioning.Balance.ByCost(costs(), CheckPieces(pieces, layerCount, schedule));
+            : CheckPieces(pieces, layerCount, schedule) is var checkedPieces && chooseBalance is not null
+                ? chooseBalance(schedule)
+                : Partitioning.Balance.ByCost(costs(), checkedPieces);
         if (balance.Count != pieces)
             throw new ArgumentException(
                 $"balance has {balance.Count} entries but schedule '{schedule.Name}' cuts the model into {pieces} stages " +

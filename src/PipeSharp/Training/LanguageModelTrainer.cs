@@ -2,6 +2,7 @@ using PipeSharp.Native;
 using System.Diagnostics;
 using PipeSharp.Construction;
 using PipeSharp.Models;
+using PipeSharp.Partitioning;
 using PipeSharp.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -60,8 +61,17 @@ public sealed class LanguageModelTrainer : IDisposable
         _schedule = new LearningRateSchedule(options.LearningRate, options.WarmupSteps, options.Steps, options.MinLearningRate);
         manual_seed(options.Seed); // the stream dropout draws from; the weights come from the spec's layer seeds
         _spec = Gpt.Spec(config, options.Seed);
-        if (options.BalanceByTime && pipelineOptions.Balance is null && !File.Exists(pipelineOptions.Schedule))
-            pipelineOptions = pipelineOptions with { Balance = ProfiledBalance(pipelineOptions) };
+        if (options.BalanceByTime && pipelineOptions.Balance is null && pipelineOptions.BalanceMode == BalanceMode.Parameters)
+            pipelineOptions = pipelineOptions with { BalanceMode = BalanceMode.Time };
+        // The balance modes that measure do it on the first training batch, unless given another.
+        Tensor? profile = null;
+        if (pipelineOptions.Balance is null && pipelineOptions.BalanceMode is BalanceMode.Time or BalanceMode.Auto && pipelineOptions.ProfileInput is null)
+        {
+            var (x, y) = _task.Batch(false, 0, options.BatchSize, config.ContextLength, options.Seed);
+            y.Dispose();
+            profile = x;
+            pipelineOptions = pipelineOptions with { ProfileInput = x };
+        }
         // Not across MPI processes: each would measure other costs, and every rank must build the same schedule.
         if (pipelineOptions.ScheduleCosts is null && pipelineOptions.Backend is null && ZeroBubbleCosts.Applies(pipelineOptions.Schedule))
             pipelineOptions = pipelineOptions with { ScheduleCosts = MeasuredCosts(pipelineOptions) };
@@ -69,7 +79,14 @@ public sealed class LanguageModelTrainer : IDisposable
         ParameterCount = (long)_spec.Layers.Sum(l => l.Cost) - (config.TieEmbeddings ? (long)config.VocabularySize * config.Width : 0);
         pipelineOptions = pipelineOptions with { MaxGradNorm = options.MaxGradNorm, DropoutSeed = options.Seed };
         // Built from the spec: each process (under MPI) builds only the layers of its own stages.
-        Pipeline = new Pipeline(_spec, pipelineOptions, task.Loss, MakeOptimizer);
+        try
+        {
+            Pipeline = new Pipeline(_spec, pipelineOptions, task.Loss, MakeOptimizer);
+        }
+        finally
+        {
+            profile?.Dispose();
+        }
     }
 
     /// <summary>The model's shape.</summary>
@@ -171,28 +188,6 @@ public sealed class LanguageModelTrainer : IDisposable
 
     /// <summary>Logits of token ids [B, t] through the pipeline (for generation).</summary>
     public Tensor Logits(Tensor tokens) => Pipeline.Forward(tokens);
-
-    // Layers per stage from each layer's measured time on one micro-batch of the first training batch.
-    private int[] ProfiledBalance(PipelineOptions pipelineOptions)
-    {
-        int pieces = (pipelineOptions.Ranks ?? 1) * Schedules.ScheduleGenerators.StagesPerRank(pipelineOptions.Schedule, pipelineOptions.StagesPerRank);
-        var (x, y) = _task.Batch(false, 0, Options.BatchSize, Config.ContextLength, Options.Seed);
-        using (x)
-        using (y)
-        {
-            var parts = Runtime.MicroBatches.Split(x, pipelineOptions.MicroBatches, "batchSize");
-            try
-            {
-                // Profiling runs every layer, so it builds the whole model once (seeded as the pipeline's) and frees it.
-                using var model = _spec.Build();
-                return Partitioning.LayerProfiler.BalanceByTime(Partitioning.ModelSplitter.Layers(model), parts[0], pieces).ToArray();
-            }
-            finally
-            {
-                foreach (var part in parts) part.Dispose();
-            }
-        }
-    }
 
     // F, I and W measured on one micro-batch of the first training batch, for the zero-bubble generators' order.
     private Schedules.ActionCosts MeasuredCosts(PipelineOptions pipelineOptions)

@@ -32,7 +32,9 @@ public sealed record LanguageModelTrainingOptions
 
     /// <summary>
     /// When the pipeline options give no balance: split the model by the measured forward + backward time of each layer
-    /// on one micro-batch (each layer timed) instead of by parameter count.
+    /// on one micro-batch (each layer timed) instead of by parameter count. The same as
+    /// <c>PipelineOptions.BalanceMode = BalanceMode.Time</c>; with either, or <c>BalanceMode.Auto</c>, the trainer measures
+    /// on its first training batch.
     /// </summary>
     public bool BalanceByTime { get; init; }
 

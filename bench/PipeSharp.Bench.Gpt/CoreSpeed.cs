@@ -20,12 +20,12 @@ internal static class CoreSpeed
 
     public static int Run(string[] args, string corpusPath)
     {
-        int rounds = Arg(args, "--rounds", 5), steps = Arg(args, "--steps", 8), warmup = Arg(args, "--warmup", 3);
-        var only = Value(args, "--only")?.Split(',').ToHashSet();
+        int rounds = BenchFacts.Arg(args, "--rounds", 5), steps = BenchFacts.Arg(args, "--steps", 8), warmup = BenchFacts.Arg(args, "--warmup", 3);
+        var only = BenchFacts.Value(args, "--only")?.Split(',').ToHashSet();
         // What the CLI gives --ranks 1 when --microbatches is not given: 1 since the fix of issue 11 (4 before).
-        int oneStageMicroBatches = Arg(args, "--one-stage-microbatches", 1);
-        Console.WriteLine($"PipeSharp core speed (issue 11): {Environment.ProcessorCount} CPUs, {Cpu()}, .NET {Environment.Version}");
-        Console.WriteLine($"load before: {Load()}");
+        int oneStageMicroBatches = BenchFacts.Arg(args, "--one-stage-microbatches", 1);
+        Console.WriteLine($"PipeSharp core speed (issue 11): {Environment.ProcessorCount} CPUs, {BenchFacts.Cpu()}, .NET {Environment.Version}");
+        Console.WriteLine($"load before: {BenchFacts.Load()}");
         var corpus = TextCorpus.Load(corpusPath);
         var task = new CorpusTask(corpus);
         var config = new GptConfig(corpus.Tokenizer.VocabularySize, ContextLength: 128, Layers: 4, Width: 192, Heads: 4, Dropout: 0, TieEmbeddings: true);
@@ -62,7 +62,7 @@ internal static class CoreSpeed
             new("zbv4", "CLI path, 2 ranks, zb-v, 4 micro-batches", zbv4.Measure),
         };
         var extra = new List<TrainerRun>();
-        foreach (var spec in (Value(args, "--extra") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries))
+        foreach (var spec in (BenchFacts.Value(args, "--extra") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries))
         {
             // ranks:microBatches:schedule:threads[:F/B/I/W], e.g. 1:1:1f1b:2 (for investigating; not part of the ratios)
             var f = spec.Split(':');
@@ -85,7 +85,7 @@ internal static class CoreSpeed
         Console.WriteLine();
         Console.WriteLine($"{"variant",-48} {"tokens/s",9} {"min",7} {"max",7}   per round");
         foreach (var v in variants)
-            Console.WriteLine($"{v.Name,-48} {Median(v.Rates),9:F0} {v.Rates.Min(),7:F0} {v.Rates.Max(),7:F0}   {string.Join(" ", v.Rates.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))}");
+            Console.WriteLine($"{v.Name,-48} {BenchFacts.Median(v.Rates),9:F0} {v.Rates.Min(),7:F0} {v.Rates.Max(),7:F0}   {string.Join(" ", v.Rates.Select(x => x.ToString("F0", CultureInfo.InvariantCulture)))}");
         Console.WriteLine();
         var byKey = variants.ToDictionary(v => v.Key);
         bool pass = true;
@@ -93,7 +93,7 @@ internal static class CoreSpeed
         {
             var values = Enumerable.Range(0, rounds).Select(perRound).Where(x => x is not null).Select(x => x!.Value).ToList();
             if (values.Count == 0) return;
-            double m = Median(values);
+            double m = BenchFacts.Median(values);
             bool ok = m >= target;
             pass &= ok;
             Console.WriteLine($"{(ok ? "PASS" : "FAIL")}  {label,-62} = {m,6:F3}  (target >= {target:F2}; rounds {values.Min():F3}-{values.Max():F3})");
@@ -104,12 +104,12 @@ internal static class CoreSpeed
         Ratio("(a) 1 stage via the CLI path / plain loop, 2 threads", 0.97, r => R("cli2", "plain2", r));
         Ratio("(b) 2 ranks zb-v / 1f1b, 8 micro-batches", 1.05, r => R("zbv", "1f1b", r));
         // (c): the 2-rank configuration with the best median rate, against twice the plain loop's 1-thread rate.
-        var best = variants.Where(v => v.Key is "1f1b" or "zbv" or "zbh1" or "zbv4").OrderByDescending(v => Median(v.Rates)).FirstOrDefault();
+        var best = variants.Where(v => v.Key is "1f1b" or "zbv" or "zbh1" or "zbv4").OrderByDescending(v => BenchFacts.Median(v.Rates)).FirstOrDefault();
         if (best != null)
             Ratio($"(c) best on 2 ranks ({best.Key}) / (2 x plain loop, 1 thread)", 0.85, r => R(best.Key, "plain1", r, 2));
-        Console.WriteLine($"info  zb-v ordered by measured costs / by F = I = W = {Median(Enumerable.Range(0, rounds).Select(r => R("zbv", "zbv-eq", r) ?? double.NaN).ToList()):F3}");
-        Console.WriteLine($"info  plain loop 2 threads / 1 thread = {Median(Enumerable.Range(0, rounds).Select(r => R("plain2", "plain1", r) ?? double.NaN).ToList()):F3}");
-        Console.WriteLine($"load after: {Load()}");
+        Console.WriteLine($"info  zb-v ordered by measured costs / by F = I = W = {BenchFacts.Median(Enumerable.Range(0, rounds).Select(r => R("zbv", "zbv-eq", r) ?? double.NaN).ToList()):F3}");
+        Console.WriteLine($"info  plain loop 2 threads / 1 thread = {BenchFacts.Median(Enumerable.Range(0, rounds).Select(r => R("plain2", "plain1", r) ?? double.NaN).ToList()):F3}");
+        Console.WriteLine($"load after: {BenchFacts.Load()}");
         if (!args.Contains("--no-breakdown"))
         {
             Console.WriteLine();
@@ -120,24 +120,4 @@ internal static class CoreSpeed
         foreach (var e in extra) e.Dispose();
         return pass ? 0 : 1;
     }
-
-    private static double Median(List<double> xs)
-    {
-        var s = xs.Order().ToList();
-        return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
-    }
-
-    private static string Load() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : "n/a";
-
-    private static string Cpu() =>
-        File.Exists("/proc/cpuinfo") ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name"))?.Split(':', 2)[1].Trim() ?? "?" : "?";
-
-    private static string? Value(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
-
-    private static int Arg(string[] args, string name, int fallback) =>
-        Value(args, name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
 }

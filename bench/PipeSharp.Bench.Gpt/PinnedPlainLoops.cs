@@ -77,7 +77,7 @@ internal static class PinnedPlainLoops
     /// <summary>The child's side: warm up, say "ready", wait for "go", train the timed steps, print "rate R".</summary>
     public static int Child(string[] args, string corpusPath)
     {
-        int warmup = LimitBench.Arg(args, "--warmup", 3), steps = LimitBench.Arg(args, "--steps", 6);
+        int warmup = BenchFacts.Arg(args, "--warmup", 3), steps = BenchFacts.Arg(args, "--steps", 6);
         var corpus = TextCorpus.Load(corpusPath);
         using var plain = new PlainGptLoop(LimitBench.Config(corpus), new CorpusTask(corpus), LimitBench.Options());
         plain.Measure(warmup, 1);

@@ -18,11 +18,11 @@ internal static class RecomputeBench
 {
     public static int Run(string[] args, string corpusPath)
     {
-        int rounds = Arg(args, "--rounds", 3), steps = Arg(args, "--steps", 3);
+        int rounds = BenchFacts.Arg(args, "--rounds", 3), steps = BenchFacts.Arg(args, "--steps", 3);
         var corpus = TextCorpus.Load(corpusPath);
         var config = new GptConfig(corpus.Tokenizer.VocabularySize, ContextLength: 128, Layers: 4, Width: 192, Heads: 4);
         const int batch = 16, microBatches = 8;
-        Console.WriteLine($"PipeSharp activation recomputation (issue 12): {Environment.ProcessorCount} CPUs, load {Load()}");
+        Console.WriteLine($"PipeSharp activation recomputation (issue 12): {Environment.ProcessorCount} CPUs, load {BenchFacts.Load()}");
         Console.WriteLine($"model: GPT 4 layers, width 192, context 128, 4 heads, vocabulary {config.VocabularySize}; batch {batch}, " +
                           $"{microBatches} micro-batches, 2 ranks, 1f1b, 1 thread per rank, AdamW; {rounds} rounds x {steps} steps");
         using var none = Make(config, microBatches, Recomputation.None);
@@ -63,17 +63,17 @@ internal static class RecomputeBench
             ratios.Add(b.Wall / a.Wall);
             cpuRatios.Add(b.Cpu / a.Cpu);
         }
-        double median = Median(ratios);
+        double median = BenchFacts.Median(ratios);
         bool fast = median <= 1.4;
         pass &= fast;
         Console.WriteLine();
-        Console.WriteLine($"step time (median of {rounds} rounds): none {Median(noneTimes) * 1000:F0} ms, full {Median(fullTimes) * 1000:F0} ms");
+        Console.WriteLine($"step time (median of {rounds} rounds): none {BenchFacts.Median(noneTimes) * 1000:F0} ms, full {BenchFacts.Median(fullTimes) * 1000:F0} ms");
         Console.WriteLine($"{(fast ? "PASS" : "FAIL")}  step time full / none = {median:F3}  (target <= 1.40; rounds " +
                           $"{string.Join(" ", ratios.Select(v => v.ToString("F3", CultureInfo.InvariantCulture)))})");
         // The process's CPU time per step (all threads): the work done, which a loaded machine stretches less than the wall time.
-        Console.WriteLine($"info  CPU time per step full / none = {Median(cpuRatios):F3}  (rounds " +
+        Console.WriteLine($"info  CPU time per step full / none = {BenchFacts.Median(cpuRatios):F3}  (rounds " +
                           $"{string.Join(" ", cpuRatios.Select(v => v.ToString("F3", CultureInfo.InvariantCulture)))})");
-        Console.WriteLine($"load after: {Load()}");
+        Console.WriteLine($"load after: {BenchFacts.Load()}");
         x.Dispose();
         y.Dispose();
         return pass ? 0 : 1;
@@ -116,18 +116,4 @@ internal static class RecomputeBench
     }
 
     private static string Mb(long bytes) => $"{bytes / 1048576.0:F1} MB";
-
-    private static double Median(List<double> xs)
-    {
-        var s = xs.Order().ToList();
-        return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
-    }
-
-    private static string Load() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : "n/a";
-
-    private static int Arg(string[] args, string name, int fallback)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
-    }
 }

@@ -17,22 +17,28 @@ internal sealed class TrainerRun : IDisposable
 
     public TrainerRun(GptConfig config, ILanguageModelTask task, LanguageModelTrainingOptions options, int ranks, int microBatches,
         string schedule, int? threadsPerRank, Schedules.ActionCosts? costs = null, int replicas = 1)
-    {
-        // What TrainOptions.Pipeline gives for --ranks, --replicas, --microbatches, --schedule and --threads-per-rank.
-        var pipeline = new PipelineOptions
+        : this(config, task, options, Base with
         {
+            // What TrainOptions.Pipeline gives for --ranks, --replicas, --microbatches, --schedule and --threads-per-rank.
             Replicas = replicas,
             Ranks = ranks,
             MicroBatches = microBatches,
             Schedule = schedule,
             ThreadsPerRank = threadsPerRank,
-            NonFiniteGradients = NonFiniteGradientPolicy.Throw,
-            Stop = new StopRequest(),
             ScheduleCosts = costs,
-        };
+        })
+    {
+    }
+
+    /// <summary>The trainer on the given pipeline options (e.g. a plan's, <see cref="Planning.PlanCandidate.ToPipelineOptions"/> of <see cref="Base"/>).</summary>
+    public TrainerRun(GptConfig config, ILanguageModelTask task, LanguageModelTrainingOptions options, PipelineOptions pipeline)
+    {
         _trainer = new LanguageModelTrainer(config, task, pipeline, options);
         _tokensPerStep = options.BatchSize * config.ContextLength;
     }
+
+    /// <summary>The options every run shares: a non-finite gradient is an error, and a stop request as the CLI has.</summary>
+    public static PipelineOptions Base => new() { NonFiniteGradients = NonFiniteGradientPolicy.Throw, Stop = new StopRequest() };
 
     public LanguageModelTrainer Trainer => _trainer;
 

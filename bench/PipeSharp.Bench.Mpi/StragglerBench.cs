@@ -10,8 +10,9 @@ namespace PipeSharp.Bench.Mpi;
 /// Measurement 3 (issue 13, item 6): a real straggler. Each process is pinned to its own core (taskset) and rank 0 shares
 /// its core with a CPU-bound busy loop, so it runs at about half speed. On a GPT of 2 ranks: every static split
 /// (rank 0 holding 1 .. L-1 layers) is measured, then a run that starts from the usual split (by parameter count) with
-/// automatic rebalancing on. Prints throughput after the move / best static split (target >= 0.90) and after the move /
-/// the usual split (target >= 1.3).
+/// automatic rebalancing on; once it has moved, it is measured side by side with the best static split and the usual
+/// one in alternating rounds. Prints throughput after the move / best static split (target >= 0.90) and after the move
+/// / the usual split (target >= 1.3), medians over the rounds.
 /// </summary>
 internal static class StragglerBench
 {
@@ -54,37 +55,69 @@ internal static class StragglerBench
         };
         Pipeline Pipe(PipelineOptions o) => new(spec, o, Gpt.Loss, ps => optim.AdamW(ps, 1e-3));
 
+        // Tokens/s of `steps` steps of a pipeline (rank 0's median step, on every rank).
+        double Rate(Pipeline pipe, int steps)
+        {
+            var seconds = new List<double>();
+            for (int s = 0; s < steps; s++)
+            {
+                pipe.TrainStep(x, y);
+                seconds.Add(pipe.LastStep!.WallSeconds);
+            }
+            return Agreed(cluster, tokensPerStep / Stats.Median(seconds));
+        }
+
+        // 1. Every static split, to find the best one for this condition.
         var rates = new Dictionary<int, double>();
         for (int k = 1; k < layers; k++)
         {
             using var pipe = Pipe(Options([k, layers - k], null));
             for (int s = 0; s < options.WarmupSteps; s++) pipe.TrainStep(x, y);
-            var seconds = new List<double>();
-            for (int s = 0; s < options.Steps; s++)
-            {
-                pipe.TrainStep(x, y);
-                seconds.Add(pipe.LastStep!.WallSeconds);
-            }
-            rates[k] = Agreed(cluster, tokensPerStep / Stats.Median(seconds));
+            rates[k] = Rate(pipe, options.Steps);
             log.WriteLine($"   static {k},{layers - k}: {rates[k],8:F0} tokens/s{(k == usual[0] ? "   (the usual split, by parameter count)" : "")}");
         }
         int best = rates.MaxBy(r => r.Value).Key;
 
-        using var moving = Pipe(Options(usual, new RebalancingOptions { Threshold = 0.1, Steps = 3 }));
-        var after = new List<double>();
-        int limit = options.WarmupSteps + 60;
-        for (int s = 0; s < limit && after.Count < options.Steps + 1; s++)
+        // 2. From the usual split with rebalancing on, until it has moved and held still for a step.
+        using var moving = Pipe(Options(usual, new RebalancingOptions { Threshold = 0.1, Steps = 3, MinimumGain = 0.15 }));
+        int limit = options.WarmupSteps + 60, steady = 0;
+        for (int s = 0; s < limit && steady < 2; s++)
         {
             moving.TrainStep(x, y);
-            if (moving.Moves.Count > 0 && moving.LastStep!.Moves.Count == 0) after.Add(moving.LastStep.WallSeconds);
+            steady = moving.Moves.Count > 0 && moving.LastStep!.Moves.Count == 0 ? steady + 1 : 0;
         }
         foreach (var m in moving.Moves) log.WriteLine($"   rebalancing: {m}");
-        if (after.Count < 2) throw new InvalidOperationException($"rebalancing made no move in {limit} steps (balance {string.Join(",", moving.Balance)}).");
-        double rate = Agreed(cluster, tokensPerStep / Stats.Median(after.Skip(1).ToList())); // the first step after a move is not typical
-        log.WriteLine($"   after the move ({string.Join(",", moving.Balance)}): {rate:F0} tokens/s; best static {best},{layers - best}: {rates[best]:F0}; " +
-                      $"usual {usual[0]},{usual[1]}: {rates[usual[0]]:F0}");
+        if (moving.Moves.Count == 0) throw new InvalidOperationException($"rebalancing made no move in {limit} steps (balance {string.Join(",", moving.Balance)}).");
+
+        // 3. The moved pipeline, the best static split and the usual one side by side, in alternating rounds (the busy
+        // loop's share of the core drifts over minutes): each ratio is the median over rounds of the ratio within a round.
+        using var bestPipe = Pipe(Options([best, layers - best], null));
+        using var usualPipe = Pipe(Options(usual, null));
+        for (int s = 0; s < options.WarmupSteps; s++)
+        {
+            bestPipe.TrainStep(x, y);
+            usualPipe.TrainStep(x, y);
+        }
+        int moves = moving.Moves.Count;
+        var toBest = new List<double>();
+        var toUsual = new List<double>();
+        var after = new List<double>();
+        for (int r = 0; r < options.Rounds; r++)
+        {
+            double m, b, u;
+            if (r % 2 == 0) (m, b, u) = (Rate(moving, options.Steps), Rate(bestPipe, options.Steps), Rate(usualPipe, options.Steps));
+            else (u, b, m) = (Rate(usualPipe, options.Steps), Rate(bestPipe, options.Steps), Rate(moving, options.Steps));
+            after.Add(m);
+            toBest.Add(m / b);
+            toUsual.Add(m / u);
+            log.WriteLine($"   round {r + 1}: after the move ({string.Join(",", moving.Balance)}) {m:F0}, best static {best},{layers - best} {b:F0}, " +
+                          $"usual {usual[0]},{usual[1]} {u:F0} tokens/s");
+        }
+        if (moving.Moves.Count > moves) log.WriteLine($"   (rebalancing moved again while measured: {string.Join("; ", moving.Moves.Skip(moves))})");
+        log.WriteLine($"   after the move: {Stats.Median(after):F0} tokens/s; / best static {Stats.Median(toBest):F3} (rounds {toBest.Min():F3}-{toBest.Max():F3}); " +
+                      $"/ usual {Stats.Median(toUsual):F3} (rounds {toUsual.Min():F3}-{toUsual.Max():F3})");
         log.WriteLine();
-        return (rate / rates[best], rate / rates[usual[0]]);
+        return (Stats.Median(toBest), Stats.Median(toUsual));
     }
 
     // Rank 0's figure, on every rank.

@@ -22,13 +22,19 @@ public class MemoryTests
         return Environment.WorkingSet;
     }
 
-    [Fact]
-    public void Two_thousand_steps_keep_native_memory_flat()
+    // Two ranks in a pipeline; one rank in each of two replicas, whose workers sum the replicas' gradients (with
+    // clipping, so that the norms are measured on the workers and every gradient scaled).
+    [Theory]
+    [InlineData(2, 1)]
+    [InlineData(1, 2)]
+    public void Two_thousand_steps_keep_native_memory_flat(int ranks, int replicas)
     {
-        manual_seed(6);
-        using var model = Mlp.Create(32, 64, 8, 4);
         using var data = new SyntheticClassification([32], 8, seed: 2);
-        using var pipe = new Pipeline(model, new PipelineOptions { Ranks = 2, MicroBatches = 4, Schedule = "1f1b", ThreadsPerRank = 1 },
+        using var pipe = new Pipeline(() => { manual_seed(6); return Mlp.Create(32, 64, 8, 4); }, new PipelineOptions
+            {
+                Ranks = ranks, Replicas = replicas, MicroBatches = 4 / replicas, Schedule = "1f1b", ThreadsPerRank = 1,
+                MaxGradNorm = replicas > 1 ? 1e-3 : null,
+            },
             EquivalenceTests.CrossEntropy, ps => optim.Adam(ps, 1e-3));
         var (x, y) = data.NextBatch(32);
 

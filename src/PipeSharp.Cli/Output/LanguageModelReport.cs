@@ -12,14 +12,16 @@ internal static class LanguageModelReport
         var c = trainer.Config;
         var o = trainer.Options;
         var pipe = trainer.Pipeline;
-        int m = pipe.Options.MicroBatches, small = o.BatchSize / m, large = (o.BatchSize + m - 1) / m;
+        // --microbatches is per replica: each replica takes its share of the batch.
+        int d = Math.Max(1, pipe.Options.Replicas), share = o.BatchSize / d, m = pipe.Options.MicroBatches;
+        int small = share / m, large = (o.BatchSize + d * m - 1) / (d * m);
         var lines = new List<string>
         {
             $"task       {task.Description}",
             $"model      GPT, {c.Layers} layer{S(c.Layers)}, width {c.Width}, {c.Heads} heads, context {c.ContextLength}, " +
             $"vocabulary {c.VocabularySize}, dropout {c.Dropout:G}{(c.TieEmbeddings ? ", tied embeddings" : "")}; " +
             $"{TotalParameters(trainer):N0} parameters",
-            $"schedule   {schedule}, {m} micro-batches of {(small == large ? $"{small}" : $"{small}-{large}")} sequences " +
+            $"schedule   {schedule}, {(d > 1 ? $"{d} replicas x " : "")}{m} micro-batch{Es(m)} of {(small == large ? $"{small}" : $"{small}-{large}")} sequences " +
             $"(batch {o.BatchSize} x {c.ContextLength} tokens)" +
             (pipe.Options.Recomputation.IsNone ? "" : $", recomputation {pipe.Options.Recomputation}"),
             $"optimizer  AdamW, lr {o.LearningRate:G} (warm-up {o.WarmupSteps} steps, cosine decay to {o.MinLearningRate:G}), " +

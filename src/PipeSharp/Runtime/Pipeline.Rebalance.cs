@@ -47,6 +47,7 @@ public sealed partial class Pipeline
         if (after.SequenceEqual(_plan.Balance)) return [];
         if (!_boundaries.IsPlain)
             throw new NotSupportedException("layers that pass several named tensors cannot move yet: keep the balance this pipeline was made with.");
+        var left = _plan.Balance;
         var plan = _plan with { Balance = after };
         var context = new MoveContext(_plan, plan, LayerMovePlan.Create(_plan.Balance, after, Schedule.StageToRank), _mover.Source, Backend,
             _mover.Optimizer, _mover.Scheduler);
@@ -65,7 +66,7 @@ public sealed partial class Pipeline
 
         var moves = context.Layers.Moves.Select(m => new LayerMove(_trainingSteps, m.From, m.To, m.Layers, gain)).ToList();
         _moves.AddRange(moves);
-        _mover.Trigger?.Moved();
+        _mover.Trigger?.Moved(left);
         return moves;
     }
 

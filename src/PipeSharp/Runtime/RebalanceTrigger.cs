@@ -8,7 +8,9 @@ namespace PipeSharp.Runtime;
 /// its waiting); when the slowest rank is more than the threshold above the mean for the given number of steps in a
 /// row, each rank's seconds per unit of layer cost are measured over those steps and the split is computed again with
 /// them (<see cref="SpeedAwareSplit.RebalancedSplit"/>). A split is proposed if it is predicted to save at least the
-/// minimum gain. Its inputs are the step statistics every process has alike, so every process decides alike.
+/// minimum gain, and a split the pipeline held before and left at least twice that: two splits within the measurements'
+/// noise of each other would otherwise swap back and forth. Its inputs are the step statistics every process has
+/// alike, so every process decides alike.
 /// </summary>
 internal sealed class RebalanceTrigger
 {
@@ -16,6 +18,7 @@ internal sealed class RebalanceTrigger
     private readonly double[] _costs;
     private readonly List<double[]> _slowSteps = new();
     private bool _settling = true; // the first step (cold caches, first allocations) is not typical either
+    private readonly HashSet<string> _left = new(); // the splits moved away from
 
     /// <param name="options">The threshold, the number of steps and the minimum gain.</param>
     /// <param name="layerCosts">Each layer's cost (parameter count, or the spec's cost); a cost of zero is taken as a small one, so every rank's speed can be measured.</param>
@@ -29,9 +32,13 @@ internal sealed class RebalanceTrigger
     /// <summary>The layer costs the speeds are measured against.</summary>
     public IReadOnlyList<double> Costs => _costs;
 
-    /// <summary>Forgets the slow steps seen so far and skips the next step (the first after a move is not typical).</summary>
-    public void Moved()
+    /// <summary>
+    /// Forgets the slow steps seen so far and skips the next step (the first after a move is not typical); remembers
+    /// <paramref name="left"/>, the split moved away from, so that going back to it needs twice the minimum gain.
+    /// </summary>
+    public void Moved(IReadOnlyList<int> left)
     {
+        _left.Add(Key(left));
         _slowSteps.Clear();
         _settling = true;
     }
@@ -64,8 +71,11 @@ internal sealed class RebalanceTrigger
         double now = SpeedAwareSplit.RankTimes(_costs, balance, stageToRank, secondsPerCost).Max();
         double then = SpeedAwareSplit.RankTimes(_costs, split, stageToRank, secondsPerCost).Max();
         double gain = now > 0 ? 1 - then / now : 0;
-        return gain >= _options.MinimumGain ? (split, gain) : null;
+        double needed = _left.Contains(Key(split)) ? 2 * _options.MinimumGain : _options.MinimumGain;
+        return gain >= needed ? (split, gain) : null;
     }
+
+    private static string Key(IReadOnlyList<int> balance) => string.Join(",", balance);
 
     private static double[] RankBusy(IReadOnlyList<double> stageBusy, IReadOnlyList<int> stageToRank, int ranks)
     {

@@ -18,7 +18,10 @@ public sealed record RebalancingOptions
     /// <summary>For how many consecutive steps (default 3); their busy times are averaged to measure the speeds.</summary>
     public int Steps { get; init; } = 3;
 
-    /// <summary>The smallest predicted saving of step time that is worth a move, as a share (default 0.05: 5%).</summary>
+    /// <summary>
+    /// The smallest predicted saving of step time that is worth a move, as a share (default 0.05: 5%); twice as much to
+    /// go back to a split the pipeline has left.
+    /// </summary>
     public double MinimumGain { get; init; } = 0.05;
 
     /// <summary>Refuses values that cannot work, naming the option.</summary>

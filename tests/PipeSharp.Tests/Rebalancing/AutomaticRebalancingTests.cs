@@ -39,6 +39,19 @@ public sealed class AutomaticRebalancingTests
         Assert.Equal([1, 3], decision.Value.Balance);
         Assert.Equal(0.25, decision.Value.Gain, 1e-12); // slowest rank 2 s -> 1.5 s
 
+        // Back to a split it has left: twice the minimum gain. After 2,2 -> 1,3, rank 0 takes 1 s per layer and rank 1
+        // 2.5 s for 3: 2,2 is predicted at max(2, 1.67) = 2 s against 2.5 s, a gain of 20%, enough for a first move
+        // (>= 15%) but not to go back (< 30%).
+        var back = new RebalanceTrigger(new RebalancingOptions { Threshold = 0.1, Steps = 1, MinimumGain = 0.15 }, [1, 1, 1, 1]);
+        back.Moved([2, 2]);
+        back.AfterStep(Step(1, 1), [1, 3], [0, 1], 2); // the first step after a move is skipped
+        Assert.Null(back.AfterStep(Step(1, 2.5), [1, 3], [0, 1], 2));
+        var fresh = new RebalanceTrigger(new RebalancingOptions { Threshold = 0.1, Steps = 1, MinimumGain = 0.15 }, [1, 1, 1, 1]);
+        fresh.AfterStep(Step(1, 1), [1, 3], [0, 1], 2);
+        var first = fresh.AfterStep(Step(1, 2.5), [1, 3], [0, 1], 2); // the same measurement moves a trigger with no history
+        Assert.Equal([2, 2], first!.Value.Balance);
+        Assert.Equal(0.2, first.Value.Gain, 1e-12);
+
         var picky = new RebalanceTrigger(new RebalancingOptions { Threshold = 0.1, Steps = 1, MinimumGain = 0.3 }, [1, 1, 1, 1]);
         picky.AfterStep(Step(1, 1), [2, 2], [0, 1], 2);
         Assert.Null(picky.AfterStep(Step(2, 1), [2, 2], [0, 1], 2)); // 25% < 30%

@@ -16,7 +16,7 @@ namespace PipeSharp.Tests.MpiRanks;
 /// </summary>
 internal static class RebalanceCheck
 {
-    private static readonly GptConfig Config = new(VocabularySize: 13, ContextLength: 8, Layers: 4, Width: 16, Heads: 2);
+    private static GptConfig Config => ConstructionCheck.Config; // the same tiny GPT
 
     public static void Run(MpiCluster cluster)
     {

@@ -3,11 +3,15 @@ namespace PipeSharp.Tests.Cli;
 /// <summary><c>pipesharp plan</c> prints the best layouts; <c>train --plan auto</c> runs the best; bad input is refused before any work.</summary>
 public class PlanCliTests
 {
+    // `pipesharp plan --model mlp` with the batch, the processors and a cache folder of the test's own.
+    private static CliProcess.Result PlanMlp(TempFolder cache, int batch, int processors, params string[] more) =>
+        CliProcess.Run(["plan", "--model", "mlp", "--batch-size", batch.ToString(), "--processors", processors.ToString(), "--profile-cache", cache.Path, .. more]);
+
     [Fact]
     public void Plan_prints_a_table_of_the_best_layouts_and_a_second_plan_reads_the_cache()
     {
         using var cache = new TempFolder();
-        var run = CliProcess.Run("plan", "--model", "mlp", "--batch-size", "16", "--top", "3", "--processors", "2", "--profile-cache", cache.Path);
+        var run = PlanMlp(cache, batch: 16, processors: 2, "--top", "3");
         Assert.True(run.ExitCode == 0, run.Output);
         Assert.Contains("profiling 8 layers", run.Stdout);
         var lines = run.Stdout.Split('\n');
@@ -16,7 +20,7 @@ public class PlanCliTests
         Assert.All(lines.Skip(header + 1).Take(3), l => Assert.Matches(@"^\s*[123]\s+[12]\s+[12]\s+\d+\s+(gpipe|1f1b|interleaved|zb-h1|zb-v)\s+(none|full)\s+[12]\s+[\d,]+\s+\d+", l));
         Assert.NotEmpty(Directory.GetFiles(cache.Path, "*.json"));
 
-        var again = CliProcess.Run("plan", "--model", "mlp", "--batch-size", "16", "--top", "3", "--processors", "2", "--profile-cache", cache.Path);
+        var again = PlanMlp(cache, batch: 16, processors: 2, "--top", "3");
         Assert.True(again.ExitCode == 0, again.Output);
         Assert.DoesNotContain("profiling", again.Stdout);
     }
@@ -25,16 +29,16 @@ public class PlanCliTests
     public void A_corrupt_cache_file_is_refused_naming_it_before_anything_is_profiled()
     {
         using var cache = new TempFolder();
-        Assert.Equal(0, CliProcess.Run("plan", "--model", "mlp", "--batch-size", "8", "--processors", "1", "--profile-cache", cache.Path).ExitCode);
+        Assert.Equal(0, PlanMlp(cache, batch: 8, processors: 1).ExitCode);
         var files = Directory.GetFiles(cache.Path, "*.json");
         foreach (var f in files) File.WriteAllText(f, "not json");
-        var run = CliProcess.Run("plan", "--model", "mlp", "--batch-size", "8", "--processors", "1", "--profile-cache", cache.Path);
+        var run = PlanMlp(cache, batch: 8, processors: 1);
         Assert.True(run.ExitCode == 2, run.Output);
         Assert.Contains(cache.Path, run.Stderr);
         Assert.Contains("--reprofile", run.Stderr);
         Assert.DoesNotContain("profiling", run.Stdout);
 
-        var fixedRun = CliProcess.Run("plan", "--model", "mlp", "--batch-size", "8", "--processors", "1", "--profile-cache", cache.Path, "--reprofile");
+        var fixedRun = PlanMlp(cache, batch: 8, processors: 1, "--reprofile");
         Assert.True(fixedRun.ExitCode == 0, fixedRun.Output);
     }
 
@@ -42,7 +46,7 @@ public class PlanCliTests
     public void A_budget_no_layout_fits_names_the_option_and_the_smallest_budget_that_would()
     {
         using var cache = new TempFolder();
-        var run = CliProcess.Run("plan", "--model", "mlp", "--batch-size", "8", "--processors", "2", "--memory-per-device", "1KB", "--profile-cache", cache.Path);
+        var run = PlanMlp(cache, batch: 8, processors: 2, "--memory-per-device", "1KB");
         Assert.True(run.ExitCode == 2, run.Output);
         Assert.Contains("no layout fits MemoryPerDevice (--memory-per-device) 1.0 KB", run.Stderr);
         Assert.Matches(@"the smallest any of the \d+ layouts tried needs is [\d.]+ [KM]B per rank", run.Stderr);

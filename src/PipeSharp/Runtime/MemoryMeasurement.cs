@@ -57,6 +57,11 @@ internal static class MemoryMeasurement
                { ActivationBytes = activation, WithoutRecomputation = withoutRecomputation, OutputBytes = outputs, ForwardPeakBytes = forwardPeaks, HeapBefore = new long?[count], Measured = measured,
                  KeptForMeasurement = new List<Tensor>?[count] })
         {
+            // No finalizer may free native memory between a stage's heap readings: what earlier steps left to finalizers
+            // is freed now (with several workers the pipeline collects after each no-GC region, Native/CollectionPause,
+            // and finalizers running during a forward once made it measure a fraction of its activations).
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
             runner.RunActions(step);
         }
         foreach (var e in measured) e.Dispose();

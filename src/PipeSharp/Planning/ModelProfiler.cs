@@ -72,6 +72,27 @@ public static class ModelProfiler
         });
     }
 
+    /// <summary>
+    /// How many times as long <paramref name="profile"/>'s step takes now as when it was measured: the profiled step of
+    /// <paramref name="model"/> runs again (a warm-up and <paramref name="steps"/> steps, the median against
+    /// <see cref="ModelProfile.StepSeconds"/>); 1 for a profile that did not record its step.
+    /// </summary>
+    internal static double SpeedFactor(ModelSpec model, Tensor sampleInput, Tensor sampleTarget, Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer, ModelProfile profile, int steps)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(profile);
+        if (profile.StepSeconds <= 0 || steps < 1) return 1;
+        double now = ProfileRun.StepSecondsNow(o => new Pipeline(model, o, loss, optimizer), model.Layers.Count, sampleInput, sampleTarget,
+            profile.Device, profile.Threads, steps);
+        return now / profile.StepSeconds;
+    }
+
+    /// <summary>The step <paramref name="profile"/> measured, ready to run again (for the speed check, and a test that times the machine beside a run).</summary>
+    internal static ProfiledStep OpenProfiledStep(ModelSpec model, Tensor sampleInput, Tensor sampleTarget, Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer, ModelProfile profile) =>
+        new(o => new Pipeline(model, o, loss, optimizer), model.Layers.Count, sampleInput, sampleTarget, profile.Device, profile.Threads);
+
     /// <summary>The cache key of a spec's profile (each layer is built once, alone, to read its parameters' shapes).</summary>
     public static string KeyOf(ModelSpec model, Tensor sampleInput, int threads, string device = "cpu")
     {

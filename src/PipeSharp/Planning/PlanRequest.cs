@@ -49,4 +49,12 @@ public sealed record PlanRequest
 
     /// <summary>Measured steps of each profile (after a warm-up); default 3.</summary>
     public int ProfileRepeats { get; init; } = 3;
+
+    /// <summary>
+    /// Steps of the speed check of a profile read from the cache (after a warm-up step): the profiled step runs again, and
+    /// the profile's times are scaled by how much longer or shorter it now takes, so a plan follows the machine's speed
+    /// today rather than that of the day it was profiled. Default 2; 0 uses cached profiles as they are (then nothing of
+    /// the model runs when every profile is cached).
+    /// </summary>
+    public int SpeedCheckSteps { get; init; } = 2;
 }

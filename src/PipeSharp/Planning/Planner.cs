@@ -67,7 +67,7 @@ public static class Planner
         {
             if (cache?.TryRead(keys[need]) is { } cached)
             {
-                profiles[need] = cached;
+                profiles[need] = CheckSpeed(model, sample, loss, optimizer, cached, request.SpeedCheckSteps, log);
                 continue;
             }
             log?.WriteLine($"profiling {model.Layers.Count} layers: micro-batch of {need.Samples} sample(s), {need.Threads} thread(s)");
@@ -79,6 +79,23 @@ public static class Planner
         var overheads = needs.Select(n => n.Threads).Distinct().ToDictionary(t => t, t => RuntimeOverheads.Measure(device, t, cache));
         var link = LinkProfiler.InProcess();
         return Search(request, layouts, l => profiles[(l.Threads, request.BatchSize / l.Replicas / l.MicroBatches)], link, l => overheads[l.Threads]);
+    }
+
+    // A cached profile, scaled to the machine's speed now: its step runs again and every time is multiplied by how much
+    // longer (or shorter) it takes than when it was measured. Without the check a plan made on a slower or busier
+    // machine than the profile's predicted too little (the GPT's best plan 11% under its measured step).
+    private static ModelProfile CheckSpeed(ModelSpec model, Func<int, (Tensor Input, Tensor Target)> sample, Func<Tensor, Tensor, Tensor> loss,
+        Func<IEnumerable<TorchSharp.Modules.Parameter>, optim.Optimizer> optimizer, ModelProfile cached, int steps, TextWriter? log)
+    {
+        if (steps < 1 || cached.StepSeconds <= 0) return cached;
+        var (input, target) = sample(cached.MicroBatchSamples);
+        double factor;
+        using (input)
+        using (target)
+            factor = ModelProfiler.SpeedFactor(model, input, target, loss, optimizer, cached, steps);
+        log?.WriteLine(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"profile of {cached.MicroBatchSamples} sample(s), {cached.Threads} thread(s) from the cache: its step takes {factor:0.00} x the cached time now, and the profile is scaled by it"));
+        return cached.ScaledBy(factor);
     }
 
     /// <summary>Predicts every layout and keeps those within the budget, best (highest throughput) first.</summary>

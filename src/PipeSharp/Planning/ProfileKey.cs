@@ -15,7 +15,8 @@ internal static class ProfileKey
     /// <summary>The text the key hashes, one fact a line (kept in the cached file, so a person can see what it is for).</summary>
     public static string Describe(IEnumerable<nn.Module> layers, Tensor input, string device, int threads)
     {
-        var sb = new StringBuilder();
+        // The version of what a profile holds: a file measured before BeyondActionsSeconds is measured again.
+        var sb = new StringBuilder("profile 2\n");
         int i = 0;
         foreach (var layer in layers)
         {

@@ -11,7 +11,8 @@ namespace PipeSharp.Planning;
 /// micro-batch 1 with a split one (I, then W), so every action is timed as a pipeline runs it (the last stage's
 /// forward with the loss). The per-layer figure is the median over the measured steps (after one warm-up step). Each
 /// stage's optimizer time is its busy time less its actions (the optimizer steps with its own learning rate: the
-/// caller keeps the model's values if it must); activation bytes come from the pipeline's own memory measurement
+/// caller keeps the model's values if it must), and the step's time outside its actions is kept whole (the optimizer
+/// with the gradient norm, the zeroing of the gradients and the freeing of the step's temporaries); activation bytes come from the pipeline's own memory measurement
 /// (<see cref="Pipeline.MeasureMemory"/>).
 /// </summary>
 internal static class ProfileRun
@@ -20,67 +21,75 @@ internal static class ProfileRun
         string device, int threads, int repeats, string key)
     {
         if (repeats < 1) throw new ArgumentOutOfRangeException(nameof(repeats), repeats, "profile with at least 1 measured step.");
-        if (threads < 1) throw new ArgumentOutOfRangeException(nameof(threads), threads, "profile with at least 1 intra-op thread.");
-        if (input.dim() == 0 || input.shape[0] < 1)
-            throw new ArgumentException("the sample micro-batch needs at least one sample in dimension 0.", nameof(input));
-        string file = Path.Combine(Path.GetTempPath(), $"pipesharp-profile-{Environment.ProcessId}-{Guid.NewGuid():N}.schedule");
-        ScheduleFile.Save(Schedule(layerCount), file);
         using var rng = get_rng_state();
-        Pipeline pipe;
         try
         {
-            pipe = create(new PipelineOptions
+            using var profiled = new ProfiledStep(create, layerCount, input, target, device, threads);
+            var pipe = profiled.Pipeline;
+            var times = Enumerable.Range(0, 4).Select(_ => Enumerable.Range(0, layerCount).Select(_ => new List<double>()).ToArray()).ToArray();
+            var optimizer = new List<double>();
+            var beyond = new List<double>();
+            var walls = new List<double>();
+            for (int step = 0; step <= repeats; step++)
             {
-                Balance = Enumerable.Repeat(1, layerCount).ToArray(),
-                Schedule = file,
-                MicroBatches = 2,
-                ThreadsPerRank = threads,
-                Devices = [device],
-            });
+                var stats = profiled.Run();
+                if (step == 0) continue; // warm-up: allocator and kernels
+                var actions = new double[layerCount];
+                foreach (var t in stats.Timeline)
+                {
+                    times[(int)t.Action.Kind][t.Action.Stage].Add(t.End - t.Start);
+                    actions[t.Action.Stage] += t.End - t.Start;
+                }
+                optimizer.Add(Enumerable.Range(0, layerCount).Sum(s => Math.Max(0, stats.StageBusySeconds[s] - actions[s])));
+                beyond.Add(stats.WallSeconds - (stats.Timeline.Max(t => t.End) - stats.Timeline.Min(t => t.Start)));
+                walls.Add(stats.WallSeconds);
+            }
+            var memory = pipe.MeasureMemory(profiled.Batch);
+            var outputs = OutputBytes(pipe, input);
+            (double factor, _) = OptimizerStateSize.Of(pipe.LocalStages.First().Optimizer);
+            var layers = Enumerable.Range(0, layerCount).Select(l => new LayerCost(
+                Median(times[(int)ActionKind.Forward][l]),
+                Median(times[(int)ActionKind.Backward][l]),
+                Median(times[(int)ActionKind.InputGrad][l]),
+                Median(times[(int)ActionKind.WeightGrad][l]),
+                memory[l].ActivationBytesPerMicroBatch ?? 0,
+                outputs[l],
+                memory[l].ParameterBytes,
+                (long)Math.Round(memory[l].ParameterBytes * factor))).ToList();
+            return new ModelProfile(key, device, threads, (int)input.shape[0], layers)
+            {
+                InputBytes = input.numel() * input.element_size(),
+                OptimizerSeconds = Median(optimizer),
+                BeyondActionsSeconds = Median(beyond),
+                StepSeconds = Median(walls),
+            };
         }
         finally
         {
-            File.Delete(file);
+            set_rng_state(rng);
         }
+    }
+
+    /// <summary>
+    /// The median wall time of the profiled step now: the same pipeline and step as <see cref="Measure"/>, one warm-up
+    /// and <paramref name="steps"/> measured steps. Against <see cref="ModelProfile.StepSeconds"/> it tells how much
+    /// slower or faster the machine runs the profile's work than when it was measured.
+    /// </summary>
+    public static double StepSecondsNow(Func<PipelineOptions, Pipeline> create, int layerCount, Tensor input, Tensor target,
+        string device, int threads, int steps)
+    {
+        if (steps < 1) throw new ArgumentOutOfRangeException(nameof(steps), steps, "time at least 1 step.");
+        using var rng = get_rng_state();
         try
         {
-            using (pipe)
+            using var profiled = new ProfiledStep(create, layerCount, input, target, device, threads);
+            var walls = new List<double>();
+            for (int step = 0; step <= steps; step++)
             {
-                using var batch = cat([input, input]);
-                using var targets = cat([target, target]);
-                var times = Enumerable.Range(0, 4).Select(_ => Enumerable.Range(0, layerCount).Select(_ => new List<double>()).ToArray()).ToArray();
-                var optimizer = new List<double>();
-                for (int step = 0; step <= repeats; step++)
-                {
-                    pipe.TrainStep(batch, targets);
-                    if (step == 0) continue; // warm-up: allocator and kernels
-                    var stats = pipe.LastStep!;
-                    var actions = new double[layerCount];
-                    foreach (var t in stats.Timeline)
-                    {
-                        times[(int)t.Action.Kind][t.Action.Stage].Add(t.End - t.Start);
-                        actions[t.Action.Stage] += t.End - t.Start;
-                    }
-                    optimizer.Add(Enumerable.Range(0, layerCount).Sum(s => Math.Max(0, stats.StageBusySeconds[s] - actions[s])));
-                }
-                var memory = pipe.MeasureMemory(batch);
-                var outputs = OutputBytes(pipe, input);
-                (double factor, _) = OptimizerStateSize.Of(pipe.LocalStages.First().Optimizer);
-                var layers = Enumerable.Range(0, layerCount).Select(l => new LayerCost(
-                    Median(times[(int)ActionKind.Forward][l]),
-                    Median(times[(int)ActionKind.Backward][l]),
-                    Median(times[(int)ActionKind.InputGrad][l]),
-                    Median(times[(int)ActionKind.WeightGrad][l]),
-                    memory[l].ActivationBytesPerMicroBatch ?? 0,
-                    outputs[l],
-                    memory[l].ParameterBytes,
-                    (long)Math.Round(memory[l].ParameterBytes * factor))).ToList();
-                return new ModelProfile(key, device, threads, (int)input.shape[0], layers)
-                {
-                    InputBytes = input.numel() * input.element_size(),
-                    OptimizerSeconds = Median(optimizer),
-                };
+                var stats = profiled.Run();
+                if (step > 0) walls.Add(stats.WallSeconds);
             }
+            return Median(walls);
         }
         finally
         {

@@ -18,7 +18,8 @@ internal sealed record PlanLayout(int Ranks, int Replicas, int MicroBatches, str
 /// per-action time once), the schedule is generated and run in the simulator (messages between ranks cost the link's
 /// time for the largest boundary tensor, at least the runtime's hand-over), and the step is the runtime's fixed time
 /// (for its number of workers) plus the simulated makespan plus
-/// the slowest rank's optimizer step and gradient norm, plus, with replicas, the sum of their gradients. Memory: the
+/// the slowest rank's optimizer step, gradient norm and other work outside the actions (zeroing gradients, freeing
+/// temporaries: the profiled step's remainder, shared by parameter bytes), plus, with replicas, the sum of their gradients. Memory: the
 /// memory model on the stages' bytes.
 /// </summary>
 internal static class StepModel
@@ -45,13 +46,15 @@ internal static class StepModel
             _ => stages[a.Stage].W,
         }, hop);
         long totalParameters = Math.Max(1, profile.Layers.Sum(l => l.ParameterBytes));
+        double other = OtherBeyondActions(profile, overheads, totalParameters);
         var after = new double[layout.Ranks];
         var busy = new double[layout.Ranks];
         for (int s = 0; s < stages.Count; s++)
         {
             int r = schedule.StageToRank[s];
-            double optimizer = profile.OptimizerSeconds * stages[s].ParameterBytes / totalParameters;
-            after[r] += optimizer + stages[s].ParameterBytes * overheads.NormSecondsPerByte / layout.Replicas; // the D workers share it
+            double share = (double)stages[s].ParameterBytes / totalParameters;
+            double optimizer = profile.OptimizerSeconds * share;
+            after[r] += optimizer + other * share + stages[s].ParameterBytes * overheads.NormSecondsPerByte / layout.Replicas; // the D workers share the norm
             busy[r] += optimizer;
         }
         // Busy time as the runtime measures it: the actions' durations, without the hand-over between them.
@@ -73,6 +76,15 @@ internal static class StepModel
             PredictedActionSeconds = sim.Makespan,
         };
     }
+
+    /// <summary>
+    /// The profiled step's work outside its actions that neither the optimizer figure nor the gradient norm holds, nor
+    /// the runtime's fixed part: zeroing the gradients and freeing the step's temporaries, which grow with the
+    /// parameters (0 for a profile that did not measure it).
+    /// </summary>
+    internal static double OtherBeyondActions(ModelProfile profile, RuntimeOverheads overheads, long totalParameterBytes) =>
+        profile.BeyondActionsSeconds <= 0 ? 0
+            : Math.Max(0, profile.BeyondActionsSeconds - overheads.StepSeconds - profile.OptimizerSeconds - totalParameterBytes * overheads.NormSecondsPerByte);
 
     internal sealed record StageCost(double F, double B, double I, double W, long ParameterBytes, long InputBytes, long OutputBytes, long ActivationBytes, int Layers);
 
